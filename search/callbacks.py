@@ -1,0 +1,82 @@
+"""The Keras callback that connects a fit to its Optuna trial.
+
+Each epoch it records every metric (learning curves), reports the objective to the trial so a
+pruner can stop it, keeps the best epoch by the objective (Keras Tuner's rule for a trial's score),
+times the training steps, and stops training when the loss becomes NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import keras
+import optuna
+
+
+class TrialCallback(keras.callbacks.Callback):
+    def __init__(self, trial: optuna.Trial, objective: str, direction: str):
+        super().__init__()
+        self.trial = trial
+        self.objective = objective
+        self.direction = direction
+        self.history: dict[str, list[float]] = defaultdict(list)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.epochs_run = 0
+        self.train_steps = 0
+        self.step_seconds = 0.0
+        self.epoch_seconds = 0.0
+        self.pruned = False
+        self.nan_epoch: int | None = None
+        self.missing_objective: list[str] | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.direction == "max" else value < self.best_value
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._last_step = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        self._last_step = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        logs = logs or {}
+        self.epochs_run += 1
+        self.train_steps += self._steps
+        self.step_seconds += self._last_step - self._epoch_start
+        self.epoch_seconds += now - self._epoch_start
+        for name, value in logs.items():
+            self.history[name].append(float(value))
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.nan_epoch = epoch
+            self.model.stop_training = True
+            return
+        if self.objective not in logs:
+            self.missing_objective = sorted(logs)
+            self.model.stop_training = True
+            return
+        value = float(logs[self.objective])
+        if self._better(value):
+            self.best_value, self.best_epoch = value, epoch
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            self.model.stop_training = True
+
+    @property
+    def ms_per_step(self) -> float | None:
+        return 1000.0 * self.step_seconds / self.train_steps if self.train_steps else None
+
+    def metrics_at_best_epoch(self) -> dict[str, float]:
+        if self.best_epoch is None:
+            return {}
+        return {name: values[self.best_epoch] for name, values in self.history.items()
+                if len(values) > self.best_epoch}

@@ -1,0 +1,150 @@
+"""The ``search`` command line: parses, calls ``search.api``, prints. Nothing else happens here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import search  # noqa: F401  (sets the backend's log level before anything imports it)
+import optuna
+from search.errors import SearchError
+
+console = Console()
+err_console = Console(stderr=True)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _fail(message: str, code: int = 1):
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _run(fn):
+    """Call ``fn``; user errors become one line on stderr and a non-zero exit."""
+    from storage import StoreError
+
+    try:
+        return fn()
+    except (SearchError, StoreError) as exc:
+        _fail(str(exc))
+
+
+def _parse_set(values: tuple[str, ...]) -> dict:
+    fixed = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            _fail(f"--set {item!r}: expected NAME=VALUE")
+        fixed[name.strip()] = value.strip()
+    return fixed
+
+
+@click.group()
+def main():
+    """Hyperparameter search for Keras: Keras Tuner spaces, Optuna studies, many workers."""
+
+
+storage_option = click.option("--storage", "storage_url", default=None, metavar="URL",
+                              help="Study store (default: $SEARCH_STORAGE, else sqlite:///search.db).")
+
+
+@main.command()
+@click.argument("space_file", type=click.Path(dir_okay=False))
+@click.option("--study", default=None, help="Study name (default: the space file's stem).")
+@storage_option
+@click.option("--trials", type=int, default=None, help="The study's total trial budget (all workers).")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs per trial.")
+@click.option("--workers", type=int, default=None, help="Local worker processes (default: one per GPU, else 1).")
+@click.option("--data", default=None, metavar="NAME_OR_PATH", help="Data set name or .npz path.")
+@click.option("--set", "set_values", multiple=True, metavar="NAME=VALUE", help="Fix a hyperparameter.")
+@click.option("--sampler", default=None, type=click.Choice(["tpe", "random", "grid"]), help="Optuna sampler.")
+@click.option("--seed", type=int, default=None, help="Seed for splits, samplers and weights.")
+def start(space_file, study, storage_url, trials, epochs, workers, data, set_values, sampler, seed):
+    """Create (or resume) a study of SPACE_FILE and run it to its budget."""
+    from search import api, render
+    from storage import mask_url, resolve_url
+
+    fixed = _parse_set(set_values)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    task = {}
+
+    def on_prepared(prepared):
+        h = prepared.handle
+        verb = "Resuming" if prepared.resumed else "Created"
+        console.print(f"{verb} study [bold]{prepared.study_name}[/bold] in {mask_url(resolve_url(storage_url))}: "
+                      f"space {h.record.space_path}, data {h.config.data}, {h.config.epochs} epochs per trial, "
+                      f"{h.config.sampler} sampler, objective {h.config.objective} ({h.config.direction})",
+                      highlight=False)
+        for note in prepared.notes:
+            console.print(f"note: {note}", highlight=False)
+        progress.start()
+        task["id"] = progress.add_task("starting workers", total=h.record.budget)
+
+    def on_progress(snap):
+        best = render.fmt(snap.best.value) if snap.best else "-"
+        running = snap.states.get("RUNNING", 0)
+        progress.update(task["id"], total=snap.budget, completed=snap.finished,
+                        description=f"trial {min(snap.finished + 1, snap.budget)} of {snap.budget} "
+                                    f"| running {running} | best {snap.config.objective} {best}")
+
+    try:
+        result = _run(lambda: api.start(space_file, study=study, storage_url=storage_url, trials=trials,
+                                        epochs=epochs, workers=workers, data=data, fixed=fixed,
+                                        sampler=sampler, seed=seed, on_prepared=on_prepared,
+                                        on_progress=on_progress))
+    except KeyboardInterrupt:
+        progress.stop()
+        _fail("interrupted: finished trials are kept; interrupted ones run again on resume "
+              f"(search start {space_file})", code=130)
+    progress.stop()
+    render.print_study(console, result.snapshot)
+
+
+@main.command()
+@click.option("--study", required=True, help="Study name.")
+@storage_option
+@click.option("--slot", type=int, default=None, hidden=True)
+@click.option("--quiet", is_flag=True, hidden=True)
+def worker(study, storage_url, slot, quiet):
+    """Attach to a study and take trials until its budget is spent."""
+    from search import api, render
+
+    def on_trial(t):
+        if not quiet:
+            reason = t.user_attrs.get("fail_reason")
+            console.print(f"trial {t.number} {t.state.name.lower()} value {render.fmt(t.value)}"
+                          + (f" ({reason})" if reason else ""), highlight=False)
+
+    try:
+        report = _run(lambda: api.worker(study, storage_url=storage_url, slot=slot, on_trial=on_trial))
+    except KeyboardInterrupt:
+        _fail("interrupted: the running trial was marked interrupted and will be run again", code=130)
+    if not quiet:
+        console.print(f"budget spent: this worker ran {report.trials} trials "
+                      f"({report.complete} complete, {report.pruned} pruned, {report.failed} failed)")
+
+
+@main.command()
+@click.option("--study", default=None, help="Study name (default: list the studies).")
+@storage_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def status(study, storage_url, fmt):
+    """Studies in the store, or one study's trials by state and its best configuration."""
+    from search import api, render
+
+    snaps = _run(lambda: api.status(study, storage_url=storage_url))
+    if fmt == "json":
+        payload = snaps[0].to_dict() if study else [s.to_dict() for s in snaps]
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    if study:
+        render.print_study(console, snaps[0])
+    elif snaps:
+        console.print(render.studies_table(snaps))
+    else:
+        console.print("No studies in this store yet: `search start SPACE_FILE` creates one.")

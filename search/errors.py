@@ -1,0 +1,21 @@
+"""Errors the user can act on: the CLI prints their message as one line and exits non-zero."""
+
+
+class SearchError(Exception):
+    """A user-facing error; ``str(err)`` is one line that names what is wrong and what to do."""
+
+
+class SpaceError(SearchError):
+    """The space module cannot be loaded or used."""
+
+
+class DataError(SearchError):
+    """The data set cannot be found or read."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` for an arbitrary exception."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    name = type(exc).__name__
+    return f"{name}: {first}" if first else name

@@ -1,0 +1,85 @@
+"""Terminal rendering of API results (rich tables); the CLI's only job besides parsing."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from search.summary import StudySnapshot, hp_values
+
+MAX_TRIAL_ROWS = 50
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}" if (abs(value) < 1e-3 or abs(value) >= 1e4) and value else f"{value:.4f}"
+    return str(value)
+
+
+def states_line(snap: StudySnapshot) -> str:
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(snap.states.items())) or "no trials"
+    return f"{snap.finished} of {snap.budget} trials finished ({states})"
+
+
+def trials_table(snap: StudySnapshot, title: str = "Trials") -> Table:
+    trials = sorted(snap.trials, key=lambda t: t.number)
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "state", snap.config.objective, "epochs", "train s", "ms/step"):
+        table.add_column(col, justify="right" if col != "state" else "left")
+    table.add_column("hyperparameters", ratio=1)
+    shown = trials[-MAX_TRIAL_ROWS:]
+    for t in shown:
+        attrs = t.user_attrs
+        table.add_row(str(t.number), t.state.name.lower(), fmt(t.value), fmt(attrs.get("epochs")),
+                      fmt(attrs.get("train_seconds")), fmt(attrs.get("ms_per_step")),
+                      _config_text(hp_values(t), attrs.get("fail_reason")))
+    if len(trials) > len(shown):
+        table.caption = f"last {len(shown)} of {len(trials)} trials"
+    return table
+
+
+def _config_text(values: dict, failure: str | None) -> str:
+    text = ", ".join(f"{k}={fmt(v)}" for k, v in values.items())
+    return f"{text}\n[red]{escape(failure)}[/red]" if failure else text
+
+
+def best_table(snap: StudySnapshot) -> Table | None:
+    best = snap.best
+    if best is None:
+        return None
+    table = Table(title=f"Best trial #{best.number}: {snap.config.objective} = {fmt(best.value)}",
+                  title_justify="left")
+    table.add_column("hyperparameter")
+    table.add_column("value", justify="right")
+    for name, value in hp_values(best).items():
+        table.add_row(name, fmt(value))
+    metrics = best.user_attrs.get("metrics", {})
+    for name, value in sorted(metrics.items()):
+        table.add_row(f"[dim]{name} (best epoch)[/dim]", fmt(value))
+    return table
+
+
+def studies_table(snaps: list[StudySnapshot]) -> Table:
+    table = Table(title="Studies", title_justify="left")
+    for col in ("study", "objective", "finished", "budget", "running", "failed", "best"):
+        table.add_column(col, justify="left" if col in ("study", "objective") else "right")
+    for s in snaps:
+        table.add_row(s.study_name, f"{s.config.objective} ({s.config.direction})", str(s.finished),
+                      str(s.budget), str(s.states.get("RUNNING", 0)), str(s.states.get("FAIL", 0)),
+                      fmt(s.best.value if s.best else None))
+    return table
+
+
+def print_study(console: Console, snap: StudySnapshot) -> None:
+    console.print(f"Study [bold]{snap.study_name}[/bold]: {states_line(snap)}")
+    console.print(trials_table(snap))
+    best = best_table(snap)
+    if best is None:
+        console.print("No trial has completed yet.")
+    else:
+        console.print(best)

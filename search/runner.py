@@ -1,0 +1,138 @@
+"""Run one trial: build the space's model with the trial's hyperparameters, fit it, score it.
+
+The score is the best epoch's objective (Keras Tuner's rule). What a trial leaves on its Optuna
+trial as user attributes:
+
+- ``hp_values``: every active hyperparameter value the trial used (fixed ones included)
+- ``history``: per-epoch curves of every metric
+- ``metrics``: the metrics at the best epoch, ``best_epoch``, ``epochs``, ``train_seconds`` (in
+  ``fit``'s epochs), ``trial_seconds`` (build and fit),
+  ``ms_per_step``, ``trainable_params``, ``non_trainable_params``
+- ``fail_reason`` (one line) when the trial failed
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from search import data as data_module
+from search.bridge import TrialHyperParameters
+from search.callbacks import TrialCallback
+from search.config import StudyConfig
+from search.errors import one_line
+from search.space import Space
+
+
+@dataclass
+class TrialOutcome:
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None
+    attrs: dict = field(default_factory=dict)
+
+
+class TrialFailed(Exception):
+    """The trial cannot be scored; the message is the stored reason."""
+
+
+def _plain(value):
+    """JSON-friendly Python value (numpy scalars -> Python)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _count_params(weights) -> int:
+    return int(sum(math.prod(w.shape) for w in weights))
+
+
+def _score_from_return(returned, callback: TrialCallback, objective: str, direction: str):
+    """The trial's value from what ``fit`` returned: a History, a dict or a number (as Keras Tuner)."""
+    if isinstance(returned, numbers.Real) and not isinstance(returned, bool):
+        return float(returned), {objective: float(returned)}
+    if isinstance(returned, dict):
+        if objective not in returned:
+            raise TrialFailed(f"fit() returned a dict without the objective {objective!r} "
+                              f"(keys: {', '.join(sorted(returned))})")
+        return float(returned[objective]), {k: float(v) for k, v in returned.items()}
+    if callback.epochs_run == 0 and isinstance(returned, keras.callbacks.History):
+        # A custom fit that did not pass our callbacks on: score its History after the fact.
+        for name, values in returned.history.items():
+            callback.history[name] = [float(v) for v in values]
+        values = callback.history.get(objective, [])
+        for epoch, value in enumerate(values):
+            if callback._better(value):
+                callback.best_value, callback.best_epoch = value, epoch
+    if callback.best_value is None:
+        raise TrialFailed(f"the objective {objective!r} was never reported "
+                          "(compile the model with the matching metric and pass validation data)")
+    return callback.best_value, callback.metrics_at_best_epoch()
+
+
+def run_trial(trial: optuna.Trial, space: Space, dataset: data_module.Dataset,
+              config: StudyConfig) -> TrialOutcome:
+    """Build, fit and score one trial; never raises for a failing configuration."""
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(config.seed * 100_003 + trial.number)
+    data_module.activate(dataset)
+    hp = TrialHyperParameters(trial, fixed=config.fixed)
+    callback = TrialCallback(trial, config.objective, config.direction)
+    attrs: dict = {}
+    started = time.perf_counter()
+    try:
+        model = space.hypermodel.build(hp)
+        attrs["trainable_params"] = _count_params(model.trainable_weights)
+        attrs["non_trainable_params"] = _count_params(model.non_trainable_weights)
+        kwargs = dict(validation_data=(dataset.x_val, dataset.y_val), epochs=config.epochs,
+                      callbacks=[callback], verbose=0)
+        if not space.custom_fit and "batch_size" in hp.values:
+            kwargs["batch_size"] = hp.values["batch_size"]
+        returned = space.hypermodel.fit(hp, model, dataset.x_train, dataset.y_train, **kwargs)
+        if callback.nan_epoch is not None:
+            raise TrialFailed(f"diverged: the loss became NaN at epoch {callback.nan_epoch + 1}")
+        if callback.missing_objective is not None:
+            raise TrialFailed(f"the objective {config.objective!r} is not among the logged metrics "
+                              f"({', '.join(callback.missing_objective)})")
+        value, metrics = _score_from_return(returned, callback, config.objective, config.direction)
+        if not math.isfinite(value):
+            raise TrialFailed(f"the objective {config.objective!r} is {value}")
+        state = TrialState.PRUNED if callback.pruned else TrialState.COMPLETE
+        outcome = TrialOutcome(state, value)
+        attrs["metrics"] = metrics
+    except TrialFailed as exc:
+        outcome = TrialOutcome(TrialState.FAIL, reason=str(exc))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a configuration that cannot be built or trained fails its trial only
+        where = "build" if "trainable_params" not in attrs else "fit"
+        outcome = TrialOutcome(TrialState.FAIL, reason=f"{where}: {one_line(exc)}")
+    attrs.update(
+        hp_values={k: _plain(v) for k, v in hp.values.items()},
+        history=dict(callback.history),
+        best_epoch=callback.best_epoch,
+        epochs=callback.epochs_run,
+        train_seconds=round(callback.epoch_seconds, 4),
+        trial_seconds=round(time.perf_counter() - started, 4),
+        ms_per_step=callback.ms_per_step,
+    )
+    if outcome.reason:
+        attrs["fail_reason"] = outcome.reason
+    outcome.attrs = attrs
+    return outcome
+
+
+def record(trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    """Store the outcome's attributes on the trial (before it is told)."""
+    for key, value in outcome.attrs.items():
+        trial.set_user_attr(key, value)
+

@@ -1,0 +1,17 @@
+"""The study store: Optuna's RDB storage set up for many processes, plus the project's own tables.
+
+This package imports nothing from ``search``.
+"""
+
+from storage.engine import DEFAULT_URL, StoreError, mask_url, open_storage, resolve_url
+from storage.records import StudyRecord, StudyRecords
+
+__all__ = [
+    "DEFAULT_URL",
+    "StoreError",
+    "StudyRecord",
+    "StudyRecords",
+    "mask_url",
+    "open_storage",
+    "resolve_url",
+]

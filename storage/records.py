@@ -1,0 +1,124 @@
+"""The project's own table beside Optuna's: one row per study with its configuration and space source.
+
+A worker needs only the store URL and the study name: everything else is in this row. The row
+also holds the study's trial budget and the count of trial slots claimed against it; a claim is a
+single conditional UPDATE, atomic on SQLite and PostgreSQL alike, so the budget is exact however
+many workers race for the last slot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+study_records = sa.Table(
+    "search_studies",
+    metadata,
+    sa.Column("study_name", sa.String(512), primary_key=True),
+    sa.Column("space_path", sa.Text, nullable=False),
+    sa.Column("space_sha256", sa.String(64), nullable=False),
+    sa.Column("space_source", sa.Text, nullable=False),
+    sa.Column("config_json", sa.Text, nullable=False),
+    sa.Column("budget", sa.Integer, nullable=False),
+    sa.Column("claimed", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+
+@dataclass
+class StudyRecord:
+    study_name: str
+    space_path: str
+    space_sha256: str
+    space_source: str
+    config: dict
+    budget: int
+    claimed: int = 0
+
+
+class StudyRecords:
+    """Read and write study records through a SQLAlchemy engine (Optuna's own, usually)."""
+
+    def __init__(self, engine: sa.engine.Engine):
+        self.engine = engine
+        metadata.create_all(engine, checkfirst=True)
+
+    def get(self, study_name: str) -> StudyRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(study_records).where(study_records.c.study_name == study_name)
+            ).mappings().first()
+        if row is None:
+            return None
+        return StudyRecord(
+            study_name=row["study_name"],
+            space_path=row["space_path"],
+            space_sha256=row["space_sha256"],
+            space_source=row["space_source"],
+            config=json.loads(row["config_json"]),
+            budget=row["budget"],
+            claimed=row["claimed"],
+        )
+
+    def add(self, record: StudyRecord) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.insert().values(
+                    study_name=record.study_name,
+                    space_path=record.space_path,
+                    space_sha256=record.space_sha256,
+                    space_source=record.space_source,
+                    config_json=json.dumps(record.config, sort_keys=True),
+                    budget=record.budget,
+                    claimed=record.claimed,
+                    created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                )
+            )
+
+    def update(self, study_name: str, *, config: dict | None = None, budget: int | None = None,
+               claimed: int | None = None) -> None:
+        values = {}
+        if config is not None:
+            values["config_json"] = json.dumps(config, sort_keys=True)
+        if budget is not None:
+            values["budget"] = budget
+        if claimed is not None:
+            values["claimed"] = claimed
+        if not values:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .values(**values)
+            )
+
+    def claim(self, study_name: str) -> bool:
+        """Take one trial slot of the budget; False when the budget is spent."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .where(study_records.c.claimed < study_records.c.budget)
+                .values(claimed=study_records.c.claimed + 1)
+            )
+        return result.rowcount == 1
+
+    def release(self, study_name: str) -> None:
+        """Give back a slot whose trial was interrupted, so that it is run again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .where(study_records.c.claimed > 0)
+                .values(claimed=study_records.c.claimed - 1)
+            )
+
+    def names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(study_records.c.study_name))]
