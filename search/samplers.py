@@ -32,6 +32,15 @@ def grid_size(hps: kt.HyperParameters, fixed: dict) -> int:
     return math.prod(len(values) for values in grid_space(hps, fixed).values())
 
 
+class BudgetedGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is exhausted: that call is
+    only valid inside ``study.optimize`` (workers use ask/tell), and the study's budget, capped at
+    the grid's size when the study is created, already ends the search."""
+
+    def after_trial(self, study, trial, state, values):
+        pass
+
+
 def make_sampler(name: str, seed: int | None, hps: kt.HyperParameters | None = None,
                  fixed: dict | None = None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
@@ -45,7 +54,7 @@ def make_sampler(name: str, seed: int | None, hps: kt.HyperParameters | None = N
         if size > GRID_LIMIT:
             raise SearchError(f"the grid has {size} points (more than {GRID_LIMIT}): "
                               "fix some parameters with --set or use --sampler tpe")
-        return optuna.samplers.GridSampler(grid_space(hps, fixed or {}), seed=seed)
+        return BudgetedGridSampler(grid_space(hps, fixed or {}), seed=seed)
     raise SearchError(f"unknown sampler {name!r}: use one of {', '.join(SAMPLERS)}")
 
 

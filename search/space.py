@@ -159,6 +159,8 @@ def _register_fit_parameters(space: Space, hp, model, dataset) -> None:
         space.hypermodel.fit(hp, model, dataset.x_train[:2], dataset.y_train[:2],
                              validation_data=(dataset.x_val[:2], dataset.y_val[:2]), epochs=0,
                              callbacks=[], verbose=0)
+    except SpaceError:
+        raise  # a bad --set value met in fit()
     except Exception:
         pass
 
