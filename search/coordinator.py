@@ -170,6 +170,9 @@ def _spawn_workers(prepared: Prepared, storage_url: str, count: int, log_dir: st
     procs = []
     for slot in range(count):
         env = dict(os.environ, SEARCH_STORAGE=storage_url)
+        # Grow GPU memory on demand, so several workers can share one GPU (TensorFlow, JAX).
+        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         log_path = os.path.join(log_dir, f"worker-{slot}.log")
