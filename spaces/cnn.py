@@ -60,7 +60,7 @@ def build(hp):
     model = keras.Model(inputs, outputs)
 
     optimizer = hp.Choice("optimizer", list(OPTIMIZERS))
-    learning_rate = hp.Float("learning_rate", 1e-5, 1e-1, sampling="log", default=1e-3)
+    learning_rate = hp.Float("learning_rate", 1e-5, 1e-1, sampling="log", default=3e-3)
     kwargs = {"learning_rate": learning_rate}
     with hp.conditional_scope("optimizer", ["sgd"]):
         if optimizer == "sgd":
