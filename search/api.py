@@ -50,5 +50,5 @@ def status(study: str | None = None, *, storage_url: str | None = None) -> list[
     if study is not None:
         return [snapshot(open_study_handle(storage_url, study))]
     store = storage.open_storage(storage_url)
-    records = storage.StudyRecords(store.engine)
-    return [snapshot(open_study_handle(storage_url, name)) for name in sorted(records.names())]
+    names = sorted(storage.StudyRecords(store.engine).names())
+    return [snapshot(open_study_handle(storage_url, name, store)) for name in names]

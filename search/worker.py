@@ -38,8 +38,10 @@ class StudyHandle:
     config: StudyConfig
 
 
-def open_study_handle(storage_url: str | None, study_name: str) -> StudyHandle:
-    store = storage.open_storage(storage_url)
+def open_study_handle(storage_url: str | None, study_name: str,
+                      store: optuna.storages.RDBStorage | None = None) -> StudyHandle:
+    """The study's store, record and configuration; ``store`` reuses an open store."""
+    store = store or storage.open_storage(storage_url)
     records = storage.StudyRecords(store.engine)
     rec = records.get(study_name)
     if rec is None:
