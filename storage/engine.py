@@ -36,7 +36,7 @@ def mask_url(url: str) -> str:
         return "<malformed storage URL>"
     if parsed.password is None:
         return url
-    return parsed.set(password="***").render_as_string(hide_password=False)
+    return parsed.render_as_string(hide_password=True)
 
 
 def _engine_kwargs(url: str) -> dict:
