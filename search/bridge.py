@@ -57,7 +57,13 @@ class ParamMapping:
 
 
 def _step_grid(hp) -> list:
-    return [hp._get_value_by_index(i) for i in range(hp._get_n_values())]
+    """The values of a stepped range. Linear ranges count steps with a tolerance, so that
+    Float(0, 0.5, step=0.1) includes 0.5 (Keras Tuner's floor division of 0.5 // 0.1 drops it)."""
+    if hp.sampling == "linear":
+        n_values = int(math.floor((hp.max_value - hp.min_value) / hp.step + 1e-9)) + 1
+    else:
+        n_values = hp._get_n_values()
+    return [hp._get_value_by_index(i) for i in range(n_values)]
 
 
 def param_mapping(hp: kt.engine.hyperparameters.HyperParameter) -> ParamMapping | None:
