@@ -1,0 +1,93 @@
+"""Loading space modules: every broken space is one line naming the file and the cause."""
+
+import textwrap
+
+import pytest
+
+from search import data
+from search.errors import SpaceError
+from search.space import discover, load_space, validate_fixed
+from tests.conftest import REPO
+
+GOOD_BUILD = '''
+import keras
+from search import data
+
+def build(hp):
+    ds = data.current()
+    model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(ds.num_classes, activation="softmax")])
+    opt = hp.Choice("optimizer", ["adam", "sgd"])
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        if opt == "sgd":
+            hp.Float("momentum", 0.0, 0.9)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+'''
+
+
+def write(tmp_path, source, name="space.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return str(path)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def build(hp)\n    return None\n", "syntax error at line 1"),
+    ("import no_such_module_here\n", "importing the space raised ModuleNotFoundError"),
+    ("x = 1\n", "defines no hypermodel"),
+    ("HYPERMODEL = 3\n", "HYPERMODEL must be a keras_tuner.HyperModel"),
+])
+def test_broken_spaces_are_one_line_errors(tmp_path, source, message):
+    path = write(tmp_path, source)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    text = str(err.value)
+    assert message in text and path in text and "\n" not in text
+
+
+def test_build_raising_is_reported_at_discovery(tmp_path):
+    space = load_space(write(tmp_path, "def build(hp):\n    raise RuntimeError('no model for you')\n"))
+    with pytest.raises(SpaceError) as err:
+        discover(space, data.load("digits"))
+    assert "build() raised RuntimeError: no model for you" in str(err.value)
+
+
+def test_discovery_opens_conditional_scopes_and_keeps_defaults(tmp_path):
+    space = load_space(write(tmp_path, GOOD_BUILD))
+    found = discover(space, data.load("digits"))
+    assert {hp.name for hp in found.hyperparameters.space} == {"optimizer", "momentum"}
+    assert found.defaults == {"optimizer": "adam"}
+    with pytest.raises(SpaceError, match="defines no hyperparameter 'nope'.*momentum, optimizer"):
+        validate_fixed(found.hyperparameters, {"nope": "1"})
+    assert validate_fixed(found.hyperparameters, {"momentum": "0.5"}) == {"momentum": 0.5}
+
+
+def test_hypermodel_subclass_and_fit_parameters_are_found(tmp_path):
+    source = '''
+        import keras, keras_tuner
+        from search import data
+
+        class Net(keras_tuner.HyperModel):
+            def build(self, hp):
+                ds = data.current()
+                model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                                          keras.layers.Dense(hp.Int("units", 8, 32, step=8)),
+                                          keras.layers.Dense(ds.num_classes, activation="softmax")])
+                model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+                return model
+
+            def fit(self, hp, model, *args, **kwargs):
+                return model.fit(*args, batch_size=hp.Choice("batch_size", [16, 32]), **kwargs)
+    '''
+    space = load_space(write(tmp_path, source))
+    assert space.custom_fit
+    found = discover(space, data.load("digits"))
+    assert {hp.name for hp in found.hyperparameters.space} == {"units", "batch_size"}
+
+
+def test_the_cnn_space_loads_and_discovers():
+    space = load_space(str(REPO / "spaces" / "cnn.py"))
+    assert space.objective.name == "val_accuracy" and space.objective.direction == "max"
+    names = {hp.name for hp in discover(space, data.load("digits")).hyperparameters.space}
+    assert {"learning_rate", "optimizer", "batch_size", "momentum", "filters", "conv_blocks"} <= names
