@@ -23,7 +23,7 @@ from search.config import StudyConfig
 from search.errors import SearchError
 from search.runner import TrialOutcome, record, run_trial
 from search.samplers import make_sampler, worker_seed
-from search.space import Space, space_from_source
+from search.space import space_from_source
 
 INTERRUPTED_ATTR = "interrupted"
 

@@ -62,7 +62,7 @@ def test_choice_boolean_and_fixed():
     d = trial.distributions
     assert d["optimizer"] == CategoricalDistribution(("adam", "sgd")) and opt in ("adam", "sgd")
     assert d["batch_size"] == CategoricalDistribution((16, 32, 64)) and batch in (16, 32, 64)
-    assert d["scale"] == CategoricalDistribution((0.5, 1.0))
+    assert d["scale"] == CategoricalDistribution((0.5, 1.0)) and scale in (0.5, 1.0)
     assert d["flip"] == CategoricalDistribution((False, True)) and type(flip) is bool
     assert d["batch_norm"] == CategoricalDistribution((False, True)) and type(bn) is bool
     assert "classes" not in d and fixed == 20 and hp.values["classes"] == 20

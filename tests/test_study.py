@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, error_lines, run_cli
+from tests.conftest import error_lines, run_cli
 
 pytestmark = pytest.mark.slow
 
