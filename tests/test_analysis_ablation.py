@@ -1,0 +1,122 @@
+"""ablation.plan: exactly the expected one-factor-at-a-time configurations; ablation effects are
+analyzed apart from the search, against the seed noise of the repeats."""
+
+import keras_tuner as kt
+from keras_tuner.engine.hyperparameters import Boolean, Choice, Float, Int
+import optuna
+import pytest
+
+from search.analysis import ablation, analyze
+from search.analysis.synthetic import add_ablation_trials, build_study, space_config
+from search.errors import SearchError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def space():
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-5, 1e-1, sampling="log")
+    hp.Choice("optimizer", ["adam", "sgd", "rmsprop"])
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        hp.Float("momentum", 0.0, 0.9, default=0.5)
+    hp.Boolean("batch_norm")
+    hp.Int("units", 32, 256, step=32)
+    hp.Float("dropout", 0.0, 0.5, step=0.1)
+    hp.Int("batch_size", 8, 512, step=2, sampling="log")
+    hp.Fixed("epochs_hint", 3)
+    return hp
+
+
+BEST = {"lr": 3e-4, "optimizer": "adam", "batch_norm": True, "units": 64, "dropout": 0.2,
+        "batch_size": 32, "epochs_hint": 3}
+
+
+def test_grids():
+    lr = Float("lr", 1e-5, 1e-1, sampling="log")
+    assert ablation.grid(lr) == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    assert ablation.grid(lr, 3e-4) == pytest.approx([1e-5, 1e-4, 3e-4, 1e-3, 1e-2, 1e-1])
+    assert ablation.grid(Float("d", 0.0, 0.5, step=0.1)) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert ablation.grid(Float("m", 0.0, 0.8)) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    units = ablation.grid(Int("units", 32, 256, step=32))
+    assert len(units) == 5 and units[0] == 32 and units[-1] == 256 and all(u % 32 == 0 for u in units)
+    assert ablation.grid(Int("bs", 8, 512, step=2, sampling="log")) == [8, 16, 32, 64, 128, 256, 512]
+    assert ablation.grid(Int("layers", 1, 4)) == [1, 2, 3, 4]
+    assert ablation.grid(Boolean("bn")) == [False, True]
+    assert ablation.grid(Choice("o", ["a", "b"]), "a") == ["a", "b"]
+
+
+def test_plan_enqueues_exactly_the_expected_configurations(space):
+    params, repeats = ["lr", "optimizer", "batch_norm", "units"], 3
+    trials = ablation.plan(BEST, space, params, repeats)
+    # lr: 5 decades + the best 3e-4; optimizer 3; batch_norm 2; units: 5 of its 8 steps + the best 64
+    expected_values = {
+        "lr": [1e-5, 1e-4, 3e-4, 1e-3, 1e-2, 1e-1],
+        "optimizer": ["adam", "sgd", "rmsprop"],
+        "batch_norm": [False, True],
+        "units": [32, 64, 96, 160, 192, 256],
+    }
+    assert len(trials) == (6 + 3 + 2 + 6) * repeats
+    for name, values in expected_values.items():
+        mine = [t for t in trials if t["ablation"]["param"] == name]
+        assert [t["ablation"]["value"] for t in mine] == pytest.approx(
+            [v for v in values for _ in range(repeats)])
+        assert [t["ablation"]["repeat"] for t in mine] == list(range(repeats)) * len(values)
+        for t in mine:
+            others = {k: v for k, v in t["params"].items() if k not in (name, "momentum")}
+            assert others == {k: v for k, v in BEST.items() if k != name}
+            assert t["params"][name] == t["ablation"]["value"]
+            assert t["ablation"]["center"] == BEST[name]
+
+
+def test_plan_follows_conditional_scopes(space):
+    trials = ablation.plan(BEST, space, ["optimizer"], 1)
+    by_value = {t["ablation"]["value"]: t["params"] for t in trials}
+    assert by_value["sgd"]["momentum"] == 0.5          # activated: the space's default
+    assert "momentum" not in by_value["adam"]
+    best_sgd = {**BEST, "optimizer": "sgd", "momentum": 0.8}
+    trials = ablation.plan(best_sgd, space, ["optimizer"], 1)
+    by_value = {t["ablation"]["value"]: t["params"] for t in trials}
+    assert by_value["sgd"]["momentum"] == 0.8 and "momentum" not in by_value["rmsprop"]
+
+
+def test_plan_rejects_bad_requests(space):
+    with pytest.raises(SearchError, match="unknown parameter"):
+        ablation.plan(BEST, space, ["nope"], 2)
+    with pytest.raises(SearchError, match="fixed"):
+        ablation.plan(BEST, space, ["epochs_hint"], 2)
+    with pytest.raises(SearchError, match="not active"):
+        ablation.plan(BEST, space, ["momentum"], 2)
+    with pytest.raises(SearchError, match="repeats"):
+        ablation.plan(BEST, space, ["lr"], 0)
+
+
+def test_ablation_effects_are_separate_and_measured_against_seed_noise():
+    study = build_study(150, seed=2)
+    search_only = analyze(study, space=space_config())
+    best = search_only.overview["best"]["params"]
+    hp = kt.HyperParameters.from_config(space_config())
+    plan = ablation.plan(best, hp, ["learning_rate", "batch_size"], repeats=3)
+    add_ablation_trials(study, plan)
+    result = analyze(study, space=space_config())
+    assert result.overview["ablation_trials"] == len(plan)
+    # search effects are unchanged by the ablation trials
+    assert result.effect("classes").rows.equals(search_only.effect("classes").rows)
+    effects = {a.name: a for a in result.ablation}
+    assert set(effects) == {"learning_rate", "batch_size"}
+    lr = effects["learning_rate"]
+    assert lr.center == pytest.approx(best["learning_rate"])
+    assert 0.003 < lr.noise_sd < 0.03                      # the synthetic seed noise is 0.01
+    rows = lr.rows.set_index("value")
+    assert rows.loc[1e-5, "effect_high"] < 0               # far from the best: clearly worse
+    center = rows.loc[[v for v in rows.index if v == pytest.approx(best["learning_rate"])][0]]
+    assert center["effect"] == 0 and center["effect_low"] < 0 < center["effect_high"]
+    assert "worse: 1e-5" in lr.verdict
+    batch = effects["batch_size"]
+    assert "within noise" in batch.verdict and "worse" not in batch.verdict
+    assert result.effect("learning_rate").confounded is False
+    assert result.effect("classes").confounded is True
+    assert all("learning_rate" not in n.split("(")[1].split(")")[0].split(", ")
+               for n in result.notes if "confounded" in n)
+    data = result.to_dict()
+    assert {a["name"] for a in data["ablation"]} == {"learning_rate", "batch_size"}
