@@ -2,9 +2,9 @@
 analyzed apart from the search, against the seed noise of the repeats."""
 
 import keras_tuner as kt
-from keras_tuner.engine.hyperparameters import Boolean, Choice, Float, Int
 import optuna
 import pytest
+from keras_tuner.engine.hyperparameters import Boolean, Choice, Float, Int
 
 from search.analysis import ablation, analyze
 from search.analysis.synthetic import add_ablation_trials, build_study, space_config
@@ -109,7 +109,7 @@ def test_ablation_effects_are_separate_and_measured_against_seed_noise():
     assert 0.003 < lr.noise_sd < 0.03                      # the synthetic seed noise is 0.01
     rows = lr.rows.set_index("value")
     assert rows.loc[1e-5, "effect_high"] < 0               # far from the best: clearly worse
-    center = rows.loc[[v for v in rows.index if v == pytest.approx(best["learning_rate"])][0]]
+    center = rows.loc[next(v for v in rows.index if v == pytest.approx(best["learning_rate"]))]
     assert center["effect"] == 0 and center["effect_low"] < 0 < center["effect_high"]
     assert "worse: 1e-5" in lr.verdict
     batch = effects["batch_size"]
