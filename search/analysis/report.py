@@ -6,6 +6,7 @@ Every user-controlled string (study name, parameter values, failure reasons) is 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import optuna
@@ -31,6 +32,19 @@ EFFECT_HEADERS = {"value": "value", "trials": "trials", "complete": "complete", 
                   "ci_low": "95% low", "ci_high": "95% high", "median": "median", "best": "best",
                   "sec_per_epoch": "s/epoch", "gap": "train-val gap", "pruned": "pruned",
                   "failed": "failed", "diverged": "diverged"}
+
+
+# C0 controls other than whitespace: a parse error in an HTML document. plotly.js carries two
+# raw ones inside JavaScript string literals, where the \xNN escape stands for the same character.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def plotly_script() -> str:
+    """plotly.js, inline-safe: no ``</script`` in it, control characters escaped."""
+    source = get_plotlyjs()
+    if "</script" in source.lower():  # cannot happen with plotly's bundle; never emit broken HTML
+        raise RuntimeError("plotly.js contains '</script'")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", source)
 
 
 def _e(value) -> str:
@@ -119,7 +133,7 @@ def render_html(analysis: Analysis, study: optuna.Study) -> str:
                  + "".join(_figure(fig, div_id) for fig, div_id in plots) + "</section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>search analyze: {_e(analysis.study_name)}</title><style>{STYLE}</style>"
-            f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head>\n<body>\n"
+            f"<script type=\"text/javascript\">{plotly_script()}</script></head>\n<body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
 
 

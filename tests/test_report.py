@@ -1,0 +1,183 @@
+"""The HTML report: one valid, self-contained file (plotly.js inline, no network reference),
+every user-controlled string escaped, and every figure drawn by a real headless browser."""
+
+import html
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.analysis import analyze, figures, write_html
+from search.analysis.synthetic import build_study, space_config
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+XSS = "<script>alert(1)</script>"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--enable-logging=stderr", "--v=0", "--virtual-time-budget=30000", "--dump-dom"]
+
+
+class Collector(HTMLParser):
+    """Tags, their attributes and the text outside scripts; checks that elements nest."""
+
+    VOID = frozenset({"meta", "link", "br", "img", "input", "hr", "col", "area", "base", "source", "wbr"})
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.tags, self.text, self.errors = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if not self.stack or self.stack[-1] != "script":
+            self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    study = build_study(120, seed=5, study_name=f"digits {XSS}")
+    attrs = {"hp_values": {"learning_rate": 1e-3, "optimizer": XSS, "batch_size": 32,
+                           "classes": 10, "dropout": 0.1, "beta": 0.95},
+             "fail_reason": f"fit: ValueError: {XSS}"}
+    study.add_trial(optuna.create_trial(
+        state=TrialState.FAIL, params={"learning_rate": 1e-3},
+        distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
+        user_attrs=attrs))
+    done = dict(attrs, fail_reason=None, history={"val_accuracy": [0.5, 0.6]}, epochs=2,
+                best_epoch=1, train_seconds=2.0, trainable_params=1000)
+    study.add_trial(optuna.create_trial(
+        value=0.6, params={"learning_rate": 1e-3},
+        distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
+        user_attrs=done))
+    result = analyze(study, space=space_config())
+    path = write_html(result, study, tmp_path_factory.mktemp("report") / "sub" / "report.html")
+    return result, path, path.read_text(encoding="utf-8")
+
+
+def test_report_is_valid_html(report):
+    _, path, text = report
+    assert path.exists() and text.startswith("<!DOCTYPE html>")
+    parser = Collector()
+    parser.feed(text)
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    html5lib = pytest.importorskip("html5lib")
+    html5lib.HTMLParser(strict=True).parse(text)  # raises on any parse error
+
+
+def test_report_embeds_plotly_and_references_no_network(report):
+    _, _, text = report
+    parser = Collector()
+    parser.feed(text)
+    scripts = [attrs for tag, attrs in parser.tags if tag == "script"]
+    assert scripts and all("src" not in attrs for attrs in scripts)
+    for tag, attrs in parser.tags:
+        for name in ("src", "href", "data"):
+            assert not re.match(r"\s*(https?:)?//", attrs.get(name) or ""), (tag, attrs)
+    assert not any(tag in ("link", "iframe", "img") for tag, _ in parser.tags)
+    assert "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js itself is inline
+    assert not re.search(r"<script[^>]+src=", text)
+
+
+def test_report_has_every_section_and_figure(report):
+    result, _, text = report
+    ids = re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div', text)
+    expected = {"fig-importance", "fig-lr", "fig-history", "fig-time", "fig-params", "fig-curves",
+                "fig-slice", "fig-parallel"} | {f"fig-effect-{i}" for i in range(len(result.effects))}
+    assert set(ids) == expected
+    for section in ("overview", "importance", "effects", "figures", "notes"):
+        assert f'<section id="{section}">' in text
+    for effect in result.effects:
+        assert html.escape(effect.verdict) in text
+    assert "Pareto front" in text
+
+
+def test_user_strings_appear_only_escaped(report):
+    _, _, text = report
+    assert XSS not in text
+    assert "alert(1)</script>" not in text
+    assert html.escape(XSS) in text                       # study name, value, failure reason
+    assert f"Study digits {html.escape(XSS)}" in text
+    assert f"fit: ValueError: {html.escape(XSS)}" in text
+    parser = Collector()
+    parser.feed(text)
+    assert sum(1 for tag, _ in parser.tags if tag == "script") == 1 + text.count("Plotly.newPlot")
+
+
+def test_big_study_parallel_coordinates_use_plotly_parcoords(report, monkeypatch):
+    result, _, _ = report
+    monkeypatch.setattr(figures, "OPTUNA_PARALLEL_MAX_TRIALS", 10)
+    fig = figures.parallel_coordinates(result)
+    assert fig.data[0].type == "parcoords"
+    labels = [d.label for d in fig.data[0].dimensions]
+    assert "log10 learning_rate" in labels and labels[-1] == "val_accuracy"
+    ticks = [t for d in fig.data[0].dimensions if d.ticktext for t in d.ticktext]
+    assert html.escape(XSS) in ticks and XSS not in ticks
+
+
+def test_pareto_front():
+    import pandas as pd
+    cost = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0])
+    value = pd.Series([0.5, 0.4, 0.7, 0.7, 0.9])
+    assert figures.pareto_mask(cost, value, True).tolist() == [True, False, True, False, True]
+    assert figures.pareto_mask(cost, value, False).tolist() == [True, True, False, False, False]
+
+
+# -- a real browser ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not shutil.which(path) and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "chromium"], check=False, capture_output=True,
+                       timeout=600)
+    if not shutil.which(path):
+        pytest.skip("chromium is not installed and `apt-get install -y chromium` failed")
+    return path
+
+
+def browse(chromium, path, tmp_path):
+    """The DOM after the page ran, and the browser's console/script errors."""
+    result = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                             path.resolve().as_uri()], check=False, capture_output=True, text=True,
+                            timeout=300)
+    errors = [line for line in result.stderr.splitlines()
+              if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+    return result.stdout, errors
+
+
+def test_browser_console_errors_are_detected(chromium, tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><body><script>undefinedFunction()</script></body></html>")
+    _, errors = browse(chromium, page, tmp_path)
+    assert any("undefinedFunction" in e for e in errors)
+
+
+def test_every_figure_renders_in_a_headless_browser(report, chromium, tmp_path):
+    _, path, text = report
+    dom, errors = browse(chromium, path, tmp_path)
+    assert errors == []
+    ids = re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div', text)
+    starts = [(m.start(), m.group(1)) for m in
+              re.finditer(r'<div id="(fig-[^"]+)" class="plotly-graph-div[^"]*"', dom)]
+    assert [i for _, i in starts] == ids
+    for (start, div_id), (end, _) in zip(starts, [*starts[1:], (len(dom), None)]):
+        chunk = dom[start:end]
+        assert "js-plotly-plot" in chunk[:200], div_id         # plotly took the div over
+        assert 'class="main-svg"' in chunk, div_id             # and drew its SVG
+    assert XSS not in dom                                      # never became a script element
+    assert f"Study digits {html.escape(XSS)}" in dom           # shown as text
