@@ -6,11 +6,17 @@ import json
 import sys
 
 import click
+import optuna
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 import search  # noqa: F401  (sets the backend's log level before anything imports it)
-import optuna
 from search.errors import SearchError
 
 console = Console()
@@ -25,12 +31,18 @@ def _fail(message: str, code: int = 1):
 
 def _run(fn):
     """Call ``fn``; user errors become one line on stderr and a non-zero exit."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from storage import StoreError
 
     try:
         return fn()
     except (SearchError, StoreError) as exc:
         _fail(str(exc))
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        _fail(f"the store failed and did not come back: {first}")
 
 
 def _parse_set(values: tuple[str, ...]) -> dict:
@@ -50,6 +62,10 @@ def main():
 
 storage_option = click.option("--storage", "storage_url", default=None, metavar="URL",
                               help="Study store (default: $SEARCH_STORAGE, else sqlite:///search.db).")
+gpus_option = click.option("--gpus", default=None, metavar="0,1",
+                           help="GPUs for local workers, one process each (default: every visible GPU).")
+per_gpu_option = click.option("--per-gpu", "per_gpu", type=int, default=None, metavar="K",
+                              help="Worker processes per GPU (or CPU workers where there is no GPU).")
 
 
 @main.command()
@@ -63,7 +79,18 @@ storage_option = click.option("--storage", "storage_url", default=None, metavar=
 @click.option("--set", "set_values", multiple=True, metavar="NAME=VALUE", help="Fix a hyperparameter.")
 @click.option("--sampler", default=None, type=click.Choice(["tpe", "random", "grid"]), help="Optuna sampler.")
 @click.option("--seed", type=int, default=None, help="Seed for splits, samplers and weights.")
-def start(space_file, study, storage_url, trials, epochs, workers, data, set_values, sampler, seed):
+@click.option("--pruner", default=None, type=click.Choice(["none", "median", "hyperband", "asha"]),
+              help="Optuna pruner, fed each epoch's objective (default: median).")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="The study's wall-clock budget from now, for every worker: no trial starts after it.")
+@gpus_option
+@per_gpu_option
+@click.option("--heartbeat", type=int, default=None, metavar="SECONDS",
+              help="Heartbeat interval of running trials (default 10).")
+@click.option("--grace", type=int, default=None, metavar="SECONDS",
+              help="A trial without a heartbeat for this long is failed and retried (default 60).")
+def start(space_file, study, storage_url, trials, epochs, workers, data, set_values, sampler, seed,
+          pruner, timeout, gpus, per_gpu, heartbeat, grace):
     """Create (or resume) a study of SPACE_FILE and run it to its budget."""
     from search import api, render
     from storage import mask_url, resolve_url
@@ -82,21 +109,26 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
                       highlight=False)
         for note in prepared.notes:
             console.print(f"note: {note}", highlight=False)
+        if h.record.deadline is not None:
+            console.print(f"note: no trial starts after {timeout:g} s from now (--timeout)",
+                          highlight=False)
         progress.start()
         task["id"] = progress.add_task("starting workers", total=h.record.budget)
 
     def on_progress(snap):
         best = render.fmt(snap.best.value) if snap.best else "-"
         running = snap.states.get("RUNNING", 0)
-        progress.update(task["id"], total=snap.budget, completed=snap.finished,
-                        description=f"trial {min(snap.finished + 1, snap.budget)} of {snap.budget} "
-                                    f"| running {running} | best {snap.config.objective} {best}")
+        progress.update(task["id"], total=snap.budget, completed=_counted(snap),
+                        description=f"trial {min(_counted(snap) + 1, snap.budget)} of {snap.budget} "
+                                    f"| running {running} | workers {len(snap.live_workers)} "
+                                    f"| best {snap.config.objective} {best}")
 
     try:
         result = _run(lambda: api.start(space_file, study=study, storage_url=storage_url, trials=trials,
                                         epochs=epochs, workers=workers, data=data, fixed=fixed,
-                                        sampler=sampler, seed=seed, on_prepared=on_prepared,
-                                        on_progress=on_progress))
+                                        sampler=sampler, seed=seed, pruner=pruner, timeout=timeout,
+                                        gpus=gpus, per_gpu=per_gpu, heartbeat=heartbeat, grace=grace,
+                                        on_prepared=on_prepared, on_progress=on_progress))
     except KeyboardInterrupt:
         progress.stop()
         _fail("interrupted: finished trials are kept; interrupted ones run again on resume "
@@ -105,27 +137,49 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
     render.print_study(console, result.snapshot)
 
 
+def _counted(snap) -> int:
+    """Finished trials that count against the budget (not those queued again)."""
+    return max(0, min(snap.budget, snap.claimed - snap.states.get("RUNNING", 0)))
+
+
 @main.command()
 @click.option("--study", required=True, help="Study name.")
 @storage_option
+@gpus_option
+@per_gpu_option
 @click.option("--slot", type=int, default=None, hidden=True)
 @click.option("--quiet", is_flag=True, hidden=True)
-def worker(study, storage_url, slot, quiet):
-    """Attach to a study and take trials until its budget is spent."""
+def worker(study, storage_url, gpus, per_gpu, slot, quiet):
+    """Attach to a study and take trials until its budget is spent.
+
+    Needs only the store and the study name: the study carries its configuration and the source
+    of its space. One worker process per GPU (--gpus, --per-gpu), or one CPU worker.
+    """
     from search import api, render
 
     def on_trial(t):
         if not quiet:
             reason = t.user_attrs.get("fail_reason")
+            tries = t.user_attrs.get("attempt", 1)
             console.print(f"trial {t.number} {t.state.name.lower()} value {render.fmt(t.value)}"
+                          + (f" (attempt {tries})" if tries > 1 else "")
                           + (f" ({reason})" if reason else ""), highlight=False)
 
+    def on_note(note):
+        console.print(f"note: {note}", highlight=False)
+
     try:
-        report = _run(lambda: api.worker(study, storage_url=storage_url, slot=slot, on_trial=on_trial))
+        report = _run(lambda: api.worker(study, storage_url=storage_url, gpus=gpus, per_gpu=per_gpu,
+                                         slot=slot, on_trial=on_trial, on_note=on_note))
     except KeyboardInterrupt:
-        _fail("interrupted: the running trial was marked interrupted and will be run again", code=130)
+        _fail("interrupted: the running trial was queued again with the same parameters", code=130)
+    if report.interrupted:
+        if not quiet:
+            console.print(f"stopped: this worker ran {report.trials} trials; the running one was "
+                          "queued again with the same parameters")
+        sys.exit(130)
     if not quiet:
-        console.print(f"budget spent: this worker ran {report.trials} trials "
+        console.print(f"budget spent: ran {report.trials} trials "
                       f"({report.complete} complete, {report.pruned} pruned, {report.failed} failed)")
 
 

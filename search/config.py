@@ -8,6 +8,15 @@ DEFAULT_TRIALS = 10
 DEFAULT_EPOCHS = 10
 DEFAULT_SEED = 0
 DEFAULT_SAMPLER = "tpe"
+# Optuna's own default pruner (what studies made before --pruner existed used).
+DEFAULT_PRUNER = "median"
+# Heartbeats: a worker stamps its running trial every HEARTBEAT seconds; a trial whose stamp is
+# older than GRACE seconds is failed and retried (Optuna's RDB heartbeat). The grace period must
+# outlast a store restart and a busy machine's scheduling delays, hence several heartbeats.
+DEFAULT_HEARTBEAT_S = 10
+DEFAULT_GRACE_S = 60
+# How often one trial is re-run after its worker died (a retry that dies too counts again).
+DEFAULT_MAX_RETRY = 3
 
 
 @dataclass
@@ -19,6 +28,10 @@ class StudyConfig:
     direction: str = "max"
     sampler: str = DEFAULT_SAMPLER
     seed: int = DEFAULT_SEED
+    pruner: str = DEFAULT_PRUNER
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    grace_s: int = DEFAULT_GRACE_S
+    max_retry: int = DEFAULT_MAX_RETRY
     fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
 
@@ -26,6 +39,6 @@ class StudyConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "StudyConfig":
+    def from_dict(cls, raw: dict) -> StudyConfig:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})

@@ -2,9 +2,15 @@
 
 Creating a study loads its space and data once to discover the full space (for ``--set`` and the
 grid), then stores the configuration and the space's source with the study. Resuming checks that
-the space source is unchanged and that no stored setting is contradicted, sets the budget, and
-recounts the slots in use. Local workers are separate processes (``python -m search worker``):
-each pins its own GPU, loads data once, and trains in its own Keras session.
+the space source is unchanged and that no stored setting is contradicted, sets the budget (trials
+and the wall-clock deadline), and recounts the slots in use. Local workers are separate processes
+(``python -m search worker``): each pins its own GPU (or a CPU slot), loads data once, and trains
+in its own Keras session. ``search worker`` with several slots runs the same pool.
+
+While its workers run, the coordinator reaps stale trials (``optuna.storages.fail_stale_trials``)
+so that a dead worker's trial is retried even when no other worker asks for a trial. Ctrl-C
+stops the local workers after their current epoch; their trials are queued again (see
+``search.worker``). A second Ctrl-C stops them at once, the same way.
 """
 
 from __future__ import annotations
@@ -16,25 +22,43 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import optuna
 
 import storage
 from search import data as data_module
-from search.config import DEFAULT_EPOCHS, DEFAULT_SAMPLER, DEFAULT_SEED, DEFAULT_TRIALS, StudyConfig
-from search.devices import visible_gpus
-from search.errors import SearchError
 from search.bridge import to_optuna_params
+from search.config import (
+    DEFAULT_EPOCHS,
+    DEFAULT_GRACE_S,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_SEED,
+    DEFAULT_TRIALS,
+    StudyConfig,
+)
+from search.devices import worker_env
+from search.errors import SearchError
+from search.pruners import PRUNERS
 from search.samplers import SAMPLERS, grid_size
 from search.space import discover, load_space, validate_fixed
 from search.summary import StudySnapshot, snapshot
-from search.worker import StudyHandle, recount_claims
+from search.worker import (
+    StudyHandle,
+    fail_stale_trials,
+    open_study_handle,
+    recount_claims,
+)
 
 POLL_SECONDS = 1.0
+# After Ctrl-C: how long the workers get to finish their current epoch, then to queue their
+# trial again after SIGTERM, before they are killed (a killed worker's trial is retried after the
+# heartbeat grace period instead).
 INTERRUPT_GRACE_SECONDS = 30.0
+TERMINATE_GRACE_SECONDS = 10.0
 
 
 @dataclass
@@ -51,6 +75,10 @@ class StartOptions:
     fixed: dict = field(default_factory=dict)  # raw --set values
     sampler: str | None = None
     seed: int | None = None
+    pruner: str | None = None
+    timeout: float | None = None  # seconds of wall clock from this start; None: no deadline
+    heartbeat: int | None = None
+    grace: int | None = None
 
 
 @dataclass
@@ -70,6 +98,14 @@ def _check_options(options: StartOptions) -> None:
         raise SearchError(f"--workers must be at least 1 (got {options.workers})")
     if options.sampler is not None and options.sampler not in SAMPLERS:
         raise SearchError(f"unknown sampler {options.sampler!r}: use one of {', '.join(SAMPLERS)}")
+    if options.pruner is not None and options.pruner not in PRUNERS:
+        raise SearchError(f"unknown pruner {options.pruner!r}: use one of {', '.join(PRUNERS)}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise SearchError(f"--timeout must be a positive number of seconds (got {options.timeout:g})")
+    if options.heartbeat is not None and options.heartbeat < 1:
+        raise SearchError(f"--heartbeat must be at least 1 second (got {options.heartbeat})")
+    if options.grace is not None and options.grace < 1:
+        raise SearchError(f"--grace must be at least 1 second (got {options.grace})")
 
 
 def prepare(options: StartOptions) -> Prepared:
@@ -83,9 +119,15 @@ def prepare(options: StartOptions) -> Prepared:
     notes: list[str] = []
     if existing is not None:
         _check_resume(name, existing, space.sha256, options)
+        changed = _heartbeat_settings(StudyConfig.from_dict(existing.config), options)
         if options.trials is not None and options.trials != existing.budget:
             records.update(name, budget=options.trials)
             notes.append(f"budget changed from {existing.budget} to {options.trials} trials")
+        if changed is not None:
+            records.update(name, config=changed.to_dict())
+        if options.timeout is None and existing.deadline is not None:
+            records.update(name, deadline=None)
+            notes.append("the previous --timeout no longer applies: no deadline")
         resumed = True
     else:
         if name in {s.study_name for s in store.get_all_studies()}:
@@ -100,10 +142,28 @@ def prepare(options: StartOptions) -> Prepared:
         if baseline is not None:
             study.enqueue_trial(baseline, user_attrs={"baseline": True})
         resumed = False
+    if options.timeout is not None:
+        records.update(name, deadline=time.time() + options.timeout)
     record = records.get(name)
-    handle = StudyHandle(store, records, record, StudyConfig.from_dict(record.config))
+    handle = StudyHandle(store, records, record, StudyConfig.from_dict(record.config),
+                         storage.WorkerRegistry(store.engine))
     records.update(name, claimed=recount_claims(handle, name))
     return Prepared(handle, name, resumed, notes)
+
+
+def _heartbeat_settings(config: StudyConfig, options: StartOptions) -> StudyConfig | None:
+    """The stored configuration with the given --heartbeat/--grace, or None when unchanged
+    (they tune fault detection, not the search, so a resume may change them)."""
+    heartbeat = options.heartbeat or config.heartbeat_s
+    grace = options.grace or (config.grace_s if options.heartbeat is None
+                              else max(DEFAULT_GRACE_S, 2 * heartbeat))
+    if (heartbeat, grace) == (config.heartbeat_s, config.grace_s):
+        return None
+    if grace <= heartbeat:
+        raise SearchError(f"--grace must be longer than the heartbeat interval ({heartbeat} s), "
+                          f"got {grace}")
+    config.heartbeat_s, config.grace_s = heartbeat, grace
+    return config
 
 
 def _new_config(options: StartOptions, space, name: str) -> tuple[StudyConfig, int, list[str], dict | None]:
@@ -123,9 +183,12 @@ def _new_config(options: StartOptions, space, name: str) -> tuple[StudyConfig, i
         direction=space.objective.direction,
         sampler=options.sampler or DEFAULT_SAMPLER,
         seed=seed,
+        pruner=options.pruner or DEFAULT_PRUNER,
         fixed=fixed,
         space=hps.get_config(),
     )
+    changed = _heartbeat_settings(config, options)
+    config = changed or config
     budget = options.trials or DEFAULT_TRIALS
     notes = []
     if config.sampler == "grid":
@@ -145,7 +208,7 @@ def _check_resume(name: str, existing: storage.StudyRecord, sha256: str, options
             "restore the file or start a new --study name; nothing was changed")
     stored = StudyConfig.from_dict(existing.config)
     given = {"epochs": options.epochs, "data": options.data, "sampler": options.sampler,
-             "seed": options.seed}
+             "seed": options.seed, "pruner": options.pruner}
     for key, value in given.items():
         if value is not None and value != getattr(stored, key):
             raise SearchError(f"study {name!r} was created with --{key} {getattr(stored, key)}: "
@@ -165,22 +228,29 @@ def _worker_command(study: str, slot: int) -> list[str]:
     return [sys.executable, "-m", "search", "worker", "--study", study, "--slot", str(slot), "--quiet"]
 
 
-def _spawn_workers(prepared: Prepared, storage_url: str, count: int, log_dir: str) -> list[tuple]:
-    gpus = visible_gpus()
-    procs = []
-    for slot in range(count):
-        env = dict(os.environ, SEARCH_STORAGE=storage_url)
-        # Grow GPU memory on demand, so several workers can share one GPU (TensorFlow, JAX).
-        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+@dataclass
+class LocalWorker:
+    slot: int
+    gpu: str | None
+    proc: subprocess.Popen
+    log_path: str
+
+
+def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],
+                   log_dir: str) -> list[LocalWorker]:
+    """One process per slot, pinned to its GPU, in a session of its own: a Ctrl-C in the terminal
+    reaches the coordinator only, which then stops its workers in order."""
+    workers = []
+    for slot, gpu in enumerate(slots):
+        env = worker_env(gpu)
+        env["SEARCH_STORAGE"] = storage_url
         log_path = os.path.join(log_dir, f"worker-{slot}.log")
-        log = open(log_path, "w")
-        proc = subprocess.Popen(_worker_command(prepared.study_name, slot), env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        procs.append((proc, log, log_path))
-    return procs
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(_worker_command(study_name, slot), env=env,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        workers.append(LocalWorker(slot, gpu, proc, log_path))
+    return workers
 
 
 def _last_line(path: str) -> str:
@@ -191,52 +261,85 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _stop(procs, grace: float) -> None:
-    for proc, _, _ in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace
-    for proc, _, _ in procs:
+def _signal_all(workers: list[LocalWorker], sig: int) -> None:
+    for w in workers:
+        if w.proc.poll() is None:
+            w.proc.send_signal(sig)
+
+
+def _wait_all(workers: list[LocalWorker], seconds: float) -> bool:
+    """Wait up to ``seconds`` for every worker to exit; True when they all did."""
+    deadline = time.monotonic() + seconds
+    for w in workers:
         try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            w.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            return False
+    return True
 
 
-def run(prepared: Prepared, storage_url: str, workers: int,
-        on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
-    """Run ``workers`` local worker processes until the budget is spent; returns the final snapshot."""
-    handle = prepared.handle
-    study_id = handle.storage.get_study_id_from_name(prepared.study_name)
-    log_dir = tempfile.mkdtemp(prefix=f"search-{prepared.study_name}-workers-")
-    procs = _spawn_workers(prepared, storage_url, workers, log_dir)
+def stop_workers(workers: list[LocalWorker], grace: float = INTERRUPT_GRACE_SECONDS,
+                 now: bool = False) -> None:
+    """Stop the local workers: SIGINT (finish the current epoch, queue the trial again), then
+    SIGTERM (queue it again at once), then SIGKILL (its heartbeat goes stale, it is retried)."""
+    if not now:
+        _signal_all(workers, signal.SIGINT)
+        if _wait_all(workers, grace):
+            return
+    _signal_all(workers, signal.SIGTERM)
+    if _wait_all(workers, TERMINATE_GRACE_SECONDS):
+        return
+    _signal_all(workers, signal.SIGKILL)
+    _wait_all(workers, TERMINATE_GRACE_SECONDS)
+
+
+def run_local_workers(handle: StudyHandle, study_name: str, storage_url: str,
+                      slots: list[str | None],
+                      on_progress: Callable[[StudySnapshot], None] | None = None,
+                      on_started: Callable[[list[LocalWorker]], None] | None = None,
+                      ) -> tuple[StudySnapshot, list[LocalWorker]]:
+    """Run one worker process per slot until they exit (the budget is spent); reap stale trials
+    meanwhile. Returns the final snapshot and the workers."""
+    study_id = handle.storage.get_study_id_from_name(study_name)
+    reaper_handle = open_study_handle(storage_url, study_name, heartbeat=True)
+    reaper = storage.retrying(lambda: optuna.load_study(
+        study_name=study_name, storage=reaper_handle.storage,
+        sampler=optuna.samplers.RandomSampler()), "load study")
+    log_dir = tempfile.mkdtemp(prefix=f"search-{study_name}-workers-")
+    workers = _spawn_workers(study_name, storage_url, slots, log_dir)
+    if on_started is not None:
+        on_started(workers)
+    next_reap = 0.0
     try:
-        while any(proc.poll() is None for proc, _, _ in procs):
+        while any(w.proc.poll() is None for w in workers):
+            if time.monotonic() >= next_reap:
+                fail_stale_trials(reaper)
+                next_reap = time.monotonic() + handle.config.heartbeat_s
             if on_progress is not None:
                 on_progress(snapshot(handle, study_id))
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         try:
-            _stop(procs, INTERRUPT_GRACE_SECONDS)
+            stop_workers(workers)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now
-            _stop(procs, 0.0)
+            stop_workers(workers, now=True)
         raise
-    finally:
-        for _, log, _ in procs:
-            log.close()
-    failures = [(proc.returncode, path) for proc, _, path in procs if proc.returncode]
+    failures = [w for w in workers if w.proc.returncode]
     final = snapshot(handle, study_id)
     if on_progress is not None:
         on_progress(final)
     if failures:
-        code, path = failures[0]
-        raise SearchError(f"{len(failures)} of {workers} workers exited with an error (exit {code}): "
-                          f"{_last_line(path) or 'no output'} (logs in {log_dir})")
+        first = failures[0]
+        raise SearchError(f"{len(failures)} of {len(workers)} workers exited with an error "
+                          f"(exit {first.proc.returncode}): {_last_line(first.log_path) or 'no output'} "
+                          f"(logs in {log_dir})")
     shutil.rmtree(log_dir, ignore_errors=True)
+    return final, workers
+
+
+def run(prepared: Prepared, storage_url: str, slots: list[str | None],
+        on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
+    """Run a worker per slot until the budget is spent; returns the final snapshot."""
+    final, _ = run_local_workers(prepared.handle, prepared.study_name, storage_url, slots,
+                                 on_progress)
     return final
-
-
-def default_workers() -> int:
-    return max(1, len(visible_gpus()))
-

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search.summary import StudySnapshot, hp_values
+from search.summary import StudySnapshot, attempt, fail_reason, hp_values, requeued_as
 
 MAX_TRIAL_ROWS = 50
 
@@ -33,11 +35,14 @@ def trials_table(snap: StudySnapshot, title: str = "Trials") -> Table:
         table.add_column(col, justify="right" if col != "state" else "left")
     table.add_column("hyperparameters", ratio=1)
     shown = trials[-MAX_TRIAL_ROWS:]
+    again = requeued_as(trials)
     for t in shown:
         attrs = t.user_attrs
-        table.add_row(str(t.number), t.state.name.lower(), fmt(t.value), fmt(attrs.get("epochs")),
+        tries = attempt(t)
+        state = t.state.name.lower() + (f" (attempt {tries})" if tries > 1 else "")
+        table.add_row(str(t.number), state, fmt(t.value), fmt(attrs.get("epochs")),
                       fmt(attrs.get("train_seconds")), fmt(attrs.get("ms_per_step")),
-                      _config_text(hp_values(t), attrs.get("fail_reason")))
+                      _config_text(hp_values(t), fail_reason(t, again.get(t.number))))
     if len(trials) > len(shown):
         table.caption = f"last {len(shown)} of {len(trials)} trials"
     return table
@@ -75,8 +80,36 @@ def studies_table(snaps: list[StudySnapshot]) -> Table:
     return table
 
 
+def workers_table(snap: StudySnapshot) -> Table | None:
+    """Live workers: host, pid, GPU, state, current trial, trials run, age of the last heartbeat."""
+    live = snap.live_workers
+    if not live:
+        return None
+    table = Table(title=f"Live workers ({len(live)})", title_justify="left")
+    for col in ("host", "pid", "gpu", "state", "trial", "trials run", "last heartbeat"):
+        table.add_column(col, justify="right" if col in ("pid", "trial", "trials run") else "left")
+    for w in sorted(live, key=lambda w: (w.host, w.pid)):
+        table.add_row(w.host, str(w.pid), w.gpu or "cpu", w.state, fmt(w.trial_number),
+                      str(w.trials_run), f"{w.heartbeat_age_s:.0f} s ago")
+    return table
+
+
+def deadline_line(snap: StudySnapshot) -> str | None:
+    if snap.deadline is None:
+        return None
+    left = snap.deadline - time.time()
+    return (f"deadline in {left:.0f} s" if left > 0
+            else "deadline passed: no new trials start")
+
+
 def print_study(console: Console, snap: StudySnapshot) -> None:
     console.print(f"Study [bold]{snap.study_name}[/bold]: {states_line(snap)}")
+    deadline = deadline_line(snap)
+    if deadline:
+        console.print(deadline, highlight=False)
+    workers = workers_table(snap)
+    if workers is not None:
+        console.print(workers)
     console.print(trials_table(snap))
     best = best_table(snap)
     if best is None:

@@ -9,6 +9,9 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
+from storage.workers import WorkerRow
+
+RETRY_HISTORY = "retry_history"  # Optuna's RetryHeartbeatStaleTrialCallback's system attribute
 
 
 @dataclass
@@ -20,6 +23,12 @@ class StudySnapshot:
     states: dict[str, int]
     trials: list[FrozenTrial] = field(repr=False)
     best: FrozenTrial | None = None
+    workers: list[WorkerRow] = field(default_factory=list)  # every worker the study has had
+    deadline: float | None = None  # seconds since the epoch
+
+    @property
+    def live_workers(self) -> list[WorkerRow]:
+        return [w for w in self.workers if w.live(self.config.grace_s)]
 
     @property
     def finished(self) -> int:
@@ -39,14 +48,17 @@ class StudySnapshot:
             best = {"number": self.best.number, "value": self.best.value,
                     "params": hp_values(self.best),
                     "metrics": self.best.user_attrs.get("metrics", {})}
+        again = requeued_as(self.trials)
         return {
             "study": self.study_name,
             "objective": self.config.objective,
             "direction": self.config.direction,
             "budget": self.budget,
             "states": self.states,
+            "deadline": self.deadline,
             "best": best,
-            "trials": [_trial_dict(t) for t in self.trials],
+            "workers": [dict(w.to_dict(), live=w.live(self.config.grace_s)) for w in self.workers],
+            "trials": [_trial_dict(t, again.get(t.number)) for t in self.trials],
         }
 
 
@@ -55,7 +67,32 @@ def hp_values(trial: FrozenTrial) -> dict:
     return dict(trial.user_attrs.get("hp_values") or trial.params)
 
 
-def _trial_dict(trial: FrozenTrial) -> dict:
+def requeued_as(trials: list[FrozenTrial]) -> dict[int, int]:
+    """Trial number -> the number of the copy that re-ran it (after a lost worker or Ctrl-C)."""
+    again = {}
+    for t in trials:
+        history = t.system_attrs.get(RETRY_HISTORY) or []
+        if history:
+            again[history[-1]] = t.number
+    return again
+
+
+def fail_reason(trial: FrozenTrial, requeued: int | None = None) -> str | None:
+    """Why a trial failed: the runner's reason, or a lost worker (failed for a stale heartbeat)."""
+    reason = trial.user_attrs.get("fail_reason")
+    if trial.state == TrialState.FAIL and reason is None:
+        reason = "worker lost (no heartbeat)"
+    if trial.state == TrialState.FAIL and requeued is not None:
+        reason = f"{reason}; re-run as trial {requeued}"
+    return reason
+
+
+def attempt(trial: FrozenTrial) -> int:
+    """1 for a first run, 2 for its first retry, ..."""
+    return len(trial.system_attrs.get(RETRY_HISTORY) or []) + 1
+
+
+def _trial_dict(trial: FrozenTrial, requeued: int | None = None) -> dict:
     return {
         "number": trial.number,
         "state": trial.state.name,
@@ -63,14 +100,16 @@ def _trial_dict(trial: FrozenTrial) -> dict:
         "params": hp_values(trial),
         "train_seconds": trial.user_attrs.get("train_seconds"),
         "ms_per_step": trial.user_attrs.get("ms_per_step"),
-        "fail_reason": trial.user_attrs.get("fail_reason"),
+        "attempt": attempt(trial),
+        "fail_reason": fail_reason(trial, requeued),
     }
 
 
 def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     rows = []
+    again = requeued_as(trials)
     for t in trials:
-        row = _trial_dict(t)
+        row = _trial_dict(t, again.get(t.number))
         params = row.pop("params")
         row.update({f"hp.{k}": v for k, v in params.items()})
         rows.append(row)
@@ -93,6 +132,7 @@ def snapshot(handle, study_id: int | None = None) -> StudySnapshot:
     record = handle.records.get(name)
     trials = handle.storage.get_all_trials(study_id, deepcopy=False)
     config = StudyConfig.from_dict(record.config)
+    workers = handle.workers.list(name) if handle.workers is not None else []
     return StudySnapshot(
         study_name=name,
         config=config,
@@ -101,6 +141,8 @@ def snapshot(handle, study_id: int | None = None) -> StudySnapshot:
         states=dict(Counter(t.state.name for t in trials)),
         trials=trials,
         best=best_trial(trials, config.direction),
+        workers=workers,
+        deadline=record.deadline,
     )
 
 

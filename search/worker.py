@@ -4,28 +4,65 @@ It needs only the store and the study name: the configuration and the space's so
 the study's record. Data is loaded once per process and reused by every trial. Each trial first
 claims a slot of the study's budget (an atomic update in the store), so the budget is exact
 however many workers run, on however many machines.
+
+Faults:
+
+- Heartbeats (Optuna's RDB heartbeat, which ``study.optimize`` would run; workers use ask/tell, so
+  a thread of ours runs it): while a trial runs, a background thread stamps it every
+  ``heartbeat_s`` seconds, and the worker's row in the workers table with it. Before each claim
+  every worker, and the coordinator's poll loop, call ``optuna.storages.fail_stale_trials``: a
+  RUNNING trial whose stamp is older than ``grace_s`` (its worker died) becomes FAIL, and
+  Optuna's ``RetryHeartbeatStaleTrialCallback`` queues a WAITING copy with the same parameters,
+  at most ``max_retry`` times per trial. The copy records the chain in its system attribute
+  ``retry_history``; every trial a worker runs records its ``attempt`` (1 for a first run).
+- Budget: a trial failed for staleness and retried gives its slot back, so its retry runs on the
+  same slot: a study always ends with ``budget`` trials that were not superseded by a retry (and
+  a trial whose retries are exhausted keeps its slot, as a failure). Interrupted trials alike.
+- A worker whose claim fails waits while other workers' trials are still running: one of them may
+  die, and its retry must find a worker. It exits when no trial is running or left to claim.
+- Ctrl-C (SIGINT): the running trial stops at the end of its current epoch (the pruner answers
+  the next report with "prune"), is marked FAIL with ``interrupted`` and queued again with the
+  same parameters, and the worker exits. A second Ctrl-C, or SIGTERM, stops at once the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
-from dataclasses import dataclass
-from typing import Callable
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import keras_tuner as kt
 import optuna
+import sqlalchemy.exc
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import storage
 from search import data as data_module
 from search.config import StudyConfig
+from search.devices import pin_this_process, pinned_gpu
 from search.errors import SearchError
+from search.pruners import make_pruner
 from search.runner import TrialOutcome, record, run_trial
 from search.samplers import make_sampler, worker_seed
-from search.space import space_from_source
+from search.space import source_sha256, space_from_source
+from storage import workers as worker_states
 
+STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 INTERRUPTED_ATTR = "interrupted"
+ATTEMPT_ATTR = "attempt"
+
+_log = logging.getLogger("search.worker")
+
+# Optuna warns that its heartbeat is meant for study.optimize(); running it beside ask/tell is
+# exactly what this module does, on purpose.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @dataclass
@@ -36,22 +73,76 @@ class StudyHandle:
     records: storage.StudyRecords
     record: storage.StudyRecord
     config: StudyConfig
+    workers: storage.WorkerRegistry | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class StaleTrialRetry:
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` that also gives the dead trial's budget slot
+    back when it queues the retry (the retry takes a slot when a worker claims it)."""
+
+    def __init__(self, max_retry: int):
+        self.max_retry = max_retry
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.records: storage.StudyRecords | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retried = len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) < self.max_retry
+        self.retry(study, trial)
+        if retried and self.records is not None:
+            self.records.release(study.study_name)
+        _log.warning("trial %d lost its worker (no heartbeat): %s", trial.number,
+                     "queued again" if retried else f"not retried ({self.max_retry} retries spent)")
 
 
 def open_study_handle(storage_url: str | None, study_name: str,
-                      store: optuna.storages.RDBStorage | None = None) -> StudyHandle:
-    """The study's store, record and configuration; ``store`` reuses an open store."""
+                      store: optuna.storages.RDBStorage | None = None,
+                      heartbeat: bool = False) -> StudyHandle:
+    """The study's store, record and configuration; ``store`` reuses an open store.
+
+    ``heartbeat=True`` opens the store with the study's heartbeat settings and retry callback,
+    as a process that runs or reaps trials needs it.
+    """
+    opened = store is None
     store = store or storage.open_storage(storage_url)
     records = storage.StudyRecords(store.engine)
     rec = records.get(study_name)
     if rec is None:
         raise SearchError(f"no study named {study_name!r} in {storage.mask_url(storage.resolve_url(storage_url))}: "
                           "`search status` lists the studies there")
-    return StudyHandle(store, records, rec, StudyConfig.from_dict(rec.config))
+    config = StudyConfig.from_dict(rec.config)
+    if heartbeat:
+        if opened:
+            store.engine.dispose()
+        on_stale = StaleTrialRetry(config.max_retry)
+        store = storage.open_storage(storage_url, heartbeat_interval=config.heartbeat_s,
+                                     grace_period=config.grace_s, on_stale_trial=on_stale)
+        records = storage.StudyRecords(store.engine)
+        on_stale.records = records
+    return StudyHandle(store, records, rec, config, storage.WorkerRegistry(store.engine))
 
 
 def space_hyperparameters(config: StudyConfig) -> kt.HyperParameters:
     return kt.HyperParameters.from_config(config.space) if config.space else kt.HyperParameters()
+
+
+def local_space_note(record: storage.StudyRecord) -> str | None:
+    """A line for the user when this machine's copy of the space file differs from the stored one."""
+    try:
+        with open(record.space_path, encoding="utf-8") as f:
+            local = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if source_sha256(local) == record.space_sha256:
+        return None
+    return (f"{record.space_path} here differs from the source stored with the study: "
+            "running the stored source")
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's reaper: fail RUNNING trials whose heartbeat is older than the grace period, and
+    hand each to the storage's retry callback."""
+    storage.retrying(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials")
 
 
 @dataclass
@@ -60,64 +151,221 @@ class WorkerReport:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Heartbeat:
+    """The worker's heartbeat thread: stamps the running trial (Optuna) and the worker's row."""
+
+    def __init__(self, handle: StudyHandle, worker_id: int):
+        self.handle = handle
+        self.worker_id = worker_id
+        self.trial_id: int | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="search-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=self.handle.config.heartbeat_s + 5)
+
+    def beat(self) -> None:
+        trial_id = self.trial_id
+        if trial_id is not None:
+            self.handle.storage.record_heartbeat(trial_id)
+        self.handle.workers.beat(self.worker_id)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.handle.config.heartbeat_s):
+            try:
+                self.beat()
+            except STORE_ERRORS as exc:  # the store is gone for longer than the retries: keep trying
+                _log.warning("heartbeat not recorded: %s", exc)
+
+
+class _Signals:
+    """SIGINT: stop after the current epoch; a second SIGINT or SIGTERM: stop now."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in ((signal.SIGINT, self._interrupt), (signal.SIGTERM, self._terminate)):
+                self.previous[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _interrupt(self, signum, frame):
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def _terminate(self, signum, frame):
+        self.stop.set()
+        raise KeyboardInterrupt
 
 
 def run_worker(storage_url: str | None, study_name: str, slot: int | None = None,
-               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> WorkerReport:
-    """Take trials until the study's budget is spent; returns what this worker ran."""
-    handle = open_study_handle(storage_url, study_name)
+               gpu: str | None = None,
+               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+               on_note: Callable[[str], None] | None = None,
+               stop: threading.Event | None = None) -> WorkerReport:
+    """Take trials until the study's budget is spent; returns what this worker ran.
+
+    ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
+    current epoch of its running trial (which is queued again).
+    """
+    pin_this_process(gpu)
+    handle = open_study_handle(storage_url, study_name, heartbeat=True)
     config = handle.config
+    report = WorkerReport()
+    note = local_space_note(handle.record)
+    if note:
+        report.notes.append(note)
+        if on_note is not None:
+            on_note(note)
     space = space_from_source(handle.record.space_source, handle.record.space_path)
     dataset = data_module.load(config.data, config.seed)
     if slot is None:
         slot = os.getpid()
+    stop = stop or threading.Event()
     sampler = make_sampler(config.sampler, worker_seed(config.seed, slot),
                            space_hyperparameters(config), config.fixed)
-    study = optuna.load_study(study_name=study_name, storage=handle.storage, sampler=sampler)
+    study = storage.retrying(lambda: optuna.load_study(
+        study_name=study_name, storage=handle.storage, sampler=sampler,
+        pruner=make_pruner(config.pruner, config.epochs, stop)), "load study")
+    worker_id = handle.workers.register(study_name, socket.gethostname(), os.getpid(), slot,
+                                        pinned_gpu())
+    heartbeat = Heartbeat(handle, worker_id)
+    heartbeat.start()
+    final_state = worker_states.EXITED
+    try:
+        with _Signals(stop):
+            _loop(handle, study, study_name, space, dataset, slot, worker_id, heartbeat, stop,
+                  report, on_trial)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        final_state = worker_states.INTERRUPTED
+        raise
+    finally:
+        heartbeat.stop()
+        if stop.is_set():
+            report.interrupted = True
+            final_state = worker_states.INTERRUPTED
+        try:
+            handle.workers.set_state(worker_id, final_state)
+        except STORE_ERRORS as exc:  # the store is gone: the row goes stale on its own
+            _log.warning("worker state not recorded: %s", exc)
+    return report
+
+
+def _loop(handle: StudyHandle, study: optuna.Study, study_name: str, space, dataset, slot: int,
+          worker_id: int, heartbeat: Heartbeat, stop: threading.Event, report: WorkerReport,
+          on_trial) -> None:
+    config = handle.config
     study_id = handle.storage.get_study_id_from_name(study_name)
-    report = WorkerReport()
-    while handle.records.claim(study_name):
-        trial = study.ask()
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot})
+    while not stop.is_set():
+        fail_stale_trials(study)
+        if not handle.records.claim(study_name):
+            if _others_may_need_a_retry(handle, study_id):
+                handle.workers.set_state(worker_id, worker_states.WAITING)
+                stop.wait(config.heartbeat_s)
+                continue
+            return
+        trial = storage.retrying(study.ask, "ask")
+        heartbeat.trial_id = trial._trial_id
+        heartbeat.beat()  # Optuna only reaps trials that have a heartbeat: stamp it at once
+        handle.workers.set_state(worker_id, worker_states.RUNNING, trial.number)
+        frozen = handle.storage.get_trial(trial._trial_id)
+        attempt = len(RetryHeartbeatStaleTrialCallback.retry_history(frozen)) + 1
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(),
+                                       "slot": slot, "gpu": pinned_gpu()})
+        trial.set_user_attr(ATTEMPT_ATTR, attempt)
         try:
             outcome = run_trial(trial, space, dataset, config)
         except KeyboardInterrupt:
-            _interrupt(study, trial, handle.records, study_name)
+            requeue(study, trial, handle.records, study_name)
             raise
-        _tell(study, trial, outcome)
+        finally:
+            heartbeat.trial_id = None
+        if stop.is_set() and outcome.state == TrialState.PRUNED:
+            requeue(study, trial, handle.records, study_name)  # stopped by Ctrl-C, not pruned
+            return
+        told = _tell(study, trial, outcome)
+        handle.workers.set_state(worker_id, worker_states.IDLE, finished_trial=True)
         report.trials += 1
         report.complete += outcome.state == TrialState.COMPLETE
         report.pruned += outcome.state == TrialState.PRUNED
         report.failed += outcome.state == TrialState.FAIL
-        if on_trial is not None:
-            trial_id = handle.storage.get_trial_id_from_study_id_trial_number(
-                study_id, trial.number)
-            on_trial(handle.storage.get_trial(trial_id))
-    return report
+        if on_trial is not None and told:
+            on_trial(handle.storage.get_trial(trial._trial_id))
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    record(trial, outcome)
-    if outcome.state == TrialState.COMPLETE:
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=outcome.state)
+def _others_may_need_a_retry(handle: StudyHandle, study_id: int) -> bool:
+    """Whether to wait instead of exiting: trials of other workers still run (one may die and be
+    queued again) and the deadline, if any, is not past."""
+    if handle.records.get(handle.record.study_name).past_deadline:
+        return False
+    running = handle.storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    return bool(running)
 
 
-def _interrupt(study, trial, records: storage.StudyRecords, study_name: str) -> None:
-    """A trial stopped by Ctrl-C: fail it, mark it interrupted and give its budget slot back."""
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
+    """Store the outcome; False when the trial was already failed for a stale heartbeat (this
+    worker was thought dead, and a retry of the trial is queued)."""
     try:
-        trial.set_user_attr(INTERRUPTED_ATTR, True)
-        trial.set_user_attr("fail_reason", "interrupted by the user")
-        study.tell(trial, state=TrialState.FAIL)
-    finally:
-        records.release(study_name)
+        record(trial, outcome)
+        if outcome.state == TrialState.COMPLETE:
+            storage.retrying(lambda: study.tell(trial, outcome.value), "tell")
+        else:
+            storage.retrying(lambda: study.tell(trial, state=outcome.state), "tell")
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            _log.warning("trial %d was failed for a stale heartbeat while it ran; its retry "
+                         "stands (%s)", trial.number, exc)
+            return False
+        raise
+    return True
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial, records: storage.StudyRecords,
+            study_name: str) -> None:
+    """An interrupted trial: FAIL it as ``interrupted``, queue a WAITING copy with the same
+    parameters (Optuna's retry callback, so the attempt chain is recorded alike) and give its
+    budget slot back, so the copy runs on it."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state.is_finished():  # failed as stale meanwhile: its retry is already queued
+        return
+    trial.set_user_attr(INTERRUPTED_ATTR, True)
+    trial.set_user_attr("fail_reason", "interrupted by the user")
+    study.tell(trial, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+    records.release(study_name)
+
+
+def superseded_trials(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of trials that were queued again (after a lost worker or an interruption)."""
+    numbers = set()
+    for t in trials:
+        numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
+    return numbers
 
 
 def recount_claims(handle: StudyHandle, study_name: str) -> int:
-    """Budget slots in use: every trial of the study that was started, except interrupted ones
-    (a WAITING trial, such as the baseline, takes its slot when a worker claims it)."""
+    """Budget slots in use: every trial of the study that was started, except those queued again
+    (their copy takes the slot) and interrupted ones (a WAITING trial, such as the baseline or a
+    retry, takes its slot when a worker claims it)."""
     trials = handle.storage.get_all_trials(
         handle.storage.get_study_id_from_name(study_name), deepcopy=False)
+    again = superseded_trials(trials)
     return sum(1 for t in trials
-               if t.state != TrialState.WAITING and not t.user_attrs.get(INTERRUPTED_ATTR))
+               if t.state != TrialState.WAITING and t.number not in again
+               and not t.user_attrs.get(INTERRUPTED_ATTR))

@@ -5,13 +5,19 @@ This package imports nothing from ``search``.
 
 from storage.engine import DEFAULT_URL, StoreError, mask_url, open_storage, resolve_url
 from storage.records import StudyRecord, StudyRecords
+from storage.retry import is_transient, retrying
+from storage.workers import WorkerRegistry, WorkerRow
 
 __all__ = [
     "DEFAULT_URL",
     "StoreError",
     "StudyRecord",
     "StudyRecords",
+    "WorkerRegistry",
+    "WorkerRow",
+    "is_transient",
     "mask_url",
     "open_storage",
     "resolve_url",
+    "retrying",
 ]

@@ -3,16 +3,20 @@
 A worker needs only the store URL and the study name: everything else is in this row. The row
 also holds the study's trial budget and the count of trial slots claimed against it; a claim is a
 single conditional UPDATE, atomic on SQLite and PostgreSQL alike, so the budget is exact however
-many workers race for the last slot.
+many workers race for the last slot. An optional deadline (the study's wall-clock budget, in
+seconds since the epoch) is part of the same UPDATE: past it, no slot is given.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
+from storage.retry import retried, retrying
 
 metadata = sa.MetaData()
 
@@ -27,7 +31,19 @@ study_records = sa.Table(
     sa.Column("budget", sa.Integer, nullable=False),
     sa.Column("claimed", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("deadline", sa.Float, nullable=True),
 )
+
+
+def _add_missing_columns(engine: sa.engine.Engine) -> None:
+    """Stores made before a column existed get it (nullable columns only)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns(study_records.name)}
+    with engine.begin() as conn:
+        for column in study_records.columns:
+            if column.name not in have and column.nullable:
+                type_sql = column.type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {study_records.name} ADD COLUMN {column.name} {type_sql}")
 
 
 @dataclass
@@ -39,6 +55,11 @@ class StudyRecord:
     config: dict
     budget: int
     claimed: int = 0
+    deadline: float | None = None  # seconds since the epoch; no new trial starts after it
+
+    @property
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
 
 
 class StudyRecords:
@@ -46,8 +67,10 @@ class StudyRecords:
 
     def __init__(self, engine: sa.engine.Engine):
         self.engine = engine
-        metadata.create_all(engine, checkfirst=True)
+        retrying(lambda: metadata.create_all(engine, checkfirst=True), "create tables")
+        retrying(lambda: _add_missing_columns(engine), "add columns")
 
+    @retried
     def get(self, study_name: str) -> StudyRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -63,8 +86,10 @@ class StudyRecords:
             config=json.loads(row["config_json"]),
             budget=row["budget"],
             claimed=row["claimed"],
+            deadline=row["deadline"],
         )
 
+    @retried
     def add(self, record: StudyRecord) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -76,13 +101,18 @@ class StudyRecords:
                     config_json=json.dumps(record.config, sort_keys=True),
                     budget=record.budget,
                     claimed=record.claimed,
+                    deadline=record.deadline,
                     created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
                 )
             )
 
+    @retried
     def update(self, study_name: str, *, config: dict | None = None, budget: int | None = None,
-               claimed: int | None = None) -> None:
+               claimed: int | None = None, deadline: float | None | object = ...) -> None:
+        """Change the given fields; ``deadline=None`` removes the deadline."""
         values = {}
+        if deadline is not ...:
+            values["deadline"] = deadline
         if config is not None:
             values["config_json"] = json.dumps(config, sort_keys=True)
         if budget is not None:
@@ -98,17 +128,21 @@ class StudyRecords:
                 .values(**values)
             )
 
+    @retried
     def claim(self, study_name: str) -> bool:
-        """Take one trial slot of the budget; False when the budget is spent."""
+        """Take one trial slot of the budget; False when the budget is spent or the deadline past."""
+        now = time.time()
         with self.engine.begin() as conn:
             result = conn.execute(
                 study_records.update()
                 .where(study_records.c.study_name == study_name)
                 .where(study_records.c.claimed < study_records.c.budget)
+                .where(sa.or_(study_records.c.deadline.is_(None), study_records.c.deadline > now))
                 .values(claimed=study_records.c.claimed + 1)
             )
         return result.rowcount == 1
 
+    @retried
     def release(self, study_name: str) -> None:
         """Give back a slot whose trial was interrupted, so that it is run again."""
         with self.engine.begin() as conn:
@@ -119,6 +153,7 @@ class StudyRecords:
                 .values(claimed=study_records.c.claimed - 1)
             )
 
+    @retried
     def names(self) -> list[str]:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(sa.select(study_records.c.study_name))]

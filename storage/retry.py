@@ -1,0 +1,76 @@
+"""Ride out a store that is briefly unreachable: a restarted PostgreSQL server, a locked SQLite file.
+
+``pool_pre_ping`` replaces a dead pooled connection when it is checked out, but a statement that
+was in flight when the server went away still fails, and so does every new connection until the
+server is back. Those errors are transient: the same operation is retried with a growing pause
+for up to ``RETRY_SECONDS``. Everything else (integrity errors, bad SQL, Optuna's own errors about
+finished trials) is raised at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import optuna
+from sqlalchemy import exc as sa_exc
+
+T = TypeVar("T")
+
+# How long an operation keeps retrying before the error is raised: long enough for a server
+# restart or a failover, short enough that a store gone for good is reported.
+RETRY_SECONDS = float(os.environ.get("SEARCH_STORE_RETRY_SECONDS", "120"))
+FIRST_PAUSE_S = 0.2
+MAX_PAUSE_S = 5.0
+
+_log = logging.getLogger("search.storage")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a lost or refused connection and for SQLite's ``database is locked``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        if isinstance(exc, sa_exc.DisconnectionError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retrying(fn: Callable[[], T], what: str = "store operation",
+             budget_s: float | None = None) -> T:
+    """``fn()``, retried while it fails with a transient store error, for up to ``budget_s``."""
+    budget_s = RETRY_SECONDS if budget_s is None else budget_s
+    deadline = time.monotonic() + budget_s
+    pause = FIRST_PAUSE_S
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            if not is_transient(exc) or time.monotonic() + pause > deadline:
+                raise
+            attempt += 1
+            if attempt == 1:
+                _log.warning("the store is unreachable (%s); retrying for up to %.0f s",
+                             what, budget_s)
+        time.sleep(pause)
+        pause = min(MAX_PAUSE_S, pause * 2)
+
+
+def retried(method):
+    """Decorator: run the method through :func:`retrying`."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        return retrying(lambda: method(*args, **kwargs), method.__name__)
+
+    return wrapper
