@@ -55,7 +55,21 @@ def _parse_set(values: tuple[str, ...]) -> dict:
     return fixed
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """Click's usage errors (a bad option value, a missing argument) as one line on stderr."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            _fail(exc.format_message().splitlines()[0], exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineErrors)
 def main():
     """Hyperparameter search for Keras: Keras Tuner spaces, Optuna studies, many workers."""
 
@@ -112,6 +126,7 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
         if h.record.deadline is not None:
             console.print(f"note: no trial starts after {timeout:g} s from now (--timeout)",
                           highlight=False)
+        task["notes"] = len(prepared.notes)
         progress.start()
         task["id"] = progress.add_task("starting workers", total=h.record.budget)
 
@@ -134,6 +149,8 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
         _fail("interrupted: finished trials are kept; interrupted ones run again on resume "
               f"(search start {space_file})", code=130)
     progress.stop()
+    for note in result.notes[task["notes"]:]:
+        console.print(f"note: {note}", highlight=False)
     render.print_study(console, result.snapshot)
 
 

@@ -324,22 +324,41 @@ def run_local_workers(handle: StudyHandle, study_name: str, storage_url: str,
         except KeyboardInterrupt:  # a second Ctrl-C: stop now
             stop_workers(workers, now=True)
         raise
-    failures = [w for w in workers if w.proc.returncode]
     final = snapshot(handle, study_id)
     if on_progress is not None:
         on_progress(final)
-    if failures:
+    failures = [w for w in workers if w.proc.returncode]
+    if failures and not study_done(final):
         first = failures[0]
         raise SearchError(f"{len(failures)} of {len(workers)} workers exited with an error "
-                          f"(exit {first.proc.returncode}): {_last_line(first.log_path) or 'no output'} "
-                          f"(logs in {log_dir})")
-    shutil.rmtree(log_dir, ignore_errors=True)
+                          f"({_exit_text(first.proc.returncode)}): "
+                          f"{_last_line(first.log_path) or 'no output'} (logs in {log_dir})")
+    if not failures:
+        shutil.rmtree(log_dir, ignore_errors=True)
     return final, workers
+
+
+def _exit_text(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit {code}"
+
+
+def study_done(snap: StudySnapshot) -> bool:
+    """Every slot of the budget was run and nothing runs: the workers that died did not cost the
+    study anything (their trials were retried by the others)."""
+    return snap.claimed >= snap.budget and snap.states.get("RUNNING", 0) == 0 \
+        and snap.states.get("WAITING", 0) == 0
+
+
+def lost_workers(workers: list[LocalWorker]) -> list[str]:
+    """One line per local worker that did not exit cleanly."""
+    return [f"worker {w.slot} (pid {w.proc.pid}) {_exit_text(w.proc.returncode)}; "
+            f"log {w.log_path}" for w in workers if w.proc.returncode]
 
 
 def run(prepared: Prepared, storage_url: str, slots: list[str | None],
         on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
     """Run a worker per slot until the budget is spent; returns the final snapshot."""
-    final, _ = run_local_workers(prepared.handle, prepared.study_name, storage_url, slots,
-                                 on_progress)
+    final, workers = run_local_workers(prepared.handle, prepared.study_name, storage_url, slots,
+                                       on_progress)
+    prepared.notes.extend(lost_workers(workers))
     return final
