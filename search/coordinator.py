@@ -106,6 +106,9 @@ def _check_options(options: StartOptions) -> None:
         raise SearchError(f"--heartbeat must be at least 1 second (got {options.heartbeat})")
     if options.grace is not None and options.grace < 1:
         raise SearchError(f"--grace must be at least 1 second (got {options.grace})")
+    if options.grace is not None and options.heartbeat is not None and options.grace <= options.heartbeat:
+        raise SearchError(f"--grace must be longer than the heartbeat interval ({options.heartbeat} s), "
+                          f"got {options.grace}")
 
 
 def prepare(options: StartOptions) -> Prepared:

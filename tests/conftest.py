@@ -57,3 +57,25 @@ def tiny_space(tmp_path):
     path = tmp_path / "tiny.py"
     path.write_text(TINY_SPACE)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on a free loopback port for the whole session (tests/pg.py); the test
+    is skipped, with the reason, only where no server can be installed and started."""
+    from tests.pg import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer().start()
+    except (PostgresUnavailable, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """A fresh database on the session's server: its postgresql:// URL (with a password)."""
+    return postgres_server.url(postgres_server.create_database())
