@@ -133,8 +133,8 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
     def on_progress(snap):
         best = render.fmt(snap.best.value) if snap.best else "-"
         running = snap.states.get("RUNNING", 0)
-        progress.update(task["id"], total=snap.budget, completed=_counted(snap),
-                        description=f"trial {min(_counted(snap) + 1, snap.budget)} of {snap.budget} "
+        progress.update(task["id"], total=snap.budget, completed=snap.finished,
+                        description=f"trial {min(snap.finished + 1, snap.budget)} of {snap.budget} "
                                     f"| running {running} | workers {len(snap.live_workers)} "
                                     f"| best {snap.config.objective} {best}")
 
@@ -152,11 +152,6 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
     for note in result.notes[task["notes"]:]:
         console.print(f"note: {note}", highlight=False)
     render.print_study(console, result.snapshot)
-
-
-def _counted(snap) -> int:
-    """Finished trials that count against the budget (not those queued again)."""
-    return max(0, min(snap.budget, snap.claimed - snap.states.get("RUNNING", 0)))
 
 
 @main.command()

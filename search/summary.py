@@ -32,7 +32,9 @@ class StudySnapshot:
 
     @property
     def finished(self) -> int:
-        return sum(n for state, n in self.states.items() if state in ("COMPLETE", "PRUNED", "FAIL"))
+        """Finished trials that count against the budget (not those re-run as a copy)."""
+        again = requeued_as(self.trials)
+        return sum(1 for t in self.trials if t.state.is_finished() and t.number not in again)
 
     @property
     def budget_left(self) -> int:

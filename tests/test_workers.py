@@ -80,7 +80,9 @@ def running_worker_after_a_completed_trial(url: str):
     trials = trials_of(url)
     if not any(t.state == TrialState.COMPLETE for t in trials):
         return None
-    reported = {t.number for t in trials if t.state == TrialState.RUNNING and t.intermediate_values}
+    # one epoch reported, more to come: the trial is surely still running when the kill lands
+    reported = {t.number for t in trials
+                if t.state == TrialState.RUNNING and len(t.intermediate_values) == 1}
     for row in worker_rows(url):
         if row.state == "running" and row.trial_number in reported:
             return row
@@ -122,6 +124,9 @@ def kill_a_worker_mid_trial(url: str, space, workers: int, budget: int, epochs: 
                    "a worker in the middle of a trial", proc)
     completed_before = {t.number: t.value for t in trials_of(url) if t.state == TrialState.COMPLETE}
     os.kill(row.pid, signal.SIGKILL)
+    killed = [t.number for t in trials_of(url) if t.state == TrialState.RUNNING
+              and t.user_attrs.get("worker", {}).get("pid") == row.pid]
+    assert killed == [row.trial_number]  # the kill landed mid-trial
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert "killed by signal 9" in out  # the coordinator says which worker died
@@ -218,7 +223,7 @@ def test_a_stale_trial_is_failed_retried_once_and_gives_its_slot_back(tmp_path):
 
 @pytest.mark.slow
 def test_sqlite_study_survives_a_killed_worker(tiny_space, store_url):
-    kill_a_worker_mid_trial(store_url, tiny_space, workers=4, budget=5, epochs=3)
+    kill_a_worker_mid_trial(store_url, tiny_space, workers=4, budget=7, epochs=4)
 
 
 @pytest.mark.slow
