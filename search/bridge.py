@@ -29,6 +29,7 @@ The values a trial actually used (every active parameter, fixed ones included) a
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -133,7 +134,11 @@ def coerce_fixed(hp, raw: Any) -> Any:
                         return value
                 except (TypeError, ValueError):
                     pass
-        raise bad(f"not one of the choices {list(hp.values)}")
+        if "imagenet" in hp.values and isinstance(raw, str) and os.path.isfile(raw):
+            # keras.applications' own `weights` convention: "imagenet", None or a weights file.
+            return os.path.abspath(raw)
+        extra = " or a weights file that exists" if "imagenet" in hp.values else ""
+        raise bad(f"not one of the choices {list(hp.values)}{extra}")
     cast = int if isinstance(hp, hp_types.Int) else float
     try:
         value = cast(float(raw)) if cast is int and float(raw).is_integer() else cast(raw)

@@ -15,6 +15,10 @@ import keras
 import optuna
 
 
+class TrialStopped(Exception):
+    """Raised when a later phase of a trial's training starts after the trial was stopped."""
+
+
 class TrialCallback(keras.callbacks.Callback):
     def __init__(self, trial: optuna.Trial, objective: str, direction: str):
         super().__init__()
@@ -36,6 +40,14 @@ class TrialCallback(keras.callbacks.Callback):
         if self.best_value is None:
             return True
         return value > self.best_value if self.direction == "max" else value < self.best_value
+
+    @property
+    def stopped(self) -> bool:
+        return self.pruned or self.nan_epoch is not None or self.missing_objective is not None
+
+    def on_train_begin(self, logs=None):
+        if self.stopped:
+            raise TrialStopped()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._last_step = time.perf_counter()

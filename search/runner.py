@@ -9,6 +9,11 @@ trial as user attributes:
   ``fit``'s epochs), ``trial_seconds`` (build and fit),
   ``ms_per_step``, ``trainable_params``, ``non_trainable_params``
 - ``fail_reason`` (one line) when the trial failed
+
+A space's ``fit`` may run several phases (``model.fit`` more than once with the callbacks it was
+given, e.g. frozen base then fine-tuning); the epochs count on across phases, and once a trial is
+pruned or diverged, a later phase does not start. It may return a History, a dict with the
+objective, a number, or a dict of extra metrics to record beside the reported epochs.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from optuna.trial import TrialState
 
 from search import data as data_module
 from search.bridge import TrialHyperParameters
-from search.callbacks import TrialCallback
+from search.callbacks import TrialCallback, TrialStopped
 from search.config import StudyConfig
 from search.errors import one_line
 from search.space import Space
@@ -59,6 +64,11 @@ def _score_from_return(returned, callback: TrialCallback, objective: str, direct
     """The trial's value from what ``fit`` returned: a History, a dict or a number (as Keras Tuner)."""
     if isinstance(returned, numbers.Real) and not isinstance(returned, bool):
         return float(returned), {objective: float(returned)}
+    if isinstance(returned, dict) and objective not in returned and callback.best_value is not None:
+        # Extra metrics of a multi-phase fit (e.g. an autoencoder's reconstruction loss) beside the
+        # epochs it reported through the callbacks.
+        return callback.best_value, {**callback.metrics_at_best_epoch(),
+                                     **{k: float(v) for k, v in returned.items()}}
     if isinstance(returned, dict):
         if objective not in returned:
             raise TrialFailed(f"fit() returned a dict without the objective {objective!r} "
@@ -91,13 +101,17 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: data_module.Dataset,
     started = time.perf_counter()
     try:
         model = space.hypermodel.build(hp)
+        trained_on = data_module.in_use()  # the class subset build() selected, or the whole set
         attrs["trainable_params"] = _count_params(model.trainable_weights)
         attrs["non_trainable_params"] = _count_params(model.non_trainable_weights)
-        kwargs = dict(validation_data=(dataset.x_val, dataset.y_val), epochs=config.epochs,
+        kwargs = dict(validation_data=(trained_on.x_val, trained_on.y_val), epochs=config.epochs,
                       callbacks=[callback], verbose=0)
         if not space.custom_fit and "batch_size" in hp.values:
             kwargs["batch_size"] = hp.values["batch_size"]
-        returned = space.hypermodel.fit(hp, model, dataset.x_train, dataset.y_train, **kwargs)
+        try:
+            returned = space.hypermodel.fit(hp, model, trained_on.x_train, trained_on.y_train, **kwargs)
+        except TrialStopped:  # a later fit() of a multi-phase trial, after pruning or NaN
+            returned = None
         if callback.nan_epoch is not None:
             raise TrialFailed(f"diverged: the loss became NaN at epoch {callback.nan_epoch + 1}")
         if callback.missing_objective is not None:
