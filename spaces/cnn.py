@@ -1,42 +1,46 @@
 """A tunable CNN trained from scratch: the first model every study of ours starts with.
 
-Runs on any image data (digits by default; ``--data cifar100`` etc.): depth, filters, kernel size,
-batch norm, dropout, L2 weight decay, activation, pooling, dense head, optimizer, learning rate
-and batch size are all hyperparameters.
+Tunes depth (conv blocks, convs per block), filters, kernel size, batch norm, dropout after each
+block, L1/L2 weight decay, activation (relu, elu, leaky relu), global pooling vs flatten, the dense
+head's units and dropout, optimizer, learning rate and batch size; on data with more than 20
+classes (CIFAR-100) also the number of classes trained on.
+
+    search start spaces/cnn.py                                  # digits, embedded, no download
+    search start spaces/cnn.py --data cifar100 --trials 50      # CIFAR-100 class subsets
 """
 
 import keras
 from keras import layers, regularizers
 
-from search import data
+from search import blocks, data
 
 DATA = "digits"
 OBJECTIVE = "val_accuracy"
 
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-    "adagrad": keras.optimizers.Adagrad,
-    "adamax": keras.optimizers.Adamax,
-}
+
+def weight_decay(hp):
+    kind = hp.Choice("weight_decay", ["none", "l1", "l2"], default="none")
+    with hp.conditional_scope("weight_decay", ["l1", "l2"]):
+        if kind != "none":
+            rate = hp.Float("decay_rate", 1e-6, 1e-3, sampling="log", default=1e-4)
+            return regularizers.L1(rate) if kind == "l1" else regularizers.L2(rate)
+    return None
 
 
 def build(hp):
-    dataset = data.current()
-    blocks = hp.Int("conv_blocks", 1, 3, default=2)
+    dataset = data.tuned_classes(hp)
+    blocks_count = hp.Int("conv_blocks", 1, 3, default=2)
     convs = hp.Int("convs_per_block", 1, 2)
     filters = hp.Choice("filters", [16, 32, 64], default=32)
     kernel = hp.Choice("kernel_size", [3, 5])
     batch_norm = hp.Boolean("batch_norm")
     activation = hp.Choice("activation", ["relu", "elu", "leaky_relu"])
     conv_dropout = hp.Float("conv_dropout", 0.0, 0.5, step=0.1)
-    l2 = hp.Choice("l2", [0.0, 1e-5, 1e-4, 1e-3])
-    regularizer = regularizers.L2(l2) if l2 else None
+    regularizer = weight_decay(hp)
 
     inputs = keras.Input(shape=dataset.input_shape)
     x = layers.Rescaling(1.0 / 255)(inputs)
-    for block in range(blocks):
+    for block in range(blocks_count):
         for _ in range(convs):
             x = layers.Conv2D(filters * 2**block, kernel, padding="same",
                               use_bias=not batch_norm, kernel_regularizer=regularizer)(x)
@@ -58,17 +62,10 @@ def build(hp):
         x = layers.Dropout(dense_dropout)(x)
     outputs = layers.Dense(dataset.num_classes, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-
-    optimizer = hp.Choice("optimizer", list(OPTIMIZERS))
-    learning_rate = hp.Float("learning_rate", 1e-5, 1e-1, sampling="log", default=3e-3)
-    kwargs = {"learning_rate": learning_rate}
-    with hp.conditional_scope("optimizer", ["sgd"]):
-        if optimizer == "sgd":
-            kwargs["momentum"] = hp.Float("momentum", 0.0, 0.95, step=0.05, default=0.9)
-    model.compile(optimizer=OPTIMIZERS[optimizer](**kwargs),
+    model.compile(optimizer=blocks.optimizer(hp, default_lr=3e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
 def fit(hp, model, *args, **kwargs):
-    return model.fit(*args, batch_size=hp.Choice("batch_size", [16, 32, 64, 128], default=32), **kwargs)
+    return model.fit(*args, batch_size=blocks.batch_size(hp), **kwargs)
