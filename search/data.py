@@ -123,7 +123,7 @@ def _val_fraction(dataset: Dataset) -> float:
 
 @functools.lru_cache(maxsize=CACHED_SUBSETS)
 def _subset(name: str, seed: int, val_fraction: float, classes: int) -> Dataset:
-    full = load(name, seed, val_fraction)
+    full = _load(name, seed, val_fraction)
     chosen = np.sort(np.random.default_rng(seed).choice(full.num_classes, classes, replace=False))
     relabel = np.full(full.num_classes, -1, dtype=np.int64)
     relabel[chosen] = np.arange(classes)
@@ -286,13 +286,20 @@ def _split(x, y, fraction: float, seed: int):
     from sklearn.model_selection import train_test_split
 
     _, counts = np.unique(y, return_counts=True)
-    stratify = y if counts.min() >= 2 else None
+    held_out = int(np.ceil(fraction * len(y)))
+    # Stratify where each side of the split can hold every class at least once.
+    can_stratify = counts.min() >= 2 and len(counts) <= min(held_out, len(y) - held_out)
+    stratify = y if can_stratify else None
     return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
 
 
-@functools.lru_cache(maxsize=2)
 def load(name: str = DEFAULT_DATA, seed: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION) -> Dataset:
     """Load and split a data set; cached per process, so trials of a worker share one copy."""
+    return _load(name, int(seed), float(val_fraction))  # one cache key however it is called
+
+
+@functools.lru_cache(maxsize=2)
+def _load(name: str, seed: int, val_fraction: float) -> Dataset:
     x, y, x_test, y_test = _read(name)
     x = _as_images(np.asarray(x))
     y = np.asarray(y).reshape(-1).astype(np.int64)

@@ -7,7 +7,7 @@ the autoencoder on reconstruction (its own epochs, recorded as ``reconstruction_
 unfrozen phase at a tenth of the learning rate. The objective is the classifier's val_accuracy.
 
     search start spaces/autoencoder.py --data mnist --trials 30
-    search start spaces/autoencoder.py --trials 2 --epochs 2       # digits, offline
+    search start spaces/autoencoder.py --data digits --trials 2 --epochs 2     # offline
 """
 
 import keras
