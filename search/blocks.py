@@ -69,7 +69,8 @@ def pretrained_base(name: str, weights: str, size: int):
     "none" or the path of a weights file (keras.applications' own convention)."""
     base = BASES[name]
     if size < base.min_size:
-        raise ValueError(f"resize {size} is below {name}'s minimum input size {base.min_size}")
+        raise ValueError(f"resize {size} is below {name}'s minimum input size {base.min_size}: "
+                         f"use a resize of at least {base.min_size} or another base")
     try:
         model = base.constructor(include_top=False, weights=None if weights == "none" else weights,
                                  input_shape=(size, size, 3))

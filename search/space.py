@@ -191,7 +191,8 @@ def discover(space: Space, dataset: data_module.Dataset, fixed: dict | None = No
         except SpaceError:
             raise
         except Exception as exc:
-            raise SpaceError(f"{space.path}: build() raised {one_line(exc)}") from None
+            raise SpaceError(f"{space.path}: build() raised {one_line(exc)}; nothing was stored "
+                             "(fix the space or the --set values)") from None
         _register_fit_parameters(space, hp, model, dataset)
         keras.backend.clear_session()
         if defaults is None:

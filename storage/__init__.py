@@ -3,13 +3,14 @@
 This package imports nothing from ``search``.
 """
 
-from storage.engine import DEFAULT_URL, StoreError, mask_url, open_storage, resolve_url
+from storage.engine import DEFAULT_URL, MissingStore, StoreError, mask_url, open_storage, resolve_url
 from storage.records import StudyRecord, StudyRecords
 from storage.retry import is_transient, retrying
 from storage.workers import WorkerRegistry, WorkerRow
 
 __all__ = [
     "DEFAULT_URL",
+    "MissingStore",
     "StoreError",
     "StudyRecord",
     "StudyRecords",
