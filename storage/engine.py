@@ -57,7 +57,13 @@ def mask_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return _mask_query(re.sub(r"(://[^:/@?#]*:).*@", r"\1***@", url))
+        prefix, at, rest = url.rpartition("@")
+        if at:  # best effort: whatever lies between the user's ":" and the last "@" is hidden
+            start = prefix.find("//") + 2 if "//" in prefix else 0
+            colon = prefix.find(":", start)
+            if colon != -1:
+                url = f"{prefix[:colon + 1]}***@{rest}"
+        return _mask_query(url)
     hidden = {k: "***" for k in parsed.query if k.lower() in SECRET_QUERY_KEYS}
     if hidden:
         parsed = parsed.update_query_dict(hidden)
