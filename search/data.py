@@ -190,16 +190,22 @@ def _digits():
 
 
 def _npz(path: str):
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle: never for data files
+        raise DataError(f"{path}: not an .npz file (not a zip archive): save the arrays with "
+                        "numpy.savez(path, x_train=..., y_train=...)")
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             if "x_train" not in f or "y_train" not in f:
                 raise DataError(f"{path}: an .npz data file needs arrays x_train and y_train "
                                 f"(found {', '.join(f.files) or 'none'})")
             x_test = f["x_test"] if "x_test" in f else None
             y_test = f["y_test"] if "y_test" in f else None
             return f["x_train"], f["y_train"], x_test, y_test
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path}: not a readable .npz file ({first})") from None
 
 
 def _keras_dataset(name: str):
