@@ -1,0 +1,1 @@
+"""Benchmarks of the search service (see bench/README.md); scripts, not tests."""

@@ -1,0 +1,168 @@
+"""Timers around the calls a ``search`` worker makes per trial (installed by ``sitecustomize``).
+
+Each wrapped call appends one event ``(name, start, seconds, depth, trial, thread)``: ``start`` is
+``time.time()``, ``depth`` counts wrapped calls already open on the thread (0 for a call made by the
+worker loop itself, so nested calls such as the storage reads inside ``tell`` are not counted
+twice), ``trial`` is the number of the trial the worker asked for last. At exit the events, the
+process's CPU time and the transient store errors that ``storage.retrying`` rode out (``database is
+locked``, lost connections) go to ``$BENCH_PROBE_DIR/probe-<pid>.json``.
+
+Wrapped: Optuna's ``Study.ask``/``tell`` and ``Trial.report``/``should_prune``/``set_user_attr``;
+search's claim of a budget slot, reaper, worker state updates, heartbeats, ``run_trial`` and
+``record``, the bridge's value lookup (one ``trial.suggest_*`` per active parameter), the runner's
+``clear_session``/``gc.collect``/seeding, and a function space's ``build``/``fit``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import resource
+import sys
+import threading
+import time
+import types
+
+EVENTS: list[tuple] = []
+TRANSIENT: list[dict] = []
+STATE = {"trial": None, "started": time.time()}
+_local = threading.local()
+
+
+def _timed(name: str, fn, on_result=None):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        depth = getattr(_local, "depth", 0)
+        _local.depth = depth + 1
+        start = time.time()
+        t0 = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            _local.depth = depth
+            EVENTS.append((name, start, time.perf_counter() - t0, depth, STATE["trial"],
+                           threading.current_thread().name))
+            raise
+        seconds = time.perf_counter() - t0
+        _local.depth = depth
+        if on_result is not None:
+            on_result(result)  # ask: the event belongs to the trial it returned
+        EVENTS.append((name, start, seconds, depth, STATE["trial"], threading.current_thread().name))
+        return result
+
+    wrapper.__bench_probe__ = True
+    return wrapper
+
+
+def _patch(owner, attr: str, name: str, on_result=None) -> None:
+    original = getattr(owner, attr)
+    if getattr(original, "__bench_probe__", False):
+        return
+    setattr(owner, attr, _timed(name, original, on_result))
+
+
+def _role() -> str:
+    return "worker" if "worker" in sys.argv[1:] else ("start" if "start" in sys.argv[1:] else "other")
+
+
+def _dump() -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    path = os.path.join(os.environ["BENCH_PROBE_DIR"], f"probe-{os.getpid()}.json")
+    payload = {
+        "pid": os.getpid(),
+        "argv": sys.argv,
+        "role": _role(),
+        "started": STATE["started"],
+        "exited": time.time(),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "max_rss_mb": usage.ru_maxrss / 1024.0,
+        "backend_modules": sorted(m for m in ("tensorflow", "jax", "torch") if m in sys.modules),
+        "transient_errors": TRANSIENT,
+        "fields": ["name", "start", "seconds", "depth", "trial", "thread"],
+        "events": EVENTS,
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f)
+    os.replace(tmp, path)
+
+
+class _NoTensorFlow:
+    """A meta path finder that makes ``import tensorflow`` fail (``BENCH_BLOCK_TENSORFLOW=1``): the
+    store benchmark's workers train nothing, and ``keras.utils.set_random_seed`` imports
+    TensorFlow whenever it is installed, whatever the backend (about 450 MB and seconds of CPU per
+    worker process)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "tensorflow" or fullname.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {fullname!r} (blocked by the bench probe)")
+        return None
+
+
+def install() -> None:
+    if os.environ.get("BENCH_BLOCK_TENSORFLOW") == "1":
+        sys.meta_path.insert(0, _NoTensorFlow())
+    import optuna
+
+    import search.bridge
+    import search.runner
+    import search.space
+    import search.worker
+    import storage.records
+    import storage.retry
+    import storage.workers
+
+    def remember_trial(trial):
+        STATE["trial"] = trial.number
+
+    _patch(optuna.study.Study, "ask", "ask", remember_trial)
+    _patch(optuna.study.Study, "tell", "tell")
+    _patch(optuna.trial.Trial, "report", "report")
+    _patch(optuna.trial.Trial, "should_prune", "should_prune")
+    _patch(optuna.trial.Trial, "set_user_attr", "set_user_attr")
+
+    _patch(search.worker, "fail_stale_trials", "reap")
+    _patch(search.worker, "run_trial", "run_trial")
+    _patch(search.worker, "record", "record")
+    _patch(search.worker.Heartbeat, "beat", "beat")
+    _patch(storage.records.StudyRecords, "claim", "claim")
+    _patch(storage.records.StudyRecords, "get", "study_record")
+    _patch(storage.workers.WorkerRegistry, "set_state", "set_state")
+    _patch(storage.workers.WorkerRegistry, "register", "register")
+    _patch(search.bridge.TrialHyperParameters, "_value_for", "bridge")
+    _patch(search.space.FunctionHyperModel, "build", "build")
+    _patch(search.space.FunctionHyperModel, "fit", "fit")
+    try:  # best-epoch checkpoints (search.artifacts), where this version of search has them
+        import search.artifacts
+
+        _patch(search.artifacts.Checkpoints, "keep_trial", "checkpoint_keep")
+        _patch(search.artifacts.Checkpoints, "settle", "checkpoint_settle")
+    except (ImportError, AttributeError):
+        pass
+    # The worker loop reads its trial back after ask and after tell (ResilientRDBStorage.get_trial).
+    from storage.resilient import ResilientRDBStorage
+
+    _patch(ResilientRDBStorage, "get_trial", "get_trial")
+    _patch(ResilientRDBStorage, "get_all_trials", "get_all_trials")
+
+    import keras
+
+    _patch(keras.backend, "clear_session", "clear_session")
+    _patch(keras.utils, "set_random_seed", "set_random_seed")
+    gc_module = search.runner.gc
+    search.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", gc_module.collect))
+
+    is_transient = storage.retry.is_transient
+
+    def counting(exc):
+        result = is_transient(exc)
+        if result:
+            text = str(exc).strip().splitlines()
+            TRANSIENT.append({"time": time.time(), "type": type(exc).__name__,
+                              "message": text[0][:200] if text else ""})
+        return result
+
+    storage.retry.is_transient = counting
+    atexit.register(_dump)
