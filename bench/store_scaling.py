@@ -67,6 +67,9 @@ def parse_args(argv=None):
                    help="PostgreSQL fsync (default on, as a real server; tests/pg.py runs with off)")
     p.add_argument("--allow-tensorflow", action="store_true",
                    help="let workers import TensorFlow (as set_random_seed does when it is installed)")
+    p.add_argument("--skip-runner-gc", action="store_true",
+                   help="store-only view: skip the runner's per-trial garbage collections "
+                        "(gc.collect and clear_session's); labelled so in the results")
     p.add_argument("--timeout", type=float, default=900, help="seconds one run may take (default 900)")
     p.add_argument("--keep", action="store_true", help="keep the temporary stores and logs")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/store_scaling.json)")
@@ -272,6 +275,7 @@ def run_once(backend: str, url: str, workers: int, level: int, args, run_dir: Pa
         "BENCH_REPORTS": str(args.reports),
         "BENCH_BARRIER": str(barrier),
         "BENCH_BLOCK_TENSORFLOW": "0" if args.allow_tensorflow else "1",
+        "BENCH_SKIP_GC": "1" if args.skip_runner_gc else "0",
     }, probe_dir=str(probe_dir))
     cmd = [sys.executable, "-m", "search", "start", str(SLEEP_SPACE), "--study", STUDY,
            "--storage", url, "--trials", str(level + budget), "--workers", str(workers),
@@ -356,6 +360,7 @@ def analyse(backend, url, workers, level, budget, args, probe_dir, started, rele
     return {
         "backend": backend, "workers": workers, "stored_before": level, "budget": budget,
         "sleep_s": args.sleep, "reports": args.reports, "sampler": args.sampler,
+        "runner_gc": "skipped" if args.skip_runner_gc else "real",
         "returncode": returncode, "workers_failed": failed_workers,
         "startup_s": (released - started) if released else None,
         "measured_s": (t_end - t0) if released else None,
@@ -498,7 +503,8 @@ def print_results(runs: list[dict], args) -> None:
             r["failed_trials"],
         ])
     common.print_table(
-        f"Store scaling: sleep {args.sleep} s trials through the worker loop ({args.sampler})",
+        f"Store scaling: sleep {args.sleep} s trials through the worker loop ({args.sampler}"
+        + (", runner's gc skipped)" if args.skip_runner_gc else ")"),
         ["store", "workers", "stored", "trials", "trials/s", "efficiency", "ask p50/p99 ms",
          "tell p50/p99 ms", "ask+tell p50 ms", "lock errors", "failed"], rows,
         note="efficiency: trials/s over N x the 1-worker rate (first level only); latencies from "

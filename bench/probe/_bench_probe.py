@@ -63,6 +63,10 @@ def _patch(owner, attr: str, name: str, on_result=None) -> None:
     setattr(owner, attr, _timed(name, original, on_result))
 
 
+def _skipped_collect(generation=2):
+    return 0
+
+
 def _role() -> str:
     return "worker" if "worker" in sys.argv[1:] else ("start" if "start" in sys.argv[1:] else "other")
 
@@ -149,10 +153,17 @@ def install() -> None:
 
     import keras
 
-    _patch(keras.backend, "clear_session", "clear_session")
     _patch(keras.utils, "set_random_seed", "set_random_seed")
     gc_module = search.runner.gc
-    search.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", gc_module.collect))
+    collect = gc_module.collect
+    if os.environ.get("BENCH_SKIP_GC") == "1":
+        # Store-only view (store_scaling --skip-runner-gc): the runner's per-trial garbage
+        # collections (its own gc.collect and the one inside clear_session) are skipped.
+        collect = _skipped_collect
+        clear = keras.backend.clear_session
+        keras.backend.clear_session = lambda free_memory=True: clear(free_memory=False)
+    search.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", collect))
+    _patch(keras.backend, "clear_session", "clear_session")
 
     is_transient = storage.retry.is_transient
 
