@@ -1,8 +1,9 @@
 """The Keras callback that connects a fit to its Optuna trial.
 
 Each epoch it records every metric (learning curves), reports the objective to the trial so a
-pruner can stop it, keeps the best epoch by the objective (Keras Tuner's rule for a trial's score),
-times the training steps, and stops training when the loss becomes NaN.
+pruner can stop it, keeps the best epoch by the objective (Keras Tuner's rule for a trial's score)
+and, when asked, a copy of the model's weights at that epoch (the trial's checkpoint, so nothing
+is re-trained to get it), times the training steps, and stops training when the loss becomes NaN.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ class TrialStopped(Exception):
 
 
 class TrialCallback(keras.callbacks.Callback):
-    def __init__(self, trial: optuna.Trial, objective: str, direction: str):
+    def __init__(self, trial: optuna.Trial, objective: str, direction: str,
+                 keep_weights: bool = False):
         super().__init__()
+        self.keep_weights = keep_weights
+        self.best_weights: list | None = None  # the weights at the best epoch (keep_weights=True)
+        self.best_weights_of: keras.Model | None = None  # the model they belong to
         self.trial = trial
         self.objective = objective
         self.direction = direction
@@ -78,6 +83,8 @@ class TrialCallback(keras.callbacks.Callback):
         value = float(logs[self.objective])
         if self._better(value):
             self.best_value, self.best_epoch = value, epoch
+            if self.keep_weights:
+                self.best_weights, self.best_weights_of = self.model.get_weights(), self.model
         self.trial.report(value, epoch)
         if self.trial.should_prune():
             self.pruned = True

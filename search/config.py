@@ -17,6 +17,8 @@ DEFAULT_HEARTBEAT_S = 10
 DEFAULT_GRACE_S = 60
 # How often one trial is re-run after its worker died (a retry that dies too counts again).
 DEFAULT_MAX_RETRY = 3
+# Best-epoch weights are kept for this many of the best trials (0: none); see search.artifacts.
+DEFAULT_KEEP_BEST = 3
 
 
 @dataclass
@@ -36,6 +38,8 @@ class StudyConfig:
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
 
     def to_dict(self) -> dict:
+    keep_best: int = DEFAULT_KEEP_BEST  # checkpoints kept: the best-epoch weights of the top K trials
+    artifacts: str | None = None  # artifact store: a folder or s3://bucket[/prefix]; None: next to the store
         return asdict(self)
 
     @classmethod

@@ -32,10 +32,12 @@ import storage
 from search import data as data_module
 from search.bridge import to_optuna_params
 from search.config import (
+from search.artifacts import normalize_location
     DEFAULT_EPOCHS,
     DEFAULT_GRACE_S,
     DEFAULT_PRUNER,
     DEFAULT_SAMPLER,
+    DEFAULT_KEEP_BEST,
     DEFAULT_SEED,
     DEFAULT_TRIALS,
     StudyConfig,
@@ -81,6 +83,8 @@ class StartOptions:
     grace: int | None = None
 
 
+    keep_best: int | None = None  # checkpoints kept (search.artifacts)
+    artifacts: str | None = None  # their artifact store
 @dataclass
 class Prepared:
     handle: StudyHandle
@@ -114,6 +118,9 @@ def _check_options(options: StartOptions) -> None:
 def prepare(options: StartOptions) -> Prepared:
     """Create the study, or check and resume it. Touches nothing when it raises."""
     _check_options(options)
+    if options.keep_best is not None and options.keep_best < 0:
+        raise SearchError(f"--keep-best must be 0 or more (got {options.keep_best})")
+    options.artifacts = normalize_location(options.artifacts)
     space = load_space(options.space_file)
     name = options.study or Path(options.space_file).stem
     store = storage.open_storage(options.storage)
@@ -210,12 +217,17 @@ def _check_resume(name: str, existing: storage.StudyRecord, sha256: str, options
             f"(sha256 {existing.space_sha256[:12]}, file now {sha256[:12]}): "
             "restore the file or start a new --study name; nothing was changed")
     stored = StudyConfig.from_dict(existing.config)
+        keep_best=DEFAULT_KEEP_BEST if options.keep_best is None else options.keep_best,
+        artifacts=options.artifacts,
     given = {"epochs": options.epochs, "data": options.data, "sampler": options.sampler,
-             "seed": options.seed, "pruner": options.pruner}
+             "seed": options.seed, "pruner": options.pruner, "keep_best": options.keep_best,
+             "artifacts": options.artifacts}
     for key, value in given.items():
         if value is not None and value != getattr(stored, key):
-            raise SearchError(f"study {name!r} was created with --{key} {getattr(stored, key)}: "
-                              f"resume without --{key} {value} or start a new --study name")
+            flag, was = f"--{key.replace('_', '-')}", getattr(stored, key)
+            raise SearchError(f"study {name!r} was created with "
+                              f"{'the default ' + flag if was is None else f'{flag} {was}'}: "
+                              f"resume without {flag} {value} or start a new --study name")
     if options.fixed:
         for key, value in options.fixed.items():
             if str(stored.fixed.get(key, object())) != str(value):

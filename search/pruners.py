@@ -8,6 +8,10 @@ Every pruner a worker builds also answers a stop request (Ctrl-C): once ``stop``
 running trial stops at the end of its current epoch, the next time it reports. The request is a
 mixin on Optuna's own class, so ``isinstance(pruner, HyperbandPruner)`` still holds (Optuna
 filters Hyperband's brackets by that test).
+
+Ablation trials (``search ablate``, tagged with the ``ablation`` user attribute) are never
+pruned: they are a controlled comparison, and a value stopped early is not comparable. A stop
+request still stops them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class _Stoppable:
     def prune(self, study, trial) -> bool:
         if self.stop.is_set():
             return True
+        if trial.user_attrs.get("ablation"):
+            return False
         return super().prune(study, trial)
 
 

@@ -8,7 +8,15 @@ trial as user attributes:
 - ``metrics``: the metrics at the best epoch, ``best_epoch``, ``epochs``, ``train_seconds`` (in
   ``fit``'s epochs), ``trial_seconds`` (build and fit),
   ``ms_per_step``, ``trainable_params``, ``non_trainable_params``
+- ``seed``: the seed of its weights and shuffling (the study's seed and the trial number, so
+  repeats of one configuration, e.g. ablation repeats, differ)
 - ``fail_reason`` (one line) when the trial failed
+
+A completed trial's outcome carries ``save_weights(path)``, which writes its best-epoch weights
+(kept in memory by the callback, nothing re-trained) to an ``.npz`` file, the arrays of
+``model.get_weights()`` in order (no optimizer state: a third of the size with Adam); the worker
+calls it for the trials whose checkpoint it keeps (``search.artifacts``), and
+:func:`load_weights` puts them into the same model built again.
 
 A space's ``fit`` may run several phases (``model.fit`` more than once with the callbacks it was
 given, e.g. frozen base then fine-tuning); the epochs count on across phases, and once a trial is
@@ -18,10 +26,12 @@ objective, a number, or a dict of extra metrics to record beside the reported ep
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import numbers
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
@@ -43,6 +53,8 @@ class TrialOutcome:
     value: float | None = None
     reason: str | None = None
     attrs: dict = field(default_factory=dict)
+    save_weights: Callable[[str], None] | None = field(default=None, repr=False)
+    checkpoint_problem: str | None = None  # why a completed trial has no best-epoch weights
 
 
 class TrialFailed(Exception):
@@ -93,10 +105,12 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: data_module.Dataset,
     """Build, fit and score one trial; never raises for a failing configuration."""
     keras.backend.clear_session()
     gc.collect()
-    keras.utils.set_random_seed(config.seed * 100_003 + trial.number)
+    seed = trial_seed(config.seed, trial.number)
+    keras.utils.set_random_seed(seed)
     data_module.activate(dataset)
     hp = TrialHyperParameters(trial, fixed=config.fixed)
-    callback = TrialCallback(trial, config.objective, config.direction)
+    callback = TrialCallback(trial, config.objective, config.direction,
+                             keep_weights=config.keep_best > 0)
     attrs: dict = {}
     started = time.perf_counter()
     try:
@@ -123,6 +137,12 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: data_module.Dataset,
         state = TrialState.PRUNED if callback.pruned else TrialState.COMPLETE
         outcome = TrialOutcome(state, value)
         attrs["metrics"] = metrics
+        if state == TrialState.COMPLETE and config.keep_best > 0:
+            if callback.best_weights is not None and callback.best_weights_of is model:
+                outcome.save_weights = functools.partial(save_weights, callback.best_weights)
+            else:
+                outcome.checkpoint_problem = ("no best-epoch weights: fit() did not train the built "
+                                              "model with the callbacks it was given")
     except TrialFailed as exc:
         outcome = TrialOutcome(TrialState.FAIL, reason=str(exc))
     except (KeyboardInterrupt, SystemExit):
@@ -131,6 +151,7 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: data_module.Dataset,
         where = "build" if "trainable_params" not in attrs else "fit"
         outcome = TrialOutcome(TrialState.FAIL, reason=f"{where}: {one_line(exc)}")
     attrs.update(
+        seed=seed,
         hp_values={k: _plain(v) for k, v in hp.values.items()},
         history=dict(callback.history),
         best_epoch=callback.best_epoch,
@@ -143,6 +164,23 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: data_module.Dataset,
         attrs["fail_reason"] = outcome.reason
     outcome.attrs = attrs
     return outcome
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The seed of trial ``number``: distinct per trial, reproducible per study."""
+    return study_seed * 100_003 + number
+
+
+def save_weights(weights: list, path: str) -> None:
+    """Write ``weights`` (a model's ``get_weights()``) to the ``.npz`` file ``path``."""
+    with open(path, "wb") as f:
+        np.savez(f, *weights)
+
+
+def load_weights(model: keras.Model, path: str) -> None:
+    """Set ``model``'s weights from a file :func:`save_weights` wrote (shapes are checked)."""
+    with np.load(path) as arrays:
+        model.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
 
 
 def record(trial: optuna.Trial, outcome: TrialOutcome) -> None:

@@ -54,6 +54,7 @@ from search.space import source_sha256, space_from_source
 from storage import workers as worker_states
 
 STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+from search.artifacts import Checkpoints
 INTERRUPTED_ATTR = "interrupted"
 ATTEMPT_ATTR = "attempt"
 
@@ -358,6 +359,7 @@ def superseded_trials(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
         numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
     return numbers
 
+    checkpoints = Checkpoints.of(handle.storage, study_id, config)  # best-epoch weights, top K kept
 
 def recount_claims(handle: StudyHandle, study_name: str) -> int:
     """Budget slots in use: every trial of the study that was started, except those queued again
@@ -369,3 +371,5 @@ def recount_claims(handle: StudyHandle, study_name: str) -> int:
     return sum(1 for t in trials
                if t.state != TrialState.WAITING and t.number not in again
                and not t.user_attrs.get(INTERRUPTED_ATTR))
+        checkpoints.keep_trial(trial, outcome)
+        checkpoints.settle(trial.number, told)

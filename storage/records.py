@@ -143,6 +143,19 @@ class StudyRecords:
         return result.rowcount == 1
 
     @retried
+    def grow_budget(self, study_name: str, trials: int) -> int:
+        """Add ``trials`` slots to the budget in one atomic update (trials queued by ``search
+        ablate``); returns the new budget."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .values(budget=study_records.c.budget + trials)
+            )
+            return conn.execute(sa.select(study_records.c.budget)
+                                .where(study_records.c.study_name == study_name)).scalar_one()
+
+    @retried
     def release(self, study_name: str) -> None:
         """Give back a slot whose trial was interrupted, so that it is run again."""
         with self.engine.begin() as conn:

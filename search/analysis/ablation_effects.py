@@ -76,13 +76,16 @@ def ablation_effect(trials: pd.DataFrame, name: str, center, maximize: bool) -> 
 def _verdict(name: str, center, rows: pd.DataFrame, noise: float | None, maximize: bool) -> str:
     head = f"{name} around {value_label(center)}"
     if noise is None:
-        return f"{head}: one repeat per value, no seed-noise estimate (ablate with repeats >= 2)"
-    better, worse, within, failing = [], [], [], []
+        return (f"{head}: no value has two completed repeats, so no seed-noise estimate "
+                "(ablate with --repeats 2 or more)")
+    better, worse, within, failing, unmeasured = [], [], [], [], []
     for r in rows.itertuples():
         if _same(r.value, center):
             continue
         if r.failed and r.failed * 2 >= r.trials:
             failing.append(f"{value_label(r.value)} (fails {r.failed}/{r.trials})")
+        elif not r.complete:
+            unmeasured.append(value_label(r.value))
         elif np.isnan(r.effect_low):
             within.append(value_label(r.value))
         elif r.effect_low > 0 or r.effect_high < 0:
@@ -96,6 +99,7 @@ def _verdict(name: str, center, rows: pd.DataFrame, noise: float | None, maximiz
     parts += [f"worse: {', '.join(worse)}"] if worse else []
     parts += [f"within noise: {', '.join(within)}"] if within else []
     parts += [f"failing: {', '.join(failing)}"] if failing else []
+    parts += [f"not measured (no completed trial yet): {', '.join(unmeasured)}"] if unmeasured else []
     return "; ".join(parts)
 
 

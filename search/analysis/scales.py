@@ -116,7 +116,8 @@ def bin_labels(edges: np.ndarray, log: bool = False) -> list[str]:
 def group_keys(values: pd.Series, scale: Scale) -> tuple[pd.Series, list]:
     """Each trial's row key, and the rows in display order."""
     if scale.categorical:
-        present = list(pd.unique(values.dropna()))
+        # Python scalars, as iterating the Series gives them: repr(np.int64(16)) is not repr(16).
+        present = [p.item() if isinstance(p, np.generic) else p for p in pd.unique(values.dropna())]
         order = [c for c in scale.choices if any(_same(c, p) for p in present)]
         rest = [p for p in present if not any(_same(p, c) for c in order)]
         try:

@@ -1,0 +1,74 @@
+"""``search analyze``: a stored study's analysis (``search.analysis``) and where its report goes.
+
+Reads the study once, with the stored space (which parameters are categorical, which are
+log-scaled) and the study's budget; imports no Keras (see ``search.reading``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from search.analysis import Analysis, write_html
+from search.analysis import analyze as analyze_study
+from search.errors import SearchError, one_line
+from search.reading import StoredStudy, open_stored
+
+REPORTS_FOLDER = "reports"
+
+
+@dataclass
+class StudyAnalysis:
+    analysis: Analysis
+    stored: StoredStudy
+
+    def to_dict(self) -> dict:
+        return self.analysis.to_dict()
+
+    def trials_frame(self) -> pd.DataFrame:
+        """The trials table (one row per trial, ``hp.<name>`` columns) for CSV export."""
+        return self.analysis.frame
+
+    def write_html(self, path=None) -> Path:
+        """Write the self-contained HTML report (default ``reports/<study>.html``)."""
+        return write_html(self.analysis, self.stored.study, path or default_html_path(self.stored.name))
+
+
+def write_report(result: StudyAnalysis, path=None) -> Path:
+    """:meth:`StudyAnalysis.write_html`, with a path that cannot be written as one clear error."""
+    target = check_html_path(path) or default_html_path(result.stored.name)
+    try:
+        return result.write_html(target)
+    except OSError as exc:
+        raise SearchError(f"cannot write the HTML report to {target}: "
+                          f"{exc.strerror or one_line(exc)}") from None
+
+
+def check_html_path(path) -> Path | None:
+    """``--html PATH`` checked before any work: it must not be a folder."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise SearchError(f"--html {target} is a folder: give a file name, e.g. {target / 'report.html'}")
+    return target
+
+
+def default_html_path(study_name: str) -> Path:
+    """``reports/<study>.html``, the name made safe for a file name."""
+    safe = re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study"
+    return Path(REPORTS_FOLDER) / f"{safe}.html"
+
+
+def analyze(study: str, *, storage_url: str | None = None,
+            params: list[str] | None = None) -> StudyAnalysis:
+    """Analyze the stored study ``study``: overview, effect tables with verdicts, importances,
+    ablation effects. Raises ``SearchError`` for an unknown study, an unknown parameter, or a
+    study without finished trials."""
+    stored = open_stored(study, storage_url)
+    result = analyze_study(stored.study, stored.config.objective, params,
+                           space=stored.config.space or None, budget=stored.record.budget)
+    return StudyAnalysis(result, stored)
