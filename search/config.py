@@ -36,10 +36,10 @@ class StudyConfig:
     max_retry: int = DEFAULT_MAX_RETRY
     fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
-
-    def to_dict(self) -> dict:
     keep_best: int = DEFAULT_KEEP_BEST  # checkpoints kept: the best-epoch weights of the top K trials
     artifacts: str | None = None  # artifact store: a folder or s3://bucket[/prefix]; None: next to the store
+
+    def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod

@@ -30,14 +30,14 @@ import optuna
 
 import storage
 from search import data as data_module
+from search.artifacts import normalize_location
 from search.bridge import to_optuna_params
 from search.config import (
-from search.artifacts import normalize_location
     DEFAULT_EPOCHS,
     DEFAULT_GRACE_S,
+    DEFAULT_KEEP_BEST,
     DEFAULT_PRUNER,
     DEFAULT_SAMPLER,
-    DEFAULT_KEEP_BEST,
     DEFAULT_SEED,
     DEFAULT_TRIALS,
     StudyConfig,
@@ -81,10 +81,10 @@ class StartOptions:
     timeout: float | None = None  # seconds of wall clock from this start; None: no deadline
     heartbeat: int | None = None
     grace: int | None = None
-
-
     keep_best: int | None = None  # checkpoints kept (search.artifacts)
     artifacts: str | None = None  # their artifact store
+
+
 @dataclass
 class Prepared:
     handle: StudyHandle
@@ -110,6 +110,9 @@ def _check_options(options: StartOptions) -> None:
         raise SearchError(f"--heartbeat must be at least 1 second (got {options.heartbeat})")
     if options.grace is not None and options.grace < 1:
         raise SearchError(f"--grace must be at least 1 second (got {options.grace})")
+    if options.keep_best is not None and options.keep_best < 0:
+        raise SearchError(f"--keep-best must be 0 or more (got {options.keep_best})")
+    options.artifacts = normalize_location(options.artifacts)
     if options.grace is not None and options.heartbeat is not None and options.grace <= options.heartbeat:
         raise SearchError(f"--grace must be longer than the heartbeat interval ({options.heartbeat} s), "
                           f"got {options.grace}")
@@ -118,9 +121,6 @@ def _check_options(options: StartOptions) -> None:
 def prepare(options: StartOptions) -> Prepared:
     """Create the study, or check and resume it. Touches nothing when it raises."""
     _check_options(options)
-    if options.keep_best is not None and options.keep_best < 0:
-        raise SearchError(f"--keep-best must be 0 or more (got {options.keep_best})")
-    options.artifacts = normalize_location(options.artifacts)
     space = load_space(options.space_file)
     name = options.study or Path(options.space_file).stem
     store = storage.open_storage(options.storage)
@@ -196,6 +196,8 @@ def _new_config(options: StartOptions, space, name: str) -> tuple[StudyConfig, i
         pruner=options.pruner or DEFAULT_PRUNER,
         fixed=fixed,
         space=hps.get_config(),
+        keep_best=DEFAULT_KEEP_BEST if options.keep_best is None else options.keep_best,
+        artifacts=options.artifacts,
     )
     changed = _heartbeat_settings(config, options)
     config = changed or config
@@ -217,8 +219,6 @@ def _check_resume(name: str, existing: storage.StudyRecord, sha256: str, options
             f"(sha256 {existing.space_sha256[:12]}, file now {sha256[:12]}): "
             "restore the file or start a new --study name; nothing was changed")
     stored = StudyConfig.from_dict(existing.config)
-        keep_best=DEFAULT_KEEP_BEST if options.keep_best is None else options.keep_best,
-        artifacts=options.artifacts,
     given = {"epochs": options.epochs, "data": options.data, "sampler": options.sampler,
              "seed": options.seed, "pruner": options.pruner, "keep_best": options.keep_best,
              "artifacts": options.artifacts}

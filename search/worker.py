@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 
 import storage
 from search import data as data_module
+from search.artifacts import Checkpoints
 from search.config import StudyConfig
 from search.devices import pin_this_process, pinned_gpu
 from search.errors import SearchError
@@ -54,7 +55,6 @@ from search.space import source_sha256, space_from_source
 from storage import workers as worker_states
 
 STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
-from search.artifacts import Checkpoints
 INTERRUPTED_ATTR = "interrupted"
 ATTEMPT_ATTR = "attempt"
 
@@ -273,6 +273,7 @@ def _loop(handle: StudyHandle, study: optuna.Study, study_name: str, space, data
           on_trial) -> None:
     config = handle.config
     study_id = handle.storage.get_study_id_from_name(study_name)
+    checkpoints = Checkpoints.of(handle.storage, study_id, config)  # best-epoch weights, top K kept
     while not stop.is_set():
         fail_stale_trials(study)
         if not handle.records.claim(study_name):
@@ -300,7 +301,9 @@ def _loop(handle: StudyHandle, study: optuna.Study, study_name: str, space, data
         if stop.is_set() and outcome.state == TrialState.PRUNED:
             requeue(study, trial, handle.records, study_name)  # stopped by Ctrl-C, not pruned
             return
+        checkpoints.keep_trial(trial, outcome)
         told = _tell(study, trial, outcome)
+        checkpoints.settle(trial.number, told)
         handle.workers.set_state(worker_id, worker_states.IDLE, finished_trial=True)
         report.trials += 1
         report.complete += outcome.state == TrialState.COMPLETE
@@ -359,7 +362,6 @@ def superseded_trials(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
         numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
     return numbers
 
-    checkpoints = Checkpoints.of(handle.storage, study_id, config)  # best-epoch weights, top K kept
 
 def recount_claims(handle: StudyHandle, study_name: str) -> int:
     """Budget slots in use: every trial of the study that was started, except those queued again
@@ -371,5 +373,3 @@ def recount_claims(handle: StudyHandle, study_name: str) -> int:
     return sum(1 for t in trials
                if t.state != TrialState.WAITING and t.number not in again
                and not t.user_attrs.get(INTERRUPTED_ATTR))
-        checkpoints.keep_trial(trial, outcome)
-        checkpoints.settle(trial.number, told)
