@@ -11,7 +11,15 @@ from search import coordinator
 from search.coordinator import LocalWorker, Prepared, StartOptions
 from search.devices import plan_slots
 from search.summary import StudySnapshot, snapshot
-from search.worker import WorkerReport, local_space_note, open_study_handle, run_worker
+from search.errors import SearchError
+from search.space import read_source, source_sha256
+from search.worker import (
+    WorkerReport,
+    check_space_source,
+    local_space_note,
+    open_study_handle,
+    run_worker,
+)
 
 
 @dataclass
@@ -28,7 +36,8 @@ def start(space_file: str, *, study: str | None = None, storage_url: str | None 
           data: str | None = None, fixed: dict | None = None, sampler: str | None = None,
           seed: int | None = None, pruner: str | None = None, timeout: float | None = None,
           gpus: str | None = None, per_gpu: int | None = None, heartbeat: int | None = None,
-          grace: int | None = None,
+          grace: int | None = None, keep_best: int | None = None, artifacts: str | None = None,
+          trial_timeout: float | None = None,
           on_prepared: Callable[[Prepared], None] | None = None,
           on_progress: Callable[[StudySnapshot], None] | None = None) -> StartResult:
     """Create or resume a study and run local workers until its budget is spent.
@@ -41,7 +50,8 @@ def start(space_file: str, *, study: str | None = None, storage_url: str | None 
     options = StartOptions(space_file=space_file, study=study, storage=storage_url, trials=trials,
                            epochs=epochs, workers=workers, data=data, fixed=dict(fixed or {}),
                            sampler=sampler, seed=seed, pruner=pruner, timeout=timeout,
-                           heartbeat=heartbeat, grace=grace)
+                           heartbeat=heartbeat, grace=grace, keep_best=keep_best,
+                           artifacts=artifacts, trial_timeout=trial_timeout)
     prepared = coordinator.prepare(options)
     if on_prepared is not None:
         on_prepared(prepared)
@@ -52,24 +62,40 @@ def start(space_file: str, *, study: str | None = None, storage_url: str | None 
 def worker(study: str, *, storage_url: str | None = None, gpus: str | None = None,
            per_gpu: int | None = None, slot: int | None = None, on_trial=None,
            on_note: Callable[[str], None] | None = None,
-           on_progress: Callable[[StudySnapshot], None] | None = None) -> WorkerReport:
+           on_progress: Callable[[StudySnapshot], None] | None = None,
+           space: str | None = None, space_sha256: str | None = None,
+           restart_when_stuck: bool = False) -> WorkerReport:
     """Work on a study from this machine until its budget is spent.
 
     One slot (no GPU, or one): this process is the worker. Several (``gpus``, ``per_gpu``, or
     several visible GPUs): one pinned worker process per slot, followed like ``start`` does.
     ``slot`` (set for the processes ``start`` spawns) runs exactly one worker here.
+
+    ``space`` (a file) or ``space_sha256``: refuse to run unless the space source stored with the
+    study is exactly that (anyone who can write to the store decides what the workers execute).
+    ``restart_when_stuck``: a trial that overruns the study's trial timeout and cannot be
+    stopped makes this process start afresh (``exec``), for command-line workers only.
     """
+    if space is not None:
+        expected = source_sha256(read_source(space))
+        if space_sha256 is not None and space_sha256 != expected:
+            raise SearchError(f"--space {space} does not match the hash given with it")
+        space_sha256 = expected
+    kwargs = dict(on_trial=on_trial, on_note=on_note, expected_sha256=space_sha256,
+                  expected_from=space, restart_when_stuck=restart_when_stuck)
     if slot is not None:
-        return run_worker(storage_url, study, slot=slot, on_trial=on_trial, on_note=on_note)
+        return run_worker(storage_url, study, slot=slot, **kwargs)
     slots = plan_slots(gpus, per_gpu)
     if len(slots) == 1:
-        return run_worker(storage_url, study, gpu=slots[0], on_trial=on_trial, on_note=on_note)
+        return run_worker(storage_url, study, gpu=slots[0], **kwargs)
     handle = open_study_handle(storage_url, study)
-    note = local_space_note(handle.record)
+    check_space_source(handle.record, space_sha256, space)
+    note = local_space_note(handle.record) if space_sha256 is None else None
     if note and on_note is not None:
         on_note(note)
     final, workers = coordinator.run_local_workers(
-        handle, study, storage.resolve_url(storage_url), slots, on_progress)
+        handle, study, storage.resolve_url(storage_url), slots, on_progress,
+        space_sha256=space_sha256)
     return _pool_report(final, workers, note)
 
 
@@ -86,6 +112,39 @@ def status(study: str | None = None, *, storage_url: str | None = None) -> list[
     """Snapshots of one study (with its workers), or of every study search created in the store."""
     if study is not None:
         return [snapshot(open_study_handle(storage_url, study))]
-    store = storage.open_storage(storage_url)
+    try:
+        store = storage.open_storage(storage_url, must_exist=True)
+    except storage.MissingStore:  # no store file: no studies (and no empty file made for it)
+        return []
     names = sorted(storage.StudyRecords(store.engine).names())
     return [snapshot(open_study_handle(storage_url, name, store)) for name in names]
+
+
+def analyze(study: str, *, storage_url: str | None = None, params: list[str] | None = None):
+    """What each hyperparameter did (``search.reports.StudyAnalysis``): ``.analysis`` (effect
+    tables, verdicts, importances, ablation effects), ``.to_dict()``, ``.trials_frame()``,
+    ``.write_html(path)``. Reads the study only; imports no Keras."""
+    from search.reports import analyze as analyze_stored
+
+    return analyze_stored(study, storage_url=storage_url, params=params)
+
+
+def ablate(study: str, *, storage_url: str | None = None, params: list[str] | None = None,
+           repeats: int | None = None):
+    """Queue one-factor-at-a-time trials around the best configuration (``search.ablate``); the
+    study's workers run them. Returns what was queued (``AblationQueued``)."""
+    from search.ablate import DEFAULT_REPEATS
+    from search.ablate import ablate as queue_ablation
+
+    return queue_ablation(study, storage_url=storage_url, params=params,
+                          repeats=DEFAULT_REPEATS if repeats is None else repeats)
+
+
+def best(study: str, *, storage_url: str | None = None, top: int | None = None,
+         evaluate: bool = False, export: str | None = None, on_trial=None):
+    """The top trials with their kept checkpoints (``search.best.BestTrials``); ``evaluate``
+    measures them on the held-out test split, ``export`` writes their models and configurations."""
+    from search.best import best as best_trials
+
+    return best_trials(study, storage_url=storage_url, top=top, evaluate=evaluate, export=export,
+                       on_trial=on_trial)

@@ -8,6 +8,7 @@ import sys
 import click
 import optuna
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -103,8 +104,14 @@ per_gpu_option = click.option("--per-gpu", "per_gpu", type=int, default=None, me
               help="Heartbeat interval of running trials (default 10).")
 @click.option("--grace", type=int, default=None, metavar="SECONDS",
               help="A trial without a heartbeat for this long is failed and retried (default 60).")
+@click.option("--keep-best", "keep_best", type=int, default=None, metavar="K",
+              help="Keep the best-epoch weights of the K best trials (default 3; 0: none).")
+@click.option("--artifacts", default=None, metavar="PATH|s3://BUCKET[/PREFIX]",
+              help="Artifact store for those weights (default: a folder next to a SQLite store).")
+@click.option("--trial-timeout", "trial_timeout", type=float, default=None, metavar="SECONDS",
+              help="A trial running longer is stopped and failed with its reason (default: no limit).")
 def start(space_file, study, storage_url, trials, epochs, workers, data, set_values, sampler, seed,
-          pruner, timeout, gpus, per_gpu, heartbeat, grace):
+          pruner, timeout, gpus, per_gpu, heartbeat, grace, keep_best, artifacts, trial_timeout):
     """Create (or resume) a study of SPACE_FILE and run it to its budget."""
     from search import api, render
     from storage import mask_url, resolve_url
@@ -143,11 +150,15 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
                                         epochs=epochs, workers=workers, data=data, fixed=fixed,
                                         sampler=sampler, seed=seed, pruner=pruner, timeout=timeout,
                                         gpus=gpus, per_gpu=per_gpu, heartbeat=heartbeat, grace=grace,
+                                        keep_best=keep_best, artifacts=artifacts,
+                                        trial_timeout=trial_timeout,
                                         on_prepared=on_prepared, on_progress=on_progress))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         progress.stop()
-        _fail("interrupted: finished trials are kept; interrupted ones run again on resume "
-              f"(search start {space_file})", code=130)
+        terminated = type(exc).__name__ == "Terminated"  # SIGTERM (search.coordinator.Terminated)
+        _fail(f"{'terminated' if terminated else 'interrupted'}: finished trials are kept; "
+              f"interrupted ones run again on resume (search start {space_file})",
+              code=143 if terminated else 130)
     progress.stop()
     for note in result.notes[task["notes"]:]:
         console.print(f"note: {note}", highlight=False)
@@ -159,13 +170,18 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
 @storage_option
 @gpus_option
 @per_gpu_option
+@click.option("--space", "space_file", default=None, metavar="FILE",
+              help="Run only if the space source stored with the study is this file's.")
 @click.option("--slot", type=int, default=None, hidden=True)
 @click.option("--quiet", is_flag=True, hidden=True)
-def worker(study, storage_url, gpus, per_gpu, slot, quiet):
+@click.option("--space-sha256", "space_sha256", default=None, hidden=True)
+def worker(study, storage_url, gpus, per_gpu, space_file, slot, quiet, space_sha256):
     """Attach to a study and take trials until its budget is spent.
 
     Needs only the store and the study name: the study carries its configuration and the source
-    of its space. One worker process per GPU (--gpus, --per-gpu), or one CPU worker.
+    of its space. One worker process per GPU (--gpus, --per-gpu), or one CPU worker. With
+    --space FILE it refuses to run unless the stored source is exactly FILE's: whoever can write
+    to the store decides what code the workers run.
     """
     from search import api, render
 
@@ -182,7 +198,9 @@ def worker(study, storage_url, gpus, per_gpu, slot, quiet):
 
     try:
         report = _run(lambda: api.worker(study, storage_url=storage_url, gpus=gpus, per_gpu=per_gpu,
-                                         slot=slot, on_trial=on_trial, on_note=on_note))
+                                         slot=slot, on_trial=on_trial, on_note=on_note,
+                                         space=space_file, space_sha256=space_sha256,
+                                         restart_when_stuck=True))
     except KeyboardInterrupt:
         _fail("interrupted: the running trial was queued again with the same parameters", code=130)
     if report.interrupted:
@@ -214,3 +232,103 @@ def status(study, storage_url, fmt):
         console.print(render.studies_table(snaps))
     else:
         console.print("No studies in this store yet: `search start SPACE_FILE` creates one.")
+
+
+def _parse_names(value: str | None, option: str) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        _fail(f"{option} {value!r}: expected names separated by commas, e.g. lr,optimizer")
+    return names
+
+
+@main.command()
+@click.option("--study", required=True, help="Study name.")
+@storage_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text",
+              help="text: tables in the terminal; json: the same numbers; csv: the trials table.")
+@click.option("--html", "html_path", default=None, metavar="PATH",
+              help="Write the HTML report here (text format: default reports/<study>.html).")
+@click.option("--no-html", "no_html", is_flag=True, help="Do not write the HTML report.")
+@click.option("--params", default=None, metavar="a,b,...", help="Only these parameters.")
+def analyze(study, storage_url, fmt, html_path, no_html, params):
+    """What each hyperparameter did: effect tables, verdicts, importances, ablation, HTML report.
+
+    The text format also writes the self-contained HTML report (reports/<study>.html unless
+    --html PATH or --no-html); json and csv write to stdout, and the report only with --html.
+    """
+    # search.reports, not search.api: reading a study imports no Keras (seconds saved)
+    from search import reports
+    from search.analysis import render_text
+
+    if html_path and no_html:
+        _fail("--html and --no-html contradict each other: give one")
+    names = _parse_names(params, "--params")
+    _run(lambda: reports.check_html_path(html_path))
+    result = _run(lambda: reports.analyze(study, storage_url=storage_url, params=names))
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    elif fmt == "csv":
+        click.echo(result.trials_frame().to_csv(index=False), nl=False)
+    else:
+        render_text(result.analysis, console)
+    if html_path or (fmt == "text" and not no_html):
+        path = _run(lambda: reports.write_report(result, html_path))
+        (console if fmt == "text" else err_console).print(f"HTML report: {path}", highlight=False)
+
+
+@main.command()
+@click.option("--study", required=True, help="Study name.")
+@storage_option
+@click.option("--params", default=None, metavar="a,b,...",
+              help="Parameters to ablate (default: the 3 most important).")
+@click.option("--repeats", type=int, default=None, metavar="R",
+              help="Runs of each configuration, with different seeds (default 2).")
+def ablate(study, storage_url, params, repeats):
+    """Queue one-factor-at-a-time trials around the best configuration.
+
+    For each parameter, each value (a grid for a continuous one) with every other parameter at
+    the best search trial's value, R times. The study's budget grows by as many trials; run them
+    with `search worker --study NAME` (or resume `search start`), then `search analyze`.
+    """
+    from search import api, tables
+
+    names = _parse_names(params, "--params")
+    queued = _run(lambda: api.ablate(study, storage_url=storage_url, params=names, repeats=repeats))
+    for note in queued.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(tables.ablation_table(queued))
+    console.print(f"Queued {len(queued.trials)} ablation trials in study [bold]{escape(study)}[/bold] "
+                  f"around trial #{queued.center_trial} ({tables.fmt(queued.center_value)}); "
+                  f"budget {queued.budget_before} -> {queued.budget_after} trials.")
+    console.print(f"Run them: search worker --study {escape(study)}   then: search analyze --study "
+                  f"{escape(study)}", highlight=False)
+
+
+@main.command()
+@click.option("--study", required=True, help="Study name.")
+@storage_option
+@click.option("--top", type=int, default=None, metavar="K",
+              help="How many trials (default: as many as the study keeps checkpoints of).")
+@click.option("--evaluate", is_flag=True,
+              help="Evaluate each one's best-epoch weights on the held-out test split.")
+@click.option("--export", "export_dir", default=None, metavar="DIR",
+              help="Write DIR/trial_<n>.keras and DIR/trial_<n>.json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def best(study, storage_url, top, evaluate, export_dir, fmt):
+    """The best trials, with their kept checkpoints; test-split metrics and export."""
+    from search import api, tables
+
+    result = _run(lambda: api.best(study, storage_url=storage_url, top=top, evaluate=evaluate,
+                                   export=export_dir))
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    console.print(tables.best_table(result))
+    for row in result.trials:
+        if row.problem:
+            console.print(f"note: trial {row.number}: {row.problem}", highlight=False)
+    if export_dir:
+        exported = sum(1 for r in result.trials if r.exported)
+        console.print(f"Exported {exported} models to {export_dir}", highlight=False)

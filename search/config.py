@@ -34,6 +34,8 @@ class StudyConfig:
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     grace_s: int = DEFAULT_GRACE_S
     max_retry: int = DEFAULT_MAX_RETRY
+    # --trial-timeout: a trial running longer is stopped and failed with its reason (None: no limit)
+    trial_timeout_s: float | None = None
     fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
     keep_best: int = DEFAULT_KEEP_BEST  # checkpoints kept: the best-epoch weights of the top K trials

@@ -21,8 +21,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +48,7 @@ from search.devices import worker_env
 from search.errors import SearchError
 from search.pruners import PRUNERS
 from search.samplers import SAMPLERS, grid_size
-from search.space import discover, load_space, validate_fixed
+from search.space import discover, load_space, source_sha256, validate_fixed
 from search.summary import StudySnapshot, snapshot
 from search.worker import (
     StudyHandle,
@@ -83,6 +85,7 @@ class StartOptions:
     grace: int | None = None
     keep_best: int | None = None  # checkpoints kept (search.artifacts)
     artifacts: str | None = None  # their artifact store
+    trial_timeout: float | None = None  # seconds one trial may run; stored with the study
 
 
 @dataclass
@@ -91,6 +94,11 @@ class Prepared:
     study_name: str
     resumed: bool
     notes: list[str]
+    space_sha256: str | None = None  # of the space file this start loaded (its workers check it)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``): stop the local workers at once, as a second Ctrl-C."""
 
 
 def _check_options(options: StartOptions) -> None:
@@ -116,6 +124,9 @@ def _check_options(options: StartOptions) -> None:
     if options.grace is not None and options.heartbeat is not None and options.grace <= options.heartbeat:
         raise SearchError(f"--grace must be longer than the heartbeat interval ({options.heartbeat} s), "
                           f"got {options.grace}")
+    if options.trial_timeout is not None and not options.trial_timeout > 0:
+        raise SearchError(f"--trial-timeout must be a positive number of seconds "
+                          f"(got {options.trial_timeout:g})")
 
 
 def prepare(options: StartOptions) -> Prepared:
@@ -130,6 +141,12 @@ def prepare(options: StartOptions) -> Prepared:
     if existing is not None:
         _check_resume(name, existing, space.sha256, options)
         changed = _heartbeat_settings(StudyConfig.from_dict(existing.config), options)
+        stored_timeout = StudyConfig.from_dict(existing.config).trial_timeout_s
+        if options.trial_timeout is not None and options.trial_timeout != stored_timeout:
+            changed = changed or StudyConfig.from_dict(existing.config)
+            changed.trial_timeout_s = options.trial_timeout
+            notes.append(f"trial timeout changed from {_fmt_seconds(stored_timeout)} to "
+                         f"{options.trial_timeout:g} s")
         if options.trials is not None and options.trials != existing.budget:
             records.update(name, budget=options.trials)
             notes.append(f"budget changed from {existing.budget} to {options.trials} trials")
@@ -158,7 +175,11 @@ def prepare(options: StartOptions) -> Prepared:
     handle = StudyHandle(store, records, record, StudyConfig.from_dict(record.config),
                          storage.WorkerRegistry(store.engine))
     records.update(name, claimed=recount_claims(handle, name))
-    return Prepared(handle, name, resumed, notes)
+    return Prepared(handle, name, resumed, notes, space.sha256)
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    return "no limit" if seconds is None else f"{seconds:g} s"
 
 
 def _heartbeat_settings(config: StudyConfig, options: StartOptions) -> StudyConfig | None:
@@ -196,6 +217,7 @@ def _new_config(options: StartOptions, space, name: str) -> tuple[StudyConfig, i
         pruner=options.pruner or DEFAULT_PRUNER,
         fixed=fixed,
         space=hps.get_config(),
+        trial_timeout_s=options.trial_timeout,
         keep_best=DEFAULT_KEEP_BEST if options.keep_best is None else options.keep_best,
         artifacts=options.artifacts,
     )
@@ -213,7 +235,7 @@ def _new_config(options: StartOptions, space, name: str) -> tuple[StudyConfig, i
 
 
 def _check_resume(name: str, existing: storage.StudyRecord, sha256: str, options: StartOptions) -> None:
-    if existing.space_sha256 != sha256:
+    if existing.space_sha256 != sha256 or source_sha256(existing.space_source) != sha256:
         raise SearchError(
             f"study {name!r} was created from a different source of {existing.space_path} "
             f"(sha256 {existing.space_sha256[:12]}, file now {sha256[:12]}): "
@@ -239,8 +261,11 @@ def _fmt_fixed(fixed: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in fixed.items()) or "(none)"
 
 
-def _worker_command(study: str, slot: int) -> list[str]:
-    return [sys.executable, "-m", "search", "worker", "--study", study, "--slot", str(slot), "--quiet"]
+def _worker_command(study: str, slot: int, space_sha256: str | None = None) -> list[str]:
+    command = [sys.executable, "-m", "search", "worker", "--study", study, "--slot", str(slot), "--quiet"]
+    if space_sha256:  # the worker refuses to run a stored source that differs from this one
+        command += ["--space-sha256", space_sha256]
+    return command
 
 
 @dataclass
@@ -252,7 +277,7 @@ class LocalWorker:
 
 
 def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],
-                   log_dir: str) -> list[LocalWorker]:
+                   log_dir: str, space_sha256: str | None = None) -> list[LocalWorker]:
     """One process per slot, pinned to its GPU, in a session of its own: a Ctrl-C in the terminal
     reaches the coordinator only, which then stops its workers in order."""
     workers = []
@@ -261,7 +286,7 @@ def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],
         env["SEARCH_STORAGE"] = storage_url
         log_path = os.path.join(log_dir, f"worker-{slot}.log")
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(_worker_command(study_name, slot), env=env,
+            proc = subprocess.Popen(_worker_command(study_name, slot, space_sha256), env=env,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         workers.append(LocalWorker(slot, gpu, proc, log_path))
@@ -312,33 +337,44 @@ def run_local_workers(handle: StudyHandle, study_name: str, storage_url: str,
                       slots: list[str | None],
                       on_progress: Callable[[StudySnapshot], None] | None = None,
                       on_started: Callable[[list[LocalWorker]], None] | None = None,
+                      space_sha256: str | None = None,
                       ) -> tuple[StudySnapshot, list[LocalWorker]]:
     """Run one worker process per slot until they exit (the budget is spent); reap stale trials
-    meanwhile. Returns the final snapshot and the workers."""
+    meanwhile. Returns the final snapshot and the workers.
+
+    ``space_sha256``: the workers refuse to run the study's stored source unless it has this hash.
+    Ctrl-C stops the workers after their current epoch, a second Ctrl-C or a SIGTERM at once;
+    either way their trials are queued again and :class:`KeyboardInterrupt` (or
+    :class:`Terminated`) is raised once they are gone."""
     study_id = handle.storage.get_study_id_from_name(study_name)
     reaper_handle = open_study_handle(storage_url, study_name, heartbeat=True)
     reaper = storage.retrying(lambda: optuna.load_study(
         study_name=study_name, storage=reaper_handle.storage,
         sampler=optuna.samplers.RandomSampler()), "load study")
     log_dir = tempfile.mkdtemp(prefix=f"search-{study_name}-workers-")
-    workers = _spawn_workers(study_name, storage_url, slots, log_dir)
-    if on_started is not None:
-        on_started(workers)
-    next_reap = 0.0
-    try:
-        while any(w.proc.poll() is None for w in workers):
-            if time.monotonic() >= next_reap:
-                fail_stale_trials(reaper)
-                next_reap = time.monotonic() + handle.config.heartbeat_s
-            if on_progress is not None:
-                on_progress(snapshot(handle, study_id))
-            time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
+    with _terminate_as_interrupt():
+        workers = _spawn_workers(study_name, storage_url, slots, log_dir, space_sha256)
+        if on_started is not None:
+            on_started(workers)
+        next_reap = 0.0
         try:
-            stop_workers(workers)
-        except KeyboardInterrupt:  # a second Ctrl-C: stop now
-            stop_workers(workers, now=True)
-        raise
+            while any(w.proc.poll() is None for w in workers):
+                if time.monotonic() >= next_reap:
+                    fail_stale_trials(reaper)
+                    next_reap = time.monotonic() + handle.config.heartbeat_s
+                if on_progress is not None:
+                    on_progress(snapshot(handle, study_id))
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt as first:
+            try:
+                stop_workers(workers, now=isinstance(first, Terminated))
+            except KeyboardInterrupt as second:  # a second Ctrl-C or a SIGTERM: stop now
+                try:
+                    stop_workers(workers, now=True)
+                except KeyboardInterrupt:  # and a third: SIGKILL (their trials are reaped later)
+                    _signal_all(workers, signal.SIGKILL)
+                raise second from None
+            raise
     final = snapshot(handle, study_id)
     if on_progress is not None:
         on_progress(final)
@@ -351,6 +387,23 @@ def run_local_workers(handle: StudyHandle, study_name: str, storage_url: str,
     if not failures:
         shutil.rmtree(log_dir, ignore_errors=True)
     return final, workers
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """While the local workers run, SIGTERM raises :class:`Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_text(code: int) -> str:
@@ -374,6 +427,6 @@ def run(prepared: Prepared, storage_url: str, slots: list[str | None],
         on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
     """Run a worker per slot until the budget is spent; returns the final snapshot."""
     final, workers = run_local_workers(prepared.handle, prepared.study_name, storage_url, slots,
-                                       on_progress)
+                                       on_progress, space_sha256=prepared.space_sha256)
     prepared.notes.extend(lost_workers(workers))
     return final

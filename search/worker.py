@@ -23,6 +23,13 @@ Faults:
 - Ctrl-C (SIGINT): the running trial stops at the end of its current epoch (the pruner answers
   the next report with "prune"), is marked FAIL with ``interrupted`` and queued again with the
   same parameters, and the worker exits. A second Ctrl-C, or SIGTERM, stops at once the same way.
+- A trial that hangs (``--trial-timeout``, stored with the study): a timer (SIGALRM) stops it after
+  the timeout wherever Python runs; it is FAIL with ``timed out`` as its reason (not retried: the
+  configuration is what hangs) and the worker goes on with the next trial. A trial stuck where no
+  signal reaches it (native code) is failed by the heartbeat thread after the timeout plus the
+  grace period, and a command-line worker then starts afresh in the same process (``exec``).
+- The space source: workers execute the source stored with the study (whoever can write to the
+  store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's.
 """
 
 from __future__ import annotations
@@ -31,9 +38,12 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import keras_tuner as kt
@@ -57,6 +67,9 @@ from storage import workers as worker_states
 STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 INTERRUPTED_ATTR = "interrupted"
 ATTEMPT_ATTR = "attempt"
+TIMED_OUT_ATTR = "timed_out"
+# Set in the environment of a worker that restarted itself after a trial it could not stop.
+RESTARTED_ENV = "SEARCH_WORKER_RESTARTED_AFTER"
 
 _log = logging.getLogger("search.worker")
 
@@ -105,11 +118,15 @@ def open_study_handle(storage_url: str | None, study_name: str,
     as a process that runs or reaps trials needs it.
     """
     opened = store is None
-    store = store or storage.open_storage(storage_url)
+    where = storage.mask_url(storage.resolve_url(storage_url))
+    try:
+        store = store or storage.open_storage(storage_url, must_exist=True)
+    except storage.MissingStore as exc:
+        raise SearchError(f"no study named {study_name!r}: {exc}") from None
     records = storage.StudyRecords(store.engine)
     rec = records.get(study_name)
     if rec is None:
-        raise SearchError(f"no study named {study_name!r} in {storage.mask_url(storage.resolve_url(storage_url))}: "
+        raise SearchError(f"no study named {study_name!r} in {where}: "
                           "`search status` lists the studies there")
     config = StudyConfig.from_dict(rec.config)
     if heartbeat:
@@ -127,6 +144,21 @@ def space_hyperparameters(config: StudyConfig) -> kt.HyperParameters:
     return kt.HyperParameters.from_config(config.space) if config.space else kt.HyperParameters()
 
 
+def check_space_source(record: storage.StudyRecord, expected_sha256: str | None,
+                       expected_from: str | None = None) -> None:
+    """Refuse a stored space source that is not the expected one (``search worker --space``)."""
+    if expected_sha256 is None:
+        return
+    stored = source_sha256(record.space_source)  # the source itself, not the hash beside it
+    if stored == expected_sha256:
+        return
+    given = f"--space {expected_from}" if expected_from else "the space file it was started with"
+    raise SearchError(
+        f"refusing to run study {record.study_name!r}: the space source stored with it "
+        f"(sha256 {stored[:12]}) is not {given} (sha256 {expected_sha256[:12]}); "
+        "find out who changed the file or the study before running it")
+
+
 def local_space_note(record: storage.StudyRecord) -> str | None:
     """A line for the user when this machine's copy of the space file differs from the stored one."""
     try:
@@ -134,7 +166,7 @@ def local_space_note(record: storage.StudyRecord) -> str | None:
             local = f.read()
     except (OSError, UnicodeDecodeError):
         return None
-    if source_sha256(local) == record.space_sha256:
+    if source_sha256(local) == source_sha256(record.space_source):
         return None
     return (f"{record.space_path} here differs from the source stored with the study: "
             "running the stored source")
@@ -156,13 +188,50 @@ class WorkerReport:
     notes: list[str] = field(default_factory=list)
 
 
-class Heartbeat:
-    """The worker's heartbeat thread: stamps the running trial (Optuna) and the worker's row."""
+class TrialTimeout(BaseException):
+    """The running trial overran the study's trial timeout (a BaseException, so that the runner's
+    handling of a failing configuration does not take it for one)."""
 
-    def __init__(self, handle: StudyHandle, worker_id: int):
+    def __init__(self, seconds: float):
+        super().__init__(f"timed out after {seconds:g} s")
+        self.seconds = seconds
+
+
+def timeout_reason(seconds: float, restarted: bool = False) -> str:
+    reason = f"timed out: still running after {seconds:g} s (--trial-timeout)"
+    return reason + ("; it could not be stopped, so its worker restarted" if restarted else "")
+
+
+@contextmanager
+def trial_alarm(seconds: float | None):
+    """Raise :class:`TrialTimeout` in the main thread once ``seconds`` have passed (SIGALRM)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TrialTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Heartbeat:
+    """The worker's heartbeat thread: stamps the running trial (Optuna) and the worker's row,
+    and calls ``on_stuck(trial_id)`` once a trial runs past ``stuck_after`` (a monotonic time)."""
+
+    def __init__(self, handle: StudyHandle, worker_id: int,
+                 on_stuck: Callable[[int], None] | None = None):
         self.handle = handle
         self.worker_id = worker_id
         self.trial_id: int | None = None
+        self.stuck_after: float | None = None
+        self.on_stuck = on_stuck
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="search-heartbeat", daemon=True)
 
@@ -185,6 +254,12 @@ class Heartbeat:
                 self.beat()
             except STORE_ERRORS as exc:  # the store is gone for longer than the retries: keep trying
                 _log.warning("heartbeat not recorded: %s", exc)
+            trial_id, stuck_after = self.trial_id, self.stuck_after
+            if trial_id is not None and stuck_after is not None and time.monotonic() > stuck_after:
+                self.stuck_after = None  # once per trial
+                _log.warning("trial (id %d) did not stop after its timeout", trial_id)
+                if self.on_stuck is not None:
+                    self.on_stuck(trial_id)
 
 
 class _Signals:
@@ -218,18 +293,28 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
                gpu: str | None = None,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                on_note: Callable[[str], None] | None = None,
-               stop: threading.Event | None = None) -> WorkerReport:
+               stop: threading.Event | None = None, expected_sha256: str | None = None,
+               expected_from: str | None = None,
+               restart_when_stuck: bool = False) -> WorkerReport:
     """Take trials until the study's budget is spent; returns what this worker ran.
 
     ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
-    current epoch of its running trial (which is queued again).
+    current epoch of its running trial (which is queued again). ``expected_sha256``: refuse to
+    run unless the study's stored space source has this hash (``expected_from`` names its file).
+    ``restart_when_stuck``: when a trial overruns its timeout where no signal stops it, fail it
+    and start this process afresh (``exec``: command-line workers only).
     """
     pin_this_process(gpu)
     handle = open_study_handle(storage_url, study_name, heartbeat=True)
+    check_space_source(handle.record, expected_sha256, expected_from)
     config = handle.config
     report = WorkerReport()
-    note = local_space_note(handle.record)
-    if note:
+    notes = [] if expected_sha256 else [local_space_note(handle.record)]
+    restarted_after = os.environ.pop(RESTARTED_ENV, None)
+    if restarted_after is not None:
+        notes.append(f"this worker restarted: trial {restarted_after} did not stop after its "
+                     "timeout and was failed")
+    for note in filter(None, notes):
         report.notes.append(note)
         if on_note is not None:
             on_note(note)
@@ -245,7 +330,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
         pruner=make_pruner(config.pruner, config.epochs, stop)), "load study")
     worker_id = handle.workers.register(study_name, socket.gethostname(), os.getpid(), slot,
                                         pinned_gpu())
-    heartbeat = Heartbeat(handle, worker_id)
+    heartbeat = Heartbeat(handle, worker_id, lambda trial_id: _fail_stuck(
+        handle, worker_id, trial_id, restart=restart_when_stuck))
     heartbeat.start()
     final_state = worker_states.EXITED
     try:
@@ -291,13 +377,22 @@ def _loop(handle: StudyHandle, study: optuna.Study, study_name: str, space, data
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(),
                                        "slot": slot, "gpu": pinned_gpu()})
         trial.set_user_attr(ATTEMPT_ATTR, attempt)
+        timeout = config.trial_timeout_s
+        if timeout:
+            heartbeat.stuck_after = time.monotonic() + timeout + config.grace_s
         try:
-            outcome = run_trial(trial, space, dataset, config)
+            with trial_alarm(timeout):
+                outcome = run_trial(trial, space, dataset, config)
+        except TrialTimeout as exc:
+            outcome = TrialOutcome(TrialState.FAIL, reason=timeout_reason(exc.seconds),
+                                   attrs={"fail_reason": timeout_reason(exc.seconds),
+                                          TIMED_OUT_ATTR: True})
+            _log.warning("trial %d %s", trial.number, outcome.reason)
         except KeyboardInterrupt:
             requeue(study, trial, handle.records, study_name)
             raise
         finally:
-            heartbeat.trial_id = None
+            heartbeat.trial_id = heartbeat.stuck_after = None
         if stop.is_set() and outcome.state == TrialState.PRUNED:
             requeue(study, trial, handle.records, study_name)  # stopped by Ctrl-C, not pruned
             return
@@ -311,6 +406,30 @@ def _loop(handle: StudyHandle, study: optuna.Study, study_name: str, space, data
         report.failed += outcome.state == TrialState.FAIL
         if on_trial is not None and told:
             on_trial(handle.storage.get_trial(trial._trial_id))
+
+
+def _fail_stuck(handle: StudyHandle, worker_id: int, trial_id: int, restart: bool) -> None:
+    """From the heartbeat thread: the trial overran its timeout where no signal stopped it (native
+    code). Fail it with the reason and, with ``restart``, start this worker process afresh (the
+    hung thread goes with the old process image); without, the study at least goes on."""
+    reason = timeout_reason(handle.config.trial_timeout_s or 0, restarted=restart)
+    try:
+        handle.storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        handle.storage.set_trial_user_attr(trial_id, TIMED_OUT_ATTR, True)
+        handle.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        number = handle.storage.get_trial_number_from_id(trial_id)
+        if restart:
+            handle.workers.set_state(worker_id, worker_states.EXITED)
+    except (*STORE_ERRORS, optuna.exceptions.UpdateFinishedTrialError) as exc:
+        _log.warning("the stuck trial could not be marked failed: %s", exc)
+        number = "?"
+    if not restart:
+        _log.warning("trial %s %s", number, reason)
+        return
+    print(f"note: trial {number} {reason}", flush=True)
+    sys.stderr.flush()
+    os.environ[RESTARTED_ENV] = str(number)
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def _others_may_need_a_retry(handle: StudyHandle, study_id: int) -> bool:
