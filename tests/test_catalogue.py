@@ -1,0 +1,244 @@
+"""The bad-input catalogue (README "Troubleshooting"): each case ends with one line on stderr
+that names what is wrong and what to do, a non-zero exit, and the store unchanged (every table
+of a store holding a finished study compared row by row before and after).
+
+Most cases fail before any training, so they run in this process through the CLI's own entry
+point (click's runner: the same parsing, messages and exit codes as the ``search`` command).
+
+Cases tested elsewhere (not repeated):
+
+- ``--set`` of an unknown name, a value outside the space, no ``=``:
+  tests/test_study.py::test_bad_set_is_one_line_and_creates_nothing
+- resuming with a different space file: tests/test_study.py::
+  test_resume_with_changed_space_is_refused_and_touches_nothing; with a contradicting option:
+  test_resume_with_contradicting_option_is_refused
+- ``--gpus`` malformed, ``--grace`` not above ``--heartbeat``:
+  tests/test_workers.py::test_bad_worker_options_are_one_line
+- a configuration that fails only some trials (OOM, NaN, build error): the trial fails with its
+  reason, the study goes on (tests/test_study.py, tests/test_workers.py)
+- ``search worker --space FILE`` whose stored source differs: tests/test_secrets.py
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from search.cli import main
+from tests.conftest import REPO, TINY_SPACE, error_lines
+
+CLASSES_SPACE = TINY_SPACE.replace("ds = data.current()",
+                                   'ds = data.current(classes=hp.Choice("classes", [20, 40]))')
+
+FILES = {
+    "tiny.py": TINY_SPACE,
+    "notes.txt": "not a space\n",
+    "broken.py": "def build(hp):\n    return (\n",
+    "empty.py": "DATA = 'digits'\n",
+    "imports.py": "import no_such_module_here\n",
+    "always_fails.py": "def build(hp):\n    raise RuntimeError('no model for any configuration')\n",
+    "classes.py": CLASSES_SPACE,
+    "data.csv": "x,y\n1,2\n",
+    "corrupt.npz": "this is not a zip file",
+}
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A store with a finished study ``tiny`` (2 trials, trained here), and the case files."""
+    from search import api
+    from search.coordinator import StartOptions, prepare
+
+    root = tmp_path_factory.mktemp("catalogue")
+    for name, text in FILES.items():
+        (root / name).write_text(text)
+    np.savez(root / "unlabelled.npz", x_train=np.zeros((4, 8, 8), dtype=np.uint8))
+    url = f"sqlite:///{root / 'seed.db'}"
+    prepared = prepare(StartOptions(space_file=str(root / "tiny.py"), storage=url, trials=2,
+                                    epochs=1, pruner="none"))
+    prepared.handle.storage.engine.dispose()
+    report = api.worker("tiny", storage_url=url)
+    assert report.complete == 2
+    return root
+
+
+def dump(path) -> dict[str, list[str]]:
+    """Every row of every table, as text (the store's whole content)."""
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {t: sorted(repr(row) for row in conn.execute(f'SELECT * FROM "{t}"')) for t in tables}
+
+
+@pytest.fixture
+def store(seeded, tmp_path):
+    """A copy of the seeded store for one case: its URL and its content before the case."""
+    path = tmp_path / "store.db"
+    with sqlite3.connect(seeded / "seed.db") as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    before = dump(path)
+    assert len(before["trials"]) == 2 and len(before["search_studies"]) == 1
+    return path, before
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def one_line(result) -> str:
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+CASES = [
+    # (id, arguments ({d}: the case files, {db}: the store's URL), what the line says)
+    ("space-missing", ["start", "{d}/nowhere.py"], "space file {d}/nowhere.py does not exist"),
+    ("space-not-python", ["start", "{d}/notes.txt"], "is not a Python file (.py)"),
+    ("space-syntax-error", ["start", "{d}/broken.py"], "broken.py: syntax error at line 2"),
+    ("space-import-fails", ["start", "{d}/imports.py"],
+     "importing the space raised ModuleNotFoundError: No module named 'no_such_module_here'"),
+    ("space-no-hypermodel", ["start", "{d}/empty.py"],
+     "defines no hypermodel: add build(hp), a keras_tuner.HyperModel subclass or HYPERMODEL"),
+    ("build-always-fails", ["start", "{d}/always_fails.py"],
+     "build() raised RuntimeError: no model for any configuration; nothing was stored"),
+    ("trials-zero", ["start", "{d}/tiny.py", "--study", "other", "--trials", "0"],
+     "--trials must be at least 1 (got 0)"),
+    ("trials-negative", ["start", "{d}/tiny.py", "--study", "other", "--trials", "-5"],
+     "--trials must be at least 1 (got -5)"),
+    ("epochs-zero", ["start", "{d}/tiny.py", "--study", "other", "--epochs", "0"],
+     "--epochs must be at least 1"),
+    ("unknown-sampler", ["start", "{d}/tiny.py", "--sampler", "bayes"],
+     "Invalid value for '--sampler': 'bayes' is not one of 'tpe', 'random', 'grid'"),
+    ("unknown-pruner", ["start", "{d}/tiny.py", "--pruner", "sometimes"],
+     "Invalid value for '--pruner': 'sometimes' is not one of 'none', 'median'"),
+    ("trial-timeout-zero", ["start", "{d}/tiny.py", "--study", "other", "--trial-timeout", "0"],
+     "--trial-timeout must be a positive number of seconds"),
+    ("data-missing", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/nowhere.npz"],
+     "data file {d}/nowhere.npz does not exist"),
+    ("data-unknown-format", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/data.csv"],
+     "data.csv: unknown data format (expected an .npz file or a folder)"),
+    ("data-not-npz", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/corrupt.npz"],
+     "corrupt.npz: not an .npz file (not a zip archive): save the arrays with numpy.savez"),
+    ("data-npz-without-labels", ["start", "{d}/tiny.py", "--study", "other", "--data",
+                                 "{d}/unlabelled.npz"], "needs arrays x_train and y_train"),
+    ("data-unknown-name", ["start", "{d}/tiny.py", "--study", "other", "--data", "imagenet"],
+     "unknown data set 'imagenet': use one of digits, mnist"),
+    ("classes-above-the-data", ["start", "{d}/classes.py"],
+     "classes=20 but digits has 10 classes (use 2..10)"),
+    ("resize-below-the-base", ["start", str(REPO / "spaces/transfer.py"), "--data", "digits",
+                               "--set", "base=xception", "--set", "weights=none", "--set", "resize=32"],
+     "resize 32 is below xception's minimum input size 71: use a resize of at least 71 or another base"),
+    ("status-unknown-study", ["status", "--study", "nope"],
+     "no study named 'nope' in sqlite:///{db}: `search status` lists the studies there"),
+    ("worker-unknown-study", ["worker", "--study", "nope"], "no study named 'nope' in sqlite:///"),
+]
+
+
+@pytest.mark.parametrize("case, args, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(store, seeded, case, args, message):
+    path, before = store
+    fill = {"d": str(seeded), "db": str(path)}
+    result = run(*[a.format(**fill) for a in args], "--storage", f"sqlite:///{path}")
+    assert result.exit_code != 0
+    line = one_line(result)
+    assert line.startswith("error: ") and message.format(**fill) in line, line
+    assert result.stdout == ""
+    assert dump(path) == before
+
+
+def test_a_storage_file_that_does_not_exist_is_named_not_created(tmp_path):
+    path = tmp_path / "typo.db"
+    for args in (["status", "--study", "tiny"], ["worker", "--study", "tiny"]):
+        result = run(*args, "--storage", f"sqlite:///{path}")
+        assert result.exit_code != 0
+        assert f"no store at sqlite:///{path}: the file {path} does not exist" in one_line(result)
+    listing = run("status", "--storage", f"sqlite:///{path}")
+    assert listing.exit_code == 0 and "No studies in this store yet" in listing.stdout
+    assert not path.exists()
+
+
+def test_malformed_storage_url_shows_no_password():
+    result = run("status", "--storage", "postgresql//search:hunter2@db-host/search")
+    assert result.exit_code != 0
+    line = one_line(result)
+    assert "malformed storage URL 'postgresql//search:***@db-host/search'" in line
+    assert "hunter2" not in result.output + result.stderr
+
+
+def test_unreachable_postgres_fails_after_the_connect_timeout_not_a_hang():
+    """A server that accepts the connection and never answers (a firewall, a hung host)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        url = f"postgresql://search:hunter2@127.0.0.1:{port}/search?connect_timeout=2"
+        started = time.monotonic()
+        result = run("status", "--study", "cnn", "--storage", url)
+        took = time.monotonic() - started
+    assert result.exit_code != 0
+    line = one_line(result)
+    assert took < 15, took
+    assert f"cannot open the store postgresql://search:***@127.0.0.1:{port}/search" in line
+    assert "timeout" in line and "check that the server is running and reachable" in line
+    assert "hunter2" not in result.stderr
+
+
+def test_refused_postgres_connection_is_one_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    result = run("worker", "--study", "cnn", "--storage", f"postgresql://search:pw@127.0.0.1:{port}/x")
+    assert result.exit_code != 0
+    assert "Connection refused; check that the server is running" in one_line(result)
+
+
+def test_wrong_postgres_password_is_one_line(postgres_server):
+    url = postgres_server.url("postgres", password="not-the-password")
+    started = time.monotonic()
+    result = run("status", "--storage", url)
+    assert result.exit_code != 0
+    line = one_line(result)
+    assert 'password authentication failed for user "search"' in line
+    assert "check the user and password" in line and "not-the-password" not in line
+    assert time.monotonic() - started < 15  # not retried as if the server were down
+
+
+# --------------------------------------------------------------------------- Ctrl-C twice
+
+
+def test_ctrl_c_twice_stops_at_once(tmp_path):
+    """The first Ctrl-C waits for the end of the epoch; a second one does not: the coordinator
+    exits promptly with 130, its workers are gone, the running trial is queued again with the same
+    parameters, and every completed trial is kept."""
+    from tests.test_faults import assert_requeued_and_kept, interrupt_a_sleeping_trial
+
+    url, proc, out, err, took, before, sleeping, pids = interrupt_a_sleeping_trial(
+        tmp_path, [signal.SIGINT, signal.SIGINT])
+    assert proc.returncode == 130, err[-3000:]
+    lines = error_lines(subprocess.CompletedProcess([], 130, out, err))
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted: finished trials are kept"), err
+    assert took < 60  # the trial in its (300 s) epoch was stopped, not waited for
+    assert_requeued_and_kept(url, before, sleeping, pids)
+
+
+def test_the_catalogue_is_in_the_readme():
+    """Every case above has its line in the README's troubleshooting section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    for fragment in ["does not exist", "is not a Python file", "syntax error", "defines no hypermodel",
+                     "build() raised", "--trials must be at least 1", "Invalid value for '--sampler'",
+                     "Invalid value for '--pruner'", "malformed storage URL", "connection timeout expired",
+                     "password authentication failed", "no study named", "different source",
+                     "unknown data format", "classes=20 but digits has 10 classes",
+                     "below xception's minimum input size", "interrupted: finished trials are kept",
+                     "--set", "no store at", "refusing to run study", "--trial-timeout"]:
+        assert fragment in section, fragment
+

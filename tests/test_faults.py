@@ -1,0 +1,344 @@
+"""Faults, each followed by a count of the trials: every completed trial is still there with its
+values and history.
+
+Covered elsewhere (not repeated here):
+
+- SIGKILL of a worker mid-trial: tests/test_workers.py::test_sqlite_study_survives_a_killed_worker
+  and tests/test_postgres.py::test_postgres_study_survives_a_killed_worker;
+- the PostgreSQL server gone and back (restart, new connections refused meanwhile):
+  tests/test_postgres.py::test_postgres_restart_mid_study_and_the_workers_carry_on_to_exactly_the_budget;
+- a single Ctrl-C: tests/test_workers.py::test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them;
+  Ctrl-C twice: tests/test_catalogue.py::test_ctrl_c_twice_stops_at_once.
+
+Here: SIGKILL of a worker in the middle of a write (its transaction open, the write lock held);
+SIGTERM of the coordinator; the SQLite store's file gone for a while and back; a trial that hangs
+(``--trial-timeout``), where Python runs and where no signal reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import TINY_SPACE, error_lines, run_cli
+from tests.test_workers import popen_cli, retry_history, trials_of, wait_for, worker_rows
+
+pytestmark = pytest.mark.slow
+
+FAST_FAULTS = ["--heartbeat", "1", "--grace", "4"]
+
+
+def completed(url: str, name: str = "tiny") -> dict[int, tuple]:
+    """Completed trials: number -> (value, params, history)."""
+    return {t.number: (t.value, t.params, t.user_attrs.get("history"))
+            for t in trials_of(url, name) if t.state == TrialState.COMPLETE}
+
+
+def assert_kept(url: str, before: dict[int, tuple], name: str = "tiny") -> None:
+    """Every trial completed before the fault is still there, unchanged, history and all."""
+    after = completed(url, name)
+    for number, (value, params, history) in before.items():
+        assert number in after, f"completed trial {number} was lost"
+        assert after[number] == (value, params, history)
+        assert history and len(history["val_accuracy"]) >= 1
+
+
+def assert_exact_budget(url: str, budget: int, name: str = "tiny") -> None:
+    trials = trials_of(url, name)
+    superseded = {n for t in trials for n in retry_history(t)}
+    counted = [t for t in trials if t.number not in superseded]
+    assert len(counted) == budget
+    assert all(t.state == TrialState.COMPLETE for t in counted), \
+        [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in counted]
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ SIGKILL in the middle of a write
+
+# Loaded into every Python process of the study (PYTHONPATH): the second write that completes a
+# trial stops after its UPDATE, inside its transaction (SQLite's write lock held), and waits
+# there to be killed. The test only observes; the product has no hook for it.
+FREEZE_HOOK = textwrap.dedent('''
+    import os
+    import time
+
+    FREEZE_DIR = os.environ.get("SEARCH_TEST_FREEZE_DIR")
+    if FREEZE_DIR:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        @event.listens_for(Engine, "after_cursor_execute")
+        def _freeze(conn, cursor, statement, parameters, context, executemany):
+            if not statement.lstrip().upper().startswith("UPDATE TRIALS SET") \\
+                    or "COMPLETE" not in repr(parameters):
+                return
+            for name in ("first", "frozen"):  # the first completion passes, the second freezes
+                try:
+                    fd = os.open(os.path.join(FREEZE_DIR, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    continue
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                if name == "frozen":
+                    time.sleep(3600)
+                return
+''')
+
+
+def test_worker_killed_mid_write_leaves_the_store_whole(tiny_space, tmp_path):
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FREEZE_HOOK)
+    freeze = tmp_path / "freeze"
+    freeze.mkdir()
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
+           "SEARCH_TEST_FREEZE_DIR": str(freeze)}
+    budget = 4
+    proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", str(budget),
+                     "--epochs", "1", "--workers", "2", "--pruner", "none", *FAST_FAULTS, env=env)
+    frozen = freeze / "frozen"
+    wait_for(frozen.exists, 150, "a worker frozen inside the write that completes a trial", proc)
+    time.sleep(0.2)
+    pid = int(frozen.read_text())
+    before = completed(url)  # readers are not blocked by the open write (WAL)
+    mid_write = [t for t in trials_of(url) if t.state == TrialState.RUNNING
+                 and t.user_attrs.get("worker", {}).get("pid") == pid]
+    assert len(before) == 1 and len(mid_write) == 1, (before, mid_write)
+    assert "history" in mid_write[0].user_attrs  # its results were written, its state was not yet
+    os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert "killed by signal 9" in out
+    assert integrity(db) == "ok"
+    assert_kept(url, before)
+    by_number = {t.number: t for t in trials_of(url)}
+    killed = by_number[mid_write[0].number]
+    assert killed.state == TrialState.FAIL  # the uncommitted COMPLETE was rolled back, not half-kept
+    rerun = [t for t in by_number.values() if retry_history(t) == [killed.number]]
+    assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
+    assert rerun[0].params == killed.params
+    assert_exact_budget(url, budget)
+
+
+# ------------------------------------------------------------------ signals to the coordinator
+
+# Trials after the marker file appears sleep in fit() (as a long epoch would): only an
+# interruption that does not wait for the end of the epoch ends them promptly.
+SLOW_SPACE = TINY_SPACE.replace(
+    "def fit(hp, model, *args, **kwargs):\n",
+    "def fit(hp, model, *args, **kwargs):\n"
+    "    import os, time\n"
+    "    if os.path.exists(MARKER):\n"
+    "        open(MARKER + '.sleeping', 'w').close()\n"
+    "        time.sleep(300)\n")
+
+
+def interrupt_a_sleeping_trial(tmp_path, signals: list[int]):
+    """Start a study with one worker; once a trial completed, the next one sleeps in fit(); send
+    ``signals`` to the coordinator (1 s apart). Returns the process, its output, the seconds from
+    the last signal to its exit, the completed trials before, and the sleeping trial."""
+    marker = tmp_path / "slow"
+    space = tmp_path / "tiny.py"
+    space.write_text(f"MARKER = {str(marker)!r}\n" + SLOW_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    proc = popen_cli("start", str(space), "--storage", url, "--trials", "4", "--epochs", "1",
+                     "--workers", "1", "--pruner", "none", *FAST_FAULTS)
+    wait_for(lambda: completed(url), 150, "a completed trial", proc)
+    marker.touch()
+    sleeping = Path(str(marker) + ".sleeping")
+    wait_for(sleeping.exists, 120, "a trial sleeping in fit()", proc)
+    before = completed(url)
+    running = [t for t in trials_of(url) if t.state == TrialState.RUNNING]
+    assert len(running) == 1
+    pids = {r.pid for r in worker_rows(url)}
+    for i, sig in enumerate(signals):
+        if i:
+            time.sleep(1.0)
+        proc.send_signal(sig)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
+    return url, proc, out, err, took, before, running[0], pids
+
+
+def assert_requeued_and_kept(url, before, sleeping, pids):
+    assert_kept(url, before)
+    trials = {t.number: t for t in trials_of(url)}
+    stopped = trials[sleeping.number]
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"] is True
+    assert stopped.user_attrs["fail_reason"] == "interrupted by the user"
+    copies = [t for t in trials.values() if retry_history(t) == [sleeping.number]]
+    assert [(c.state, c.params) for c in copies] == [(TrialState.WAITING, stopped.params)]
+    assert not any(pid_alive(pid) for pid in pids), "a worker outlived its coordinator"
+    assert all(r.state == "interrupted" for r in worker_rows(url))
+
+
+def test_sigterm_to_the_coordinator_stops_its_workers_and_requeues_their_trials(tmp_path):
+    url, proc, out, err, took, before, sleeping, pids = interrupt_a_sleeping_trial(
+        tmp_path, [signal.SIGTERM])
+    assert proc.returncode == 143, err[-3000:]
+    lines = error_lines(subprocess.CompletedProcess([], proc.returncode, out, err))
+    assert len(lines) == 1 and lines[0].startswith("error: terminated"), err
+    assert took < 60  # the sleeping trial did not run to its end (300 s)
+    assert_requeued_and_kept(url, before, sleeping, pids)
+
+
+# ------------------------------------------------------------------ the store's file gone and back
+
+
+def test_sqlite_store_file_gone_for_a_while_and_back(tiny_space, tmp_path):
+    """Mid-study, the store's file is moved away (an unmounted share, a careless mv) and back,
+    then locked by another process (a backup) for a while: nothing creates an empty store in
+    its place, a reader is told in one line, the workers wait, and the study ends with exactly
+    its budget and every completed trial intact."""
+    from search import api
+    from search.errors import SearchError
+
+    db = tmp_path / "store.db"
+    away = tmp_path / "elsewhere.db"
+    url = f"sqlite:///{db}"
+    proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", "3", "--epochs", "3",
+                     "--workers", "1", "--pruner", "none", "--heartbeat", "1", "--grace", "30")
+
+    def a_trial_in_training_after_a_completed_one():
+        trials = trials_of(url)
+        return any(t.state == TrialState.COMPLETE for t in trials) and any(
+            t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+
+    wait_for(a_trial_in_training_after_a_completed_one, 150, "a trial in training", proc)
+    before = completed(url)
+    os.rename(db, away)
+    try:
+        with pytest.raises(SearchError, match="no store at .*does not exist"):
+            api.status("tiny", storage_url=url)  # a reader is told, and creates nothing
+        time.sleep(2.0)
+        assert not db.exists(), "an empty store was created in place of the missing file"
+    finally:
+        os.rename(away, db)
+    lock = sqlite3.connect(db, isolation_level=None, timeout=60)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # no worker can write for a while
+        time.sleep(5.0)
+        assert proc.poll() is None  # waiting for the store, not failing
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert integrity(db) == "ok"
+    assert_kept(url, before)
+    assert_exact_budget(url, 3)
+
+
+def test_a_new_connection_to_a_missing_store_file_waits_for_it(tmp_path):
+    """What a process that needs a new connection meets while the file is gone: a transient error,
+    retried until the file is back (and no empty database at its path meanwhile)."""
+    import threading
+
+    import storage
+
+    db = tmp_path / "store.db"
+    store = storage.open_storage(f"sqlite:///{db}")
+    storage.StudyRecords(store.engine)
+    store.engine.dispose()  # the next operation opens a new connection
+    os.rename(db, tmp_path / "away.db")
+    back = threading.Timer(1.5, lambda: os.rename(tmp_path / "away.db", db))
+    back.start()
+    try:
+        started = time.monotonic()
+        assert storage.retrying(lambda: store.get_all_studies(), budget_s=30) == []
+        assert time.monotonic() - started >= 1.0  # it waited for the file
+    finally:
+        back.join()
+    assert integrity(db) == "ok"
+
+
+# ------------------------------------------------------------------ a trial that hangs
+
+HANG_SPACE = textwrap.dedent('''
+    import signal
+    import time
+
+    import keras
+    from search import data
+
+
+    def build(hp):
+        ds = data.current()
+        model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                                  keras.layers.Dense(ds.num_classes, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+    def fit(hp, model, *args, **kwargs):
+        mode = hp.Choice("mode", ["ok", "sleeps", "stuck"])
+        if mode == "sleeps":  # hangs where Python runs: the timer stops it
+            time.sleep(600)
+        if mode == "stuck":  # hangs where no signal reaches it, as native code can
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(600)
+        return 0.5  # "ok": a score without training, well within the timeout
+''')
+
+
+def test_a_hung_trial_fails_with_its_reason_and_the_worker_goes_on(tmp_path):
+    space = tmp_path / "hang.py"
+    space.write_text(HANG_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    started = time.monotonic()
+    result = run_cli("start", str(space), "--storage", url, "--trials", "3", "--epochs", "1",
+                     "--sampler", "grid", "--trial-timeout", "2", "--heartbeat", "1", "--grace", "3",
+                     timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 280  # neither hung trial ran its 600 s
+    trials = {t.user_attrs.get("hp_values", t.params)["mode"]: t for t in trials_of(url, "hang")}
+    assert trials["ok"].state == TrialState.COMPLETE and trials["ok"].value == 0.5
+    for mode in ("sleeps", "stuck"):
+        assert trials[mode].state == TrialState.FAIL
+        assert trials[mode].user_attrs["timed_out"] is True
+        assert trials[mode].user_attrs["fail_reason"].startswith(
+            "timed out: still running after 2 s (--trial-timeout)")
+    assert "could not be stopped, so its worker restarted" in trials["stuck"].user_attrs["fail_reason"]
+    assert not any(retry_history(t) for t in trials.values())  # a hang is not retried
+    # one worker process ran all three: the stuck trial restarted it in place (same pid)
+    assert len({t.user_attrs["worker"]["pid"] for t in trials.values()}) == 1
+    status = json.loads(run_cli("status", "--study", "hang", "--storage", url, "--format",
+                                "json").stdout)
+    assert status["states"] == {"COMPLETE": 1, "FAIL": 2}
+    assert {t["fail_reason"].split(";")[0] for t in status["trials"] if t["fail_reason"]} == \
+        {"timed out: still running after 2 s (--trial-timeout)"}
+
+
+def test_trial_timeout_is_stored_with_the_study_and_checked():
+    from search.config import StudyConfig
+    from search.coordinator import StartOptions, _check_options
+    from search.errors import SearchError
+
+    assert StudyConfig.from_dict({"space_path": "x.py", "data": "digits"}).trial_timeout_s is None
+    assert StudyConfig(space_path="x.py", data="digits", trial_timeout_s=5).to_dict()["trial_timeout_s"] == 5
+    with pytest.raises(SearchError, match="--trial-timeout must be a positive"):
+        _check_options(StartOptions(space_file="spaces/cnn.py", trial_timeout=0))

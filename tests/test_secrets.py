@@ -1,0 +1,216 @@
+"""Secrets and the trust boundary.
+
+- A storage URL's password is never printed, logged, stored (every table of the store is read
+  back and searched), put on a worker's command line (visible to every user of the machine), or
+  shown in a report; it is masked as ``***`` where the URL is shown.
+- It can stay out of the URL: ``~/.pgpass`` (``PGPASSFILE``) or a service file (``PGSERVICEFILE``).
+- The compose file's passwords live in an env file git ignores, and the workers' role cannot
+  change the schema: tests/test_docker.py (test_no_password_is_committed,
+  test_the_workers_role_uses_rows_and_cannot_change_the_schema).
+- Workers execute the space source stored in the study: ``search worker --space FILE`` refuses to
+  run a stored source that is not FILE's, and runs when it is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from click.testing import CliRunner
+
+import storage
+from search.cli import main
+from tests.conftest import REPO, TINY_SPACE, error_lines
+from tests.test_workers import wait_for, worker_rows
+
+
+def every_row(url: str) -> str:
+    """The whole content of a store (every row of every table) as one text."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            text = []
+            for table in sqlalchemy.inspect(conn).get_table_names():
+                rows = conn.execute(sqlalchemy.text(f'SELECT * FROM "{table}"')).fetchall()
+                text.append(f"{table}: {rows!r}")
+            return "\n".join(text)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_password_is_never_printed_stored_or_on_a_command_line(postgres_server, tiny_space,
+                                                                    tmp_path):
+    password = postgres_server.password
+    url = postgres_server.url(postgres_server.create_database())
+    assert password in url
+    masked = url.replace(password, "***")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("SEARCH_STORAGE", None)
+    proc = subprocess.Popen(  # in a folder of its own: whatever it writes beside the store stays there
+        [sys.executable, "-m", "search", "start", str(tiny_space), "--storage", url, "--trials", "2",
+         "--epochs", "1", "--workers", "1", "--trial-timeout", "300"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rows = wait_for(lambda: worker_rows(url), 150, "a worker", proc)
+    cmdline = Path(f"/proc/{rows[0].pid}/cmdline")
+    seen_cmdline = cmdline.read_bytes().decode(errors="replace") if cmdline.exists() else ""
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert masked in out  # "Created study tiny in postgresql://search:***@..."
+    outputs = [out, err, seen_cmdline]
+    logged = io.StringIO()  # every log record of the commands below, at every level
+    handler = logging.StreamHandler(logged)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level, root.level = root.level, logging.DEBUG
+    try:
+        for args in (["status"], ["status", "--study", "tiny"],
+                     ["status", "--study", "tiny", "--format", "json"],
+                     ["worker", "--study", "tiny"], ["status", "--study", "nope"]):
+            result = CliRunner().invoke(main, [*args, "--storage", url])
+            outputs += [result.stdout, result.stderr]
+    finally:
+        root.removeHandler(handler)
+        root.level = level
+    outputs.append(logged.getvalue())
+    assert "budget spent" in outputs[-5] and "no study named 'nope' in " + masked in outputs[-2]
+    for text in outputs:
+        assert password not in text
+    stored = every_row(url)
+    assert "tiny" in stored and "search_studies" in stored and "trials" in stored
+    assert password not in stored  # no table holds it: configuration, user or system attrs, workers
+
+
+def test_the_password_is_masked_wherever_a_url_is_shown():
+    for url, shown in [
+        ("postgresql://search:s3cret@db/search", "postgresql://search:***@db/search"),
+        ("postgresql://search:s%40cret@db/search", "postgresql://search:***@db/search"),
+        ("postgresql://search@db/search?password=s3cret", "postgresql://search@db/search?password=***"),
+        ("postgresql://search:s@cret@db/search", "postgresql://search:***@db/search"),
+        ("postgresql//search:s3cret@db/search", "postgresql//search:***@db/search"),
+    ]:
+        assert storage.mask_url(url) == shown
+        assert "s3cret" not in shown and "cret" not in shown
+
+
+@pytest.mark.parametrize("how", ["pgpass", "service"])
+def test_the_password_can_stay_out_of_the_url(postgres_server, tmp_path, monkeypatch, how):
+    host, port, user = "127.0.0.1", postgres_server.port, "search"
+    database = postgres_server.create_database()
+    if how == "pgpass":
+        secret = tmp_path / "pgpass"
+        secret.write_text(f"{host}:{port}:{database}:{user}:{postgres_server.password}\n")
+        secret.chmod(0o600)  # libpq ignores a password file others can read
+        monkeypatch.setenv("PGPASSFILE", str(secret))
+        url = f"postgresql://{user}@{host}:{port}/{database}"
+    else:
+        secret = tmp_path / "pg_service.conf"
+        secret.write_text(f"[search]\nhost={host}\nport={port}\ndbname={database}\nuser={user}\n"
+                          f"password={postgres_server.password}\n")
+        secret.chmod(0o600)
+        monkeypatch.setenv("PGSERVICEFILE", str(secret))
+        url = "postgresql:///?service=search"
+    monkeypatch.setenv("SEARCH_STORAGE", url)
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 0, result.stderr
+    assert "No studies in this store yet" in result.stdout
+    store = storage.open_storage()
+    assert {"search_studies", "trials"} <= set(sqlalchemy.inspect(store.engine).get_table_names())
+    store.engine.dispose()
+
+
+# --------------------------------------------------------------------------- trust boundary
+
+PAYLOAD = "\nimport pathlib\npathlib.Path({marker!r}).write_text('the stored source ran')\n"
+
+
+@pytest.fixture
+def tampered(tmp_path):
+    """A study whose stored space source was changed in the store after it was created."""
+    from search.coordinator import StartOptions, prepare
+
+    space = tmp_path / "tiny.py"
+    space.write_text(TINY_SPACE)
+    db = tmp_path / "store.db"
+    url = f"sqlite:///{db}"
+    prepared = prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1))
+    prepared.handle.storage.engine.dispose()
+    marker = tmp_path / "ran.txt"
+    with sqlite3.connect(db) as conn:  # what anyone with write access to the store can do
+        conn.execute("UPDATE search_studies SET space_source = space_source || ?",
+                     (PAYLOAD.format(marker=str(marker)),))
+    return space, url, db, marker
+
+
+def test_worker_space_refuses_a_stored_source_that_is_not_the_file(tampered):
+    space, url, db, marker = tampered
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT * FROM trials").fetchall(), conn.execute(
+            "SELECT * FROM search_workers").fetchall()
+    result = CliRunner().invoke(main, ["worker", "--study", "tiny", "--space", str(space),
+                                       "--storage", url])
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: refusing to run study 'tiny': the space source stored with "
+                               f"it (sha256 ")
+    assert f"is not --space {space} (sha256 " in lines[0]
+    assert not marker.exists()  # the stored code was not executed
+    with sqlite3.connect(db) as conn:
+        after = conn.execute("SELECT * FROM trials").fetchall(), conn.execute(
+            "SELECT * FROM search_workers").fetchall()
+    assert after == before  # not even registered as a worker
+    # without --space the worker runs what the store holds: that is the trust boundary
+    result = CliRunner().invoke(main, ["worker", "--study", "tiny", "--storage", url])
+    assert result.exit_code == 0, result.stderr
+    assert marker.read_text() == "the stored source ran"
+
+
+def test_worker_space_runs_when_the_stored_source_is_the_file(tmp_path):
+    from search.coordinator import StartOptions, prepare
+
+    space = tmp_path / "tiny.py"
+    space.write_text(TINY_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1)) \
+        .handle.storage.engine.dispose()
+    elsewhere = tmp_path / "copy" / "tiny.py"  # the same source under another path is fine
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(TINY_SPACE)
+    result = CliRunner().invoke(main, ["worker", "--study", "tiny", "--space", str(elsewhere),
+                                       "--storage", url])
+    assert result.exit_code == 0, result.stderr
+    assert "budget spent: ran 1 trials (1 complete" in result.stdout
+    missing = CliRunner().invoke(main, ["worker", "--study", "tiny", "--space", str(tmp_path / "no.py"),
+                                        "--storage", url])
+    assert missing.exit_code == 1 and "does not exist" in error_lines(missing)[0]
+
+
+def test_local_workers_are_told_which_source_to_accept():
+    from search.coordinator import _worker_command
+
+    command = _worker_command("cnn", 0, "ab" * 32)
+    assert command[command.index("--space-sha256") + 1] == "ab" * 32
+    assert not any("postgresql" in part or "sqlite" in part for part in command)  # URL via env only
+
+
+def test_status_json_holds_no_url(tmp_path):
+    """Nothing the CLI prints about a study carries the store's URL except the masked header."""
+    from search.coordinator import StartOptions, prepare
+
+    space = tmp_path / "tiny.py"
+    space.write_text(TINY_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1)) \
+        .handle.storage.engine.dispose()
+    payload = json.loads(CliRunner().invoke(main, ["status", "--study", "tiny", "--storage", url,
+                                                  "--format", "json"]).stdout)
+    assert "store.db" not in json.dumps(payload)
