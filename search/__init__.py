@@ -1,7 +1,7 @@
 """search: a hyperparameter search service for Keras (Keras Tuner spaces, Optuna studies, many workers).
 
-The Python API: :func:`start`, :func:`worker`, :func:`status` (see ``search.api``). Space modules
-use :mod:`search.data` (``search.data.current()``).
+The Python API: :func:`start`, :func:`worker`, :func:`status`, :func:`analyze`, :func:`ablate`,
+:func:`best` (see ``search.api``). Space modules use :mod:`search.data` (``search.data.current()``).
 """
 
 import os
@@ -26,3 +26,22 @@ def status(*args, **kwargs):
     from search.api import status as _status
 
     return _status(*args, **kwargs)
+
+
+def analyze(*args, **kwargs):
+    # search.reports, not search.api: it reads the store only and imports no Keras
+    from search.reports import analyze as _analyze
+
+    return _analyze(*args, **kwargs)
+
+
+def ablate(*args, **kwargs):
+    from search.api import ablate as _ablate
+
+    return _ablate(*args, **kwargs)
+
+
+def best(*args, **kwargs):
+    from search.api import best as _best
+
+    return _best(*args, **kwargs)
