@@ -26,7 +26,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _fail(message: str, code: int = 1):
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -124,12 +124,13 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
     def on_prepared(prepared):
         h = prepared.handle
         verb = "Resuming" if prepared.resumed else "Created"
-        console.print(f"{verb} study [bold]{prepared.study_name}[/bold] in {mask_url(resolve_url(storage_url))}: "
-                      f"space {h.record.space_path}, data {h.config.data}, {h.config.epochs} epochs per trial, "
-                      f"{h.config.sampler} sampler, objective {h.config.objective} ({h.config.direction})",
-                      highlight=False)
+        console.print(f"{verb} study [bold]{escape(prepared.study_name)}[/bold] in "
+                      + escape(f"{mask_url(resolve_url(storage_url))}: space {h.record.space_path}, "
+                               f"data {h.config.data}, {h.config.epochs} epochs per trial, "
+                               f"{h.config.sampler} sampler, objective {h.config.objective} "
+                               f"({h.config.direction})"), highlight=False)
         for note in prepared.notes:
-            console.print(f"note: {note}", highlight=False)
+            console.print(f"note: {escape(note)}", highlight=False)
         if h.record.deadline is not None:
             console.print(f"note: no trial starts after {timeout:g} s from now (--timeout)",
                           highlight=False)
@@ -161,7 +162,7 @@ def start(space_file, study, storage_url, trials, epochs, workers, data, set_val
               code=143 if terminated else 130)
     progress.stop()
     for note in result.notes[task["notes"]:]:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False)
     render.print_study(console, result.snapshot)
 
 
@@ -189,12 +190,12 @@ def worker(study, storage_url, gpus, per_gpu, space_file, slot, quiet, space_sha
         if not quiet:
             reason = t.user_attrs.get("fail_reason")
             tries = t.user_attrs.get("attempt", 1)
-            console.print(f"trial {t.number} {t.state.name.lower()} value {render.fmt(t.value)}"
-                          + (f" (attempt {tries})" if tries > 1 else "")
-                          + (f" ({reason})" if reason else ""), highlight=False)
+            console.print(escape(f"trial {t.number} {t.state.name.lower()} value {render.fmt(t.value)}"
+                                 + (f" (attempt {tries})" if tries > 1 else "")
+                                 + (f" ({reason})" if reason else "")), highlight=False)
 
     def on_note(note):
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False)
 
     try:
         report = _run(lambda: api.worker(study, storage_url=storage_url, gpus=gpus, per_gpu=per_gpu,

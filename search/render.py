@@ -31,7 +31,7 @@ def states_line(snap: StudySnapshot) -> str:
 def trials_table(snap: StudySnapshot, title: str = "Trials") -> Table:
     trials = sorted(snap.trials, key=lambda t: t.number)
     table = Table(title=title, title_justify="left")
-    for col in ("#", "state", snap.config.objective, "epochs", "train s", "ms/step"):
+    for col in ("#", "state", escape(snap.config.objective), "epochs", "train s", "ms/step"):
         table.add_column(col, justify="right" if col != "state" else "left")
     table.add_column("hyperparameters", ratio=1)
     shown = trials[-MAX_TRIAL_ROWS:]
@@ -49,7 +49,7 @@ def trials_table(snap: StudySnapshot, title: str = "Trials") -> Table:
 
 
 def _config_text(values: dict, failure: str | None) -> str:
-    text = ", ".join(f"{k}={fmt(v)}" for k, v in values.items())
+    text = escape(", ".join(f"{k}={fmt(v)}" for k, v in values.items()))
     return f"{text}\n[red]{escape(failure)}[/red]" if failure else text
 
 
@@ -57,15 +57,15 @@ def best_table(snap: StudySnapshot) -> Table | None:
     best = snap.best
     if best is None:
         return None
-    table = Table(title=f"Best trial #{best.number}: {snap.config.objective} = {fmt(best.value)}",
+    table = Table(title=escape(f"Best trial #{best.number}: {snap.config.objective} = {fmt(best.value)}"),
                   title_justify="left")
     table.add_column("hyperparameter")
     table.add_column("value", justify="right")
     for name, value in hp_values(best).items():
-        table.add_row(name, fmt(value))
+        table.add_row(escape(name), escape(fmt(value)))
     metrics = best.user_attrs.get("metrics", {})
     for name, value in sorted(metrics.items()):
-        table.add_row(f"[dim]{name} (best epoch)[/dim]", fmt(value))
+        table.add_row(f"[dim]{escape(name)} (best epoch)[/dim]", fmt(value))
     return table
 
 
@@ -74,7 +74,8 @@ def studies_table(snaps: list[StudySnapshot]) -> Table:
     for col in ("study", "objective", "finished", "budget", "running", "failed", "best"):
         table.add_column(col, justify="left" if col in ("study", "objective") else "right")
     for s in snaps:
-        table.add_row(s.study_name, f"{s.config.objective} ({s.config.direction})", str(s.finished),
+        table.add_row(escape(s.study_name), escape(f"{s.config.objective} ({s.config.direction})"),
+                      str(s.finished),
                       str(s.budget), str(s.states.get("RUNNING", 0)), str(s.states.get("FAIL", 0)),
                       fmt(s.best.value if s.best else None))
     return table
@@ -89,7 +90,7 @@ def workers_table(snap: StudySnapshot) -> Table | None:
     for col in ("host", "pid", "gpu", "state", "trial", "trials run", "last heartbeat"):
         table.add_column(col, justify="right" if col in ("pid", "trial", "trials run") else "left")
     for w in sorted(live, key=lambda w: (w.host, w.pid)):
-        table.add_row(w.host, str(w.pid), w.gpu or "cpu", w.state, fmt(w.trial_number),
+        table.add_row(escape(w.host), str(w.pid), escape(w.gpu or "cpu"), w.state, fmt(w.trial_number),
                       str(w.trials_run), f"{w.heartbeat_age_s:.0f} s ago")
     return table
 
@@ -103,7 +104,7 @@ def deadline_line(snap: StudySnapshot) -> str | None:
 
 
 def print_study(console: Console, snap: StudySnapshot) -> None:
-    console.print(f"Study [bold]{snap.study_name}[/bold]: {states_line(snap)}")
+    console.print(f"Study [bold]{escape(snap.study_name)}[/bold]: {states_line(snap)}", highlight=False)
     deadline = deadline_line(snap)
     if deadline:
         console.print(deadline, highlight=False)

@@ -17,6 +17,11 @@ Cases tested elsewhere (not repeated):
 - a configuration that fails only some trials (OOM, NaN, build error): the trial fails with its
   reason, the study goes on (tests/test_study.py, tests/test_workers.py)
 - ``search worker --space FILE`` whose stored source differs: tests/test_secrets.py
+- ``analyze``/``ablate``/``best`` options (unknown parameter, ``--html`` a folder, ``--top 0``, ...)
+  and ``ablate``/``best`` of a study without finished trials: tests/test_cli_analysis.py
+- the HTML report's escaping of a study name, values and a failure reason on a synthetic study:
+  tests/test_report.py::test_user_strings_appear_only_escaped (here: the same through the CLI, and
+  the terminal's markup)
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import textwrap
 import time
 
 import numpy as np
@@ -139,6 +145,10 @@ CASES = [
     ("status-unknown-study", ["status", "--study", "nope"],
      "no study named 'nope' in sqlite:///{db}: `search status` lists the studies there"),
     ("worker-unknown-study", ["worker", "--study", "nope"], "no study named 'nope' in sqlite:///"),
+    ("analyze-unknown-study", ["analyze", "--study", "nope"], "no study named 'nope' in sqlite:///"),
+    # user strings that look like terminal markup are shown as they are, not interpreted
+    ("path-with-brackets", ["start", "{d}/[draft].py"], "space file {d}/[draft].py does not exist"),
+    ("name-with-markup", ["status", "--study", "x[/bold]"], "no study named 'x[/bold]'"),
 ]
 
 
@@ -152,6 +162,68 @@ def test_bad_input_is_one_line_and_changes_nothing(store, seeded, case, args, me
     assert line.startswith("error: ") and message.format(**fill) in line, line
     assert result.stdout == ""
     assert dump(path) == before
+
+
+def test_analysis_of_a_study_without_finished_trials_is_one_line(seeded, tmp_path):
+    from search.coordinator import StartOptions, prepare
+
+    path = tmp_path / "store.db"
+    prepare(StartOptions(space_file=str(seeded / "tiny.py"), storage=f"sqlite:///{path}", trials=2,
+                         epochs=1)).handle.storage.engine.dispose()
+    before = dump(path)
+    result = run("analyze", "--study", "tiny", "--storage", f"sqlite:///{path}", "--html",
+                 str(tmp_path / "report.html"))
+    assert result.exit_code != 0
+    assert "study 'tiny' has no finished trials yet (1 waiting): nothing to analyze" in one_line(result)
+    assert dump(path) == before and not (tmp_path / "report.html").exists()
+
+
+MARKUP_SPACE = textwrap.dedent('''
+    import keras
+    from search import data
+
+    def build(hp):
+        ds = data.current()
+        if hp.Choice("mode", ["[bold]ok", "<b>boom"]) == "<b>boom":
+            raise ValueError("<script>alert(1)</script> [/red] [link=http://x]")
+        model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                                  keras.layers.Dense(ds.num_classes, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+''')
+
+
+def test_user_strings_are_shown_as_they_are_in_the_terminal_and_escaped_in_the_report(tmp_path):
+    """A study name, hyperparameter values and a failure reason holding markup (rich's [tags],
+    HTML) print literally in the terminal and appear only escaped in the HTML report
+    (tests/test_report.py checks the report's escaping on a synthetic study)."""
+    import html
+
+    from search import api
+    from search.coordinator import StartOptions, prepare
+
+    name = "digits <script>alert(1)</script> [/bold]"
+    space = tmp_path / "markup.py"
+    space.write_text(MARKUP_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    prepare(StartOptions(space_file=str(space), study=name, storage=url, trials=2, epochs=1,
+                         sampler="grid")).handle.storage.engine.dispose()
+    assert api.worker(name, storage_url=url).trials == 2
+    reason = "build: ValueError: <script>alert(1)</script> [/red] [link=http://x]"
+    status = run("status", "--study", name, "--storage", url)
+    assert status.exit_code == 0, status.stderr
+    flat = " ".join(status.stdout.split())
+    assert f"Study {name}: 2 of 2 trials finished" in flat
+    assert "mode=[bold]ok" in flat and "mode=<b>boom" in flat
+    assert "[/red]" in flat and "[link=http://x]" in flat  # the reason, not swallowed as markup
+    listing = run("status", "--storage", url)
+    assert listing.exit_code == 0 and "[/bold]" in listing.stdout
+    report = tmp_path / "report.html"
+    analyzed = run("analyze", "--study", name, "--storage", url, "--html", str(report))
+    assert analyzed.exit_code == 0, analyzed.stderr
+    text = report.read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in text and "<b>boom" not in text
+    assert html.escape(name) in text and html.escape(reason) in text
 
 
 def test_a_storage_file_that_does_not_exist_is_named_not_created(tmp_path):
@@ -239,6 +311,7 @@ def test_the_catalogue_is_in_the_readme():
                      "password authentication failed", "no study named", "different source",
                      "unknown data format", "classes=20 but digits has 10 classes",
                      "below xception's minimum input size", "interrupted: finished trials are kept",
-                     "--set", "no store at", "refusing to run study", "--trial-timeout"]:
+                     "--set", "no store at", "refusing to run study", "--trial-timeout",
+                     "has no finished trials yet", "markup"]:
         assert fragment in section, fragment
 

@@ -10,9 +10,13 @@ Covered elsewhere (not repeated here):
 - a single Ctrl-C: tests/test_workers.py::test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them;
   Ctrl-C twice: tests/test_catalogue.py::test_ctrl_c_twice_stops_at_once.
 
+- an artifact store that fails its writes (simulated): tests/test_best.py::
+  test_a_failing_artifact_store_leaves_the_trials_complete.
+
 Here: SIGKILL of a worker in the middle of a write (its transaction open, the write lock held);
 SIGTERM of the coordinator; the SQLite store's file gone for a while and back; a trial that hangs
-(``--trial-timeout``), where Python runs and where no signal reaches it.
+(``--trial-timeout``), where Python runs and where no signal reaches it; checkpoints written to a
+real full disk (a full tmpfs, where this machine lets the tests mount one).
 """
 
 from __future__ import annotations
@@ -331,6 +335,57 @@ def test_a_hung_trial_fails_with_its_reason_and_the_worker_goes_on(tmp_path):
     assert status["states"] == {"COMPLETE": 1, "FAIL": 2}
     assert {t["fail_reason"].split(";")[0] for t in status["trials"] if t["fail_reason"]} == \
         {"timed out: still running after 2 s (--trial-timeout)"}
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a filesystem with no space left (a 4 KiB tmpfs, filled)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'}); "
+                    "tests/test_best.py simulates the failing write instead")
+    try:
+        (mount / "checkpoints").mkdir()
+        try:
+            with open(mount / "filler", "wb") as f:
+                while True:
+                    f.write(b"\0" * 1024)
+                    f.flush()
+        except OSError:  # ENOSPC: the disk is full
+            pass
+        yield mount / "checkpoints"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_space, tmp_path,
+                                                                           full_disk):
+    from click.testing import CliRunner
+
+    from search import api
+    from search.cli import main
+    from search.coordinator import StartOptions, prepare
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    prepare(StartOptions(space_file=str(tiny_space), storage=url, trials=2, epochs=2, keep_best=2,
+                         artifacts=str(full_disk))).handle.storage.engine.dispose()
+    report = api.worker("tiny", storage_url=url)
+    assert (report.complete, report.failed) == (2, 0)  # the worker went on
+    trials = trials_of(url)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        assert t.value is not None and len(t.user_attrs["history"]["val_accuracy"]) == 2
+        checkpoint = t.user_attrs["checkpoint"]
+        assert checkpoint["state"] == "missing"
+        assert "No space left on device" in checkpoint["reason"], checkpoint
+    shown = CliRunner().invoke(main, ["best", "--study", "tiny", "--storage", url])
+    assert shown.exit_code == 0 and "missing" in shown.stdout
 
 
 def test_trial_timeout_is_stored_with_the_study_and_checked():

@@ -2,7 +2,8 @@
 
 - A storage URL's password is never printed, logged, stored (every table of the store is read
   back and searched), put on a worker's command line (visible to every user of the machine), or
-  shown in a report; it is masked as ``***`` where the URL is shown.
+  shown in the analysis (terminal, JSON, HTML report); it is masked as ``***`` where the URL is
+  shown.
 - It can stay out of the URL: ``~/.pgpass`` (``PGPASSFILE``) or a service file (``PGSERVICEFILE``).
 - The compose file's passwords live in an env file git ignores, and the workers' role cannot
   change the schema: tests/test_docker.py (test_no_password_is_committed,
@@ -74,14 +75,18 @@ def test_the_password_is_never_printed_stored_or_on_a_command_line(postgres_serv
     try:
         for args in (["status"], ["status", "--study", "tiny"],
                      ["status", "--study", "tiny", "--format", "json"],
-                     ["worker", "--study", "tiny"], ["status", "--study", "nope"]):
+                     ["worker", "--study", "tiny"],
+                     ["analyze", "--study", "tiny", "--html", str(tmp_path / "report.html")],
+                     ["analyze", "--study", "tiny", "--format", "json"],
+                     ["status", "--study", "nope"]):
             result = CliRunner().invoke(main, [*args, "--storage", url])
             outputs += [result.stdout, result.stderr]
     finally:
         root.removeHandler(handler)
         root.level = level
     outputs.append(logged.getvalue())
-    assert "budget spent" in outputs[-5] and "no study named 'nope' in " + masked in outputs[-2]
+    assert "budget spent" in outputs[-9] and "no study named 'nope' in " + masked in outputs[-2]
+    outputs.append((tmp_path / "report.html").read_text(encoding="utf-8"))  # the HTML report
     for text in outputs:
         assert password not in text
     stored = every_row(url)
