@@ -394,8 +394,12 @@ def _loop(handle: StudyHandle, study: optuna.Study, study_name: str, space, data
         finally:
             heartbeat.trial_id = heartbeat.stuck_after = None
         if stop.is_set() and outcome.state == TrialState.PRUNED:
-            requeue(study, trial, handle.records, study_name)  # stopped by Ctrl-C, not pruned
-            return
+            if (outcome.attrs.get("epochs") or 0) >= config.epochs:
+                # Ctrl-C came at its last epoch: it ran in full, so it is complete, not re-run
+                outcome.state = TrialState.COMPLETE
+            else:
+                requeue(study, trial, handle.records, study_name)  # stopped by Ctrl-C, not pruned
+                return
         checkpoints.keep_trial(trial, outcome)
         told = _tell(study, trial, outcome)
         checkpoints.settle(trial.number, told)
