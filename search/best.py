@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.analysis.effects import value_label
 from search.artifacts import CHECKPOINT_ATTR, Checkpoints
 from search.errors import SearchError, one_line
 from search.reading import StoredStudy, open_stored
@@ -73,7 +74,7 @@ def _tags(trial: FrozenTrial) -> list[str]:
     tags = ["baseline"] if trial.user_attrs.get("baseline") else []
     tag = trial.user_attrs.get("ablation")
     if tag:
-        tags.append(f"ablation {tag.get('param')}={tag.get('value')}")
+        tags.append(f"ablation of {tag.get('param')}: {value_label(tag.get('value'))}")
     return tags
 
 

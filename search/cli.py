@@ -327,6 +327,8 @@ def best(study, storage_url, top, evaluate, export_dir, fmt):
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
     console.print(tables.best_table(result))
+    for line in tables.configuration_lines(result):
+        console.print(line)
     for row in result.trials:
         if row.problem:
             console.print(f"note: trial {row.number}: {row.problem}", highlight=False)

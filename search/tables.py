@@ -10,7 +10,7 @@ from rich.text import Text
 from search.analysis.effects import value_label
 from search.render import fmt
 
-__all__ = ["ablation_table", "best_table", "fmt"]
+__all__ = ["ablation_table", "best_table", "configuration_lines", "fmt"]
 
 
 def ablation_table(queued) -> Table:
@@ -41,23 +41,26 @@ def _metrics_text(metrics: dict | None) -> str:
 
 
 def best_table(result) -> Table:
-    """The top trials: rank, trial, objective, test metrics, epochs, checkpoint, parameters."""
+    """The top trials: rank, trial, objective, test metrics, best epoch, time, checkpoint."""
     table = Table(title=Text(f"Best {len(result.trials)} trials of {result.study} "
                              f"({result.objective}, {result.direction})"), title_justify="left",
-                  caption=Text(f"checkpoints: best {result.keep_best} kept in {result.artifacts}"),
+                  caption=Text(f"checkpoints: the best {result.keep_best} kept in {result.artifacts}"),
                   caption_justify="left")
-    for column in ("#", "trial", result.objective, "test", "epoch", "train s", "checkpoint",
-                   "hyperparameters"):
-        table.add_column(column, justify="right" if column in ("#", "trial", result.objective,
-                                                                "epoch", "train s") else "left")
+    for column in ("#", "trial", result.objective, "test split", "test n", "best epoch", "train s",
+                   "checkpoint"):
+        table.add_column(column, justify="left" if column in ("test split", "checkpoint") else "right")
     for r in result.trials:
-        test = _metrics_text(r.test_metrics)
-        if r.test_metrics and r.test_samples:
-            test += f" ({r.test_samples} samples)"
-        epoch = f"{r.best_epoch + 1}/{r.epochs}" if r.best_epoch is not None and r.epochs else "-"
-        params = ", ".join(f"{k}={value_label(v)}" for k, v in r.params.items())
-        if r.tags:
-            params += f"  [{'; '.join(r.tags)}]"
-        table.add_row(str(r.rank), str(r.number), fmt(r.value), Text(test), epoch,
-                      fmt(r.train_seconds), Text(r.checkpoint), Text(params))
+        epoch = f"{r.best_epoch + 1} of {r.epochs}" if r.best_epoch is not None and r.epochs else "-"
+        table.add_row(str(r.rank), str(r.number), fmt(r.value), Text(_metrics_text(r.test_metrics)),
+                      fmt(r.test_samples), epoch, fmt(r.train_seconds), Text(r.checkpoint))
     return table
+
+
+def configuration_lines(result) -> list[Text]:
+    """One line per top trial: its hyperparameters (and what it is, e.g. an ablation trial)."""
+    lines = []
+    for r in result.trials:
+        params = ", ".join(f"{k}={value_label(v)}" for k, v in r.params.items())
+        tags = f" [{'; '.join(r.tags)}]" if r.tags else ""
+        lines.append(Text(f"trial {r.number}: {params}{tags}"))
+    return lines
