@@ -50,7 +50,7 @@ def reconstruction_loss(images, decoded):
 def build(hp):
     dataset = data.current()
     inputs = keras.Input(shape=dataset.input_shape)
-    x = layers.GlobalAveragePooling2D()(encoder(hp, dataset.input_shape)(inputs))
+    x = layers.Flatten()(encoder(hp, dataset.input_shape)(inputs))
     x = layers.Dense(hp.Choice("dense_units", [64, 128]), activation="relu")(x)
     outputs = layers.Dense(dataset.num_classes, activation="softmax")(x)
     classifier = keras.Model(inputs, outputs, name="classifier")
