@@ -3,7 +3,7 @@
 For each space and seed, the same hypermodel (the space module's, unchanged) and the same data
 split (``search.data.load(DATA, seed)``) are searched by:
 
-- Keras Tuner ``Hyperband`` (max_epochs E, factor 3, one iteration): it runs first and sets the
+- Keras Tuner ``Hyperband`` (max_epochs E, factor 3, one iteration by default): it runs first and sets the
   budget B, the epochs it trained (counting the epochs its promoted trials train on);
 - Keras Tuner ``RandomSearch`` and ``BayesianOptimization``: ceil(B / E) trials of E epochs;
 - this service, TPE without pruning: ``--trials ceil(B/E) --epochs E --pruner none``;
@@ -19,8 +19,15 @@ the best at B/4, B/2 and B (median and min..max over seeds) and the epochs each 
 reach Keras Tuner Hyperband's final best of the same seed (median; "-" where a tuner did not
 reach it within B in most seeds). Target: the same best in at most half the epochs.
 
-    python bench/efficiency.py                                      # small: cnn, 2 seeds, E=4
+    python bench/efficiency.py                                      # small: mlp, 2 seeds, E=4
+    python bench/efficiency.py --spaces cnn --max-epochs 4          # the cnn space, 2 seeds
     python bench/efficiency.py --spaces cnn,mlp --seeds 5 --max-epochs 9   # the full run
+
+Keras Tuner's RandomSearch and BayesianOptimization start from random configurations (BayesianOptimization
+samples 3 x the number of hyperparameters at random before its Gaussian process takes over); this
+service runs the space's default configuration first, then TPE, whose first 10 trials are random
+(Optuna's n_startup_trials). At budgets of a few dozen epochs every tuner is mostly sampling at
+random: read small runs with that in mind.
 """
 
 from __future__ import annotations
@@ -49,10 +56,13 @@ EPOCH_LOG: list[float] = []  # val_accuracy of every epoch Keras Tuner trains, i
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spaces", default="cnn", help="cnn, mlp or paths of space files (default cnn)")
+    p.add_argument("--spaces", default="mlp",
+                   help="cnn (spaces/cnn.py), mlp (bench/spaces/mlp.py) or paths of space files (default mlp)")
     p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 (default 2)")
     p.add_argument("--max-epochs", type=int, default=4, help="E: epochs of a full trial (default 4)")
     p.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor (default 3)")
+    p.add_argument("--hyperband-iterations", type=int, default=1,
+                   help="Keras Tuner Hyperband's iterations: a larger budget B (default 1)")
     p.add_argument("--tuners", default=",".join(TUNERS), help=f"subset of {','.join(TUNERS)}")
     p.add_argument("--data", default="digits")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/efficiency.json)")
@@ -115,7 +125,7 @@ def run_keras_tuner(kind: str, space_path: str, seed: int, args, budget: int | N
                          directory=str(work), project_name=f"{kind}-{seed}", overwrite=True)
     if kind == "kt_hyperband":
         tuner = kt.Hyperband(space.hypermodel, max_epochs=args.max_epochs, factor=args.factor,
-                             hyperband_iterations=1, **common_kwargs)
+                             hyperband_iterations=args.hyperband_iterations, **common_kwargs)
     else:
         trials = math.ceil(budget / args.max_epochs)
         cls = kt.RandomSearch if kind == "kt_random" else kt.BayesianOptimization

@@ -68,6 +68,9 @@ def parse_args(argv=None):
                    help="fix a hyperparameter (passed to search start and used by the plain loop alike)")
     p.add_argument("--rounds", type=int, default=2,
                    help="pairs of runs, in alternating order: (b),(a) then (a),(b) ... (default 2)")
+    p.add_argument("--callback-ab", type=int, default=3,
+                   help="pairs of fits of the first configuration without / with search's trial "
+                        "callback, in the plain process (default 3; 0: none)")
     p.add_argument("--storage", default=None,
                    help="store URL for (b) (default: a SQLite file in a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -117,8 +120,47 @@ def plain_child(config_path: str) -> None:
         rows.append({"number": item["number"], "seconds": f1 - t, "clear_session_s": c1 - t,
                      "build_s": b1 - b0, "fit_s": f1 - b1, "best": best})
     loop_s = time.perf_counter() - loop_start
+    ab = callback_ab(job, space, dataset) if job.get("callback_ab") else None
     Path(job["result"]).write_text(json.dumps({"startup_s": ready - t_process, "loop_s": loop_s,
-                                               "trials": rows}))
+                                               "trials": rows, "callback_ab": ab}))
+
+
+def callback_ab(job: dict, space, dataset) -> dict:
+    """The first configuration fitted again, alternately without callbacks and with search's
+    trial callback (reporting to an in-memory Optuna trial, so no store is involved): what the
+    callback itself costs inside fit, measured in one process, pair by pair."""
+    import keras
+    import keras_tuner as kt
+    import optuna
+
+    from search import data
+    from search.callbacks import TrialCallback
+
+    item = job["trials"][0]
+    study = optuna.create_study(direction="maximize")
+    times = {"plain": [], "callback": []}
+    for i in range(2 * job["callback_ab"]):
+        kind = "plain" if i % 2 == 0 else "callback"
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(item["seed"])
+        data.activate(dataset)
+        hp = kt.HyperParameters()
+        hp.values = dict(item["values"])
+        model = space.hypermodel.build(hp)
+        trained_on = data.in_use()
+        callbacks = []
+        if kind == "callback":
+            callbacks = [TrialCallback(study.ask(), space.objective.name, space.objective.direction)]
+        kwargs = dict(validation_data=(trained_on.x_val, trained_on.y_val), epochs=job["epochs"],
+                      verbose=0, callbacks=callbacks)
+        if not space.custom_fit and "batch_size" in hp.values:
+            kwargs["batch_size"] = hp.values["batch_size"]
+        t = time.perf_counter()
+        space.hypermodel.fit(hp, model, trained_on.x_train, trained_on.y_train, **kwargs)
+        times[kind].append(time.perf_counter() - t)
+    return {"trial": item["number"], "pairs": job["callback_ab"], "fit_s": times,
+            "median_plain_s": sorted(times["plain"])[len(times["plain"]) // 2],
+            "median_callback_s": sorted(times["callback"])[len(times["callback"]) // 2]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +200,7 @@ def run_plain(args, work: Path, tag: str, search_run: dict) -> dict:
         seed = t.user_attrs.get("seed", args.seed * 100_003 + t.number)
         items.append({"number": t.number, "seed": seed, "values": t.user_attrs["hp_values"]})
     job = {"space": str(Path(args.space).resolve()), "data": args.data, "seed": args.seed,
-           "epochs": args.epochs, "trials": items,
+           "epochs": args.epochs, "trials": items, "callback_ab": args.callback_ab,
            "result": str(work / f"plain-{tag}.json")}
     job_path = work / f"plain-{tag}-job.json"
     job_path.write_text(json.dumps(job))
@@ -260,6 +302,7 @@ def compare(args, search_run: dict, plain: dict) -> dict:
         "worker_cpu_s": bd["worker_cpu_s"], "worker_max_rss_mb": bd["max_rss_mb"],
         "transient_store_errors": bd["transient_errors"],
         "max_abs_value_diff": max(diffs) if diffs else None,
+        "callback_ab": plain.get("callback_ab"),
         "per_trial": per_trial,
     }
 
@@ -349,6 +392,17 @@ def print_results(rounds: list[dict], args) -> None:
     rows.append(["overhead measured"] + [common.fmt(r["overhead_ms_per_trial"], 1) for r in rounds])
     common.print_table("Where the overhead goes (ms per trial, worker side)",
                        ["part"] + [f"round {i + 1}" for i in range(len(rounds))], rows)
+    ab_rows = []
+    for i, r in enumerate(rounds):
+        ab = r.get("callback_ab")
+        if ab:
+            ab_rows.append([i + 1, ab["trial"], ab["pairs"], common.fmt(ab["median_plain_s"], 3),
+                            common.fmt(ab["median_callback_s"], 3),
+                            common.fmt(1000 * (ab["median_callback_s"] - ab["median_plain_s"]), 0)])
+    if ab_rows:
+        common.print_table("search's trial callback inside fit, same process, alternating fits",
+                           ["round", "trial", "pairs", "fit s (no callback)", "fit s (callback)",
+                            "difference ms"], ab_rows)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ The stored trials are added cheaply before the run (Optuna's ``add_trials`` with
 real ones: parameters, per-epoch reports, the user attributes a worker records), once per store and
 size, then copied for every run (a file copy, or ``CREATE DATABASE ... TEMPLATE``).
 
-    python bench/store_scaling.py                                  # small default (a few minutes)
+    python bench/store_scaling.py                                  # default: about 10 minutes here (both stores)
     python bench/store_scaling.py --workers 1,2,4,8,16,32 --levels 100,1000,5000 --sleep 1.0 \\
         --trials-per-worker 10                                     # the full run
 
@@ -55,8 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", default="1,2,4,8", help="worker counts of the scaling runs (default 1,2,4,8)")
     p.add_argument("--levels", default="100,1000,5000",
                    help="stored trials before a run; the scaling runs use the first (default 100,1000,5000)")
-    p.add_argument("--level-workers", type=int, default=4,
-                   help="workers of the runs at the other levels (default 4)")
+    p.add_argument("--level-workers", default="1",
+                   help="worker counts of the runs at the other levels, e.g. 1,4 (default 1)")
     p.add_argument("--sleep", type=float, default=0.2, help="seconds each trial sleeps (default 0.2)")
     p.add_argument("--trials-per-worker", type=int, default=8,
                    help="trials each worker runs after the barrier (default 8)")
@@ -77,6 +77,7 @@ def parse_args(argv=None):
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     args.workers = [int(w) for w in args.workers.split(",")]
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.level_workers = [int(w) for w in str(args.level_workers).split(",")]
     for b in args.backends:
         if b not in ("sqlite", "postgres"):
             p.error(f"unknown backend {b!r}")
@@ -406,7 +407,7 @@ def main(argv=None) -> dict:
                f"sleep {args.sleep} s, {args.trials_per_worker} trials per worker after the barrier")
     root = Path(tempfile.mkdtemp(prefix="bench-store-"))
     plan = [(n, args.levels[0]) for n in args.workers]
-    plan += [(args.level_workers, lvl) for lvl in args.levels[1:]]
+    plan += [(n, lvl) for lvl in args.levels[1:] for n in args.level_workers]
     runs = []
     try:
         for backend in args.backends:
