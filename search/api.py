@@ -10,9 +10,9 @@ import storage
 from search import coordinator
 from search.coordinator import LocalWorker, Prepared, StartOptions
 from search.devices import plan_slots
-from search.summary import StudySnapshot, snapshot
 from search.errors import SearchError
 from search.space import read_source, source_sha256
+from search.summary import StudySnapshot, snapshot
 from search.worker import (
     WorkerReport,
     check_space_source,
@@ -81,8 +81,8 @@ def worker(study: str, *, storage_url: str | None = None, gpus: str | None = Non
         if space_sha256 is not None and space_sha256 != expected:
             raise SearchError(f"--space {space} does not match the hash given with it")
         space_sha256 = expected
-    kwargs = dict(on_trial=on_trial, on_note=on_note, expected_sha256=space_sha256,
-                  expected_from=space, restart_when_stuck=restart_when_stuck)
+    kwargs = {"on_trial": on_trial, "on_note": on_note, "expected_sha256": space_sha256,
+              "expected_from": space, "restart_when_stuck": restart_when_stuck}
     if slot is not None:
         return run_worker(storage_url, study, slot=slot, **kwargs)
     slots = plan_slots(gpus, per_gpu)

@@ -112,7 +112,6 @@ def _guard_missing_file(engine: sqlalchemy.engine.Engine, path: str) -> None:
         if not os.path.exists(path):
             raise sqlite3.OperationalError(f"unable to open database file: the store file {path} "
                                            "is missing")
-        return None
 
 
 def _hint(reason: str) -> str:

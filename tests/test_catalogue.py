@@ -286,6 +286,7 @@ def test_wrong_postgres_password_is_one_line(postgres_server):
 # --------------------------------------------------------------------------- Ctrl-C twice
 
 
+@pytest.mark.slow
 def test_ctrl_c_twice_stops_at_once(tmp_path):
     """The first Ctrl-C waits for the end of the epoch; a second one does not: the coordinator
     exits promptly with 130, its workers are gone, the running trial is queued again with the same

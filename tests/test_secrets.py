@@ -165,8 +165,8 @@ def test_worker_space_refuses_a_stored_source_that_is_not_the_file(tampered):
     assert result.exit_code == 1
     lines = error_lines(result)
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"error: refusing to run study 'tiny': the space source stored with "
-                               f"it (sha256 ")
+    assert lines[0].startswith("error: refusing to run study 'tiny': the space source stored with "
+                               "it (sha256 ")
     assert f"is not --space {space} (sha256 " in lines[0]
     assert not marker.exists()  # the stored code was not executed
     with sqlite3.connect(db) as conn:
