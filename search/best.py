@@ -175,6 +175,8 @@ def best(study: str, *, storage_url: str | None = None, top: int | None = None,
     models and configurations written to that folder. ``on_trial`` sees each trial when done."""
     if top is not None and top < 1:
         raise SearchError(f"--top must be at least 1 (got {top})")
+    if export and Path(export).exists() and not Path(export).is_dir():
+        raise SearchError(f"--export {export} is a file: give a folder")
     stored = open_stored(study, storage_url)
     config = stored.config
     checkpoints = Checkpoints.of(stored.storage, stored.storage.get_study_id_from_name(study), config)
@@ -219,6 +221,12 @@ def _evaluate_and_export(stored: StoredStudy, checkpoints: Checkpoints, result: 
                     note_on_trial(stored.storage.engine, trial._trial_id, TEST_METRICS_ATTR, row.test_metrics)
                     note_on_trial(stored.storage.engine, trial._trial_id, TEST_SAMPLES_ATTR, row.test_samples)
                 if export:
-                    row.exported = _export(row, trial, model, dataset, stored, Path(export))
+                    try:
+                        row.exported = _export(row, trial, model, dataset, stored, Path(export))
+                    except OSError as exc:
+                        raise SearchError(f"cannot write to --export {export}: "
+                                          f"{exc.strerror or one_line(exc)}") from None
+                    except Exception as exc:  # noqa: BLE001  (a model Keras cannot save is reported)
+                        row.problem = f"cannot export it: {one_line(exc)}"
         if on_trial is not None:
             on_trial(row)

@@ -236,6 +236,7 @@ def prepare_config(url):
     (["ablate", "--study", "nope"], "no study named 'nope'"),
     (["best", "--study", "nope"], "no study named 'nope'"),
     (["best", "--study", "tiny", "--top", "0"], "--top must be at least 1"),
+    (["best", "--study", "tiny", "--export", __file__], "is a file: give a folder"),
 ])
 def test_bad_input_is_one_line(study, args, message):
     code, _, err = invoke(*args, "--storage", study.url)
