@@ -120,9 +120,12 @@ def plain_child(config_path: str) -> None:
         rows.append({"number": item["number"], "seconds": f1 - t, "clear_session_s": c1 - t,
                      "build_s": b1 - b0, "fit_s": f1 - b1, "best": best})
     loop_s = time.perf_counter() - loop_start
+    t_ab = time.perf_counter()
     ab = callback_ab(job, space, dataset) if job.get("callback_ab") else None
+    ab_s = time.perf_counter() - t_ab
     Path(job["result"]).write_text(json.dumps({"startup_s": ready - t_process, "loop_s": loop_s,
-                                               "trials": rows, "callback_ab": ab}))
+                                               "trials": rows, "callback_ab": ab,
+                                               "callback_ab_s": ab_s}))
 
 
 def callback_ab(job: dict, space, dataset) -> dict:
@@ -214,7 +217,8 @@ def run_plain(args, work: Path, tag: str, search_run: dict) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"plain loop failed (exit {proc.returncode}):\n{common.tail(proc.stdout + proc.stderr)}")
     result = json.loads(Path(job["result"]).read_text())
-    result["wall_s"] = wall
+    # The plain process's wall time without the callback check that ran after its loop.
+    result["wall_s"] = wall - result.get("callback_ab_s", 0.0)
     return result
 
 
