@@ -341,7 +341,11 @@ def analyse(backend, url, workers, level, budget, args, probe_dir, started, rele
     per_trial = defaultdict(lambda: defaultdict(float))
     for dump in worker_probes:
         for name, start, seconds, depth, trial, thread in dump["events"]:
-            if depth != 0 or thread != "MainThread" or start < t0:
+            if thread != "MainThread" or start < t0:
+                continue
+            if name in ("gc_collect", "clear_session"):  # inside run_trial
+                calls[name].append(seconds)
+            if depth != 0:
                 continue
             calls[name].append(seconds)
             if name in ("ask", "tell"):
@@ -351,11 +355,15 @@ def analyse(backend, url, workers, level, budget, args, probe_dir, started, rele
     locked = sum(1 for e in transient if "locked" in e["message"].lower() or "busy" in e["message"].lower())
     failed_workers = "workers exited with an error" in output
     latency = {}
-    for name in ("ask", "tell", "claim", "record", "reap", "set_state"):
+    for name in ("ask", "tell", "claim", "record", "reap", "set_state", "run_trial"):
         values = calls.get(name, [])
         latency[name] = {"n": len(values), "p50_ms": common.ms(common.percentile(values, 50)),
                          "p99_ms": common.ms(common.percentile(values, 99)),
                          "mean_ms": common.ms(sum(values) / len(values)) if values else None}
+    for name in ("gc_collect", "clear_session"):
+        values = calls.get(name, [])
+        latency[name] = {"n": len(values), "p50_ms": common.ms(common.percentile(values, 50)),
+                         "p99_ms": common.ms(common.percentile(values, 99))}
     latency["ask+tell"] = {"n": len(ask_tell), "p50_ms": common.ms(common.percentile(ask_tell, 50)),
                            "p99_ms": common.ms(common.percentile(ask_tell, 99))}
     return {
