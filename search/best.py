@@ -179,7 +179,7 @@ def best(study: str, *, storage_url: str | None = None, top: int | None = None,
         raise SearchError(f"--export {export} is a file: give a folder")
     stored = open_stored(study, storage_url)
     config = stored.config
-    checkpoints = Checkpoints.of(stored.storage, stored.storage.get_study_id_from_name(study), config)
+    checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)
     rows = top_trials(stored, top or max(1, config.keep_best), checkpoints)
     if not rows:
         raise SearchError(f"study {study!r} has no completed trials yet: run `search start` or "

@@ -24,6 +24,7 @@ class StoredStudy:
     record: storage.StudyRecord
     config: StudyConfig
     study: optuna.Study
+    study_id: int
 
     @property
     def maximize(self) -> bool:
@@ -43,4 +44,4 @@ def open_stored(study_name: str, storage_url: str | None = None) -> StoredStudy:
     study = storage.retrying(lambda: optuna.load_study(
         study_name=study_name, storage=store, sampler=optuna.samplers.RandomSampler()), "load study")
     return StoredStudy(study_name, url, store, records, record, StudyConfig.from_dict(record.config),
-                       study)
+                       study, store.get_study_id_from_name(study_name))

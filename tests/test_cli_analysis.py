@@ -255,3 +255,18 @@ def test_a_study_without_finished_trials_is_one_line(tmp_path):
         lines = [line for line in err.splitlines() if line.strip()]
         assert code != 0 and len(lines) == 1, err
         assert "no finished trials yet" in lines[0] or "no completed trials yet" in lines[0]
+
+
+def test_the_fast_trial_reader_reads_what_optuna_reads(study):
+    """storage.trial_reader (what `search analyze` reads with) against Optuna's own reader, on a
+    study with every kind of row: values, params (a reverse-log one), user and system attributes
+    (queued trials' fixed params), per-epoch intermediate values, waiting trials."""
+    from storage.trial_reader import read_trials
+
+    for url in (study.url, study.queued_url):
+        store = open_storage(url)
+        study_id = store.get_study_id_from_name("tiny")
+        expected = store.get_all_trials(study_id, deepcopy=False)
+        got = read_trials(store, study_id)
+        assert got == expected and len(got) >= SEARCH_TRIALS + 4
+        assert any(t.intermediate_values for t in got) and any(t.system_attrs for t in got)

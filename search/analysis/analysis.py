@@ -151,13 +151,16 @@ def confounding_note(study_name: str, unablated: list[str]) -> str:
 
 
 def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[str] | None = None,
-            space=None, *, budget: int | None = None) -> Analysis:
+            space=None, *, budget: int | None = None, trials: list | None = None) -> Analysis:
     """Analyze a study's trials (read once). ``space``: the study's discovered
     ``keras_tuner.HyperParameters`` (or its ``get_config()``), which tells categorical from
-    continuous and log-scaled parameters; ``budget``: the study's trial budget, if known."""
+    continuous and log-scaled parameters; ``budget``: the study's trial budget, if known;
+    ``trials``: the study's trials when the caller read them already (``study.get_trials()``
+    otherwise)."""
     direction = _direction(study)
     maximize = direction == "maximize"
-    trials = study.get_trials(deepcopy=False)
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
     frame = frame_from_trials(trials, objective)
     finished = frame[frame["state"].isin(FINISHED_STATES)]
     if finished.empty:

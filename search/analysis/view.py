@@ -9,6 +9,7 @@ what those functions need: state, value, datetimes and ``hp_values`` with a dist
 
 from __future__ import annotations
 
+import copy
 import datetime
 import math
 
@@ -20,6 +21,23 @@ from optuna.trial import FrozenTrial, TrialState
 from search.analysis.scales import Scale
 
 STATES = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}
+
+
+class _ViewTrial(FrozenTrial):
+    """A view trial is never changed after it is built: a copy may share its dictionaries
+    (``add_trials`` deep-copies every trial it stores: 6 s for 10,000 on the 2-core machine)."""
+
+    def __deepcopy__(self, memo):
+        return copy.copy(self)
+
+
+class _ReadOnlyStorage(optuna.storages.InMemoryStorage):
+    """The view's storage: written once when the view is built, then only read. Its trials need
+    no defensive copies, which Optuna's visualizations ask for (``plot_optimization_history``
+    deep-copies every trial: 3 s of a 10,000-trial report)."""
+
+    def get_all_trials(self, study_id, deepcopy=True, states=None):
+        return super().get_all_trials(study_id, deepcopy=False, states=states)
 
 
 def _plain(value):
@@ -62,13 +80,14 @@ def search_view(frame: pd.DataFrame, names: list[str], scales: dict[str, Scale],
             values[name] = _plain(param) if scales[name].categorical else float(param)
         state = STATES[state]
         done = state == TrialState.COMPLETE and value is not None and not math.isnan(value)
-        trials.append(FrozenTrial(
+        trials.append(_ViewTrial(
             number=int(number), state=state if state != TrialState.COMPLETE or done else TrialState.FAIL,
             value=float(value) if done else None, values=None,
             datetime_start=start if isinstance(start, datetime.datetime) else now,
             datetime_complete=complete if isinstance(complete, datetime.datetime) else now,
             params=values, distributions={n: distributions[n] for n in values},
             user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=int(number)))
-    study = optuna.create_study(direction="maximize" if maximize else "minimize")
+    study = optuna.create_study(storage=_ReadOnlyStorage(),
+                                direction="maximize" if maximize else "minimize")
     study.add_trials(trials)
     return study
