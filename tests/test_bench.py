@@ -5,9 +5,11 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 from bench import common, efficiency
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_percentile_interpolates_like_numpy():
