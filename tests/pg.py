@@ -106,7 +106,8 @@ class PostgresServer:
         return self
 
     def _pg_ctl_start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c max_connections=400")  # the test process keeps pooled engines of many tests
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                   "-t", str(START_TIMEOUT_S), "start")
 
