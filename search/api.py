@@ -5,21 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import storage
-from search import coordinator
-from search.coordinator import LocalWorker, Prepared, StartOptions
-from search.devices import plan_slots
 from search.errors import SearchError
-from search.space import read_source, source_sha256
+from search.handle import open_study_handle
 from search.summary import StudySnapshot, snapshot
-from search.worker import (
-    WorkerReport,
-    check_space_source,
-    local_space_note,
-    open_study_handle,
-    run_worker,
-)
+
+if TYPE_CHECKING:  # the modules that run trials import Keras: only the commands that run them load them
+    from search.coordinator import LocalWorker, Prepared
+    from search.worker import WorkerReport
 
 
 @dataclass
@@ -46,12 +41,15 @@ def start(space_file: str, *, study: str | None = None, storage_url: str | None 
     else ``workers`` CPU workers, else one); ``timeout`` is the study's wall-clock budget in
     seconds, enforced in the store for every worker.
     """
+    from search import coordinator
+    from search.devices import plan_slots
+
     slots = plan_slots(gpus, per_gpu, workers)
-    options = StartOptions(space_file=space_file, study=study, storage=storage_url, trials=trials,
-                           epochs=epochs, workers=workers, data=data, fixed=dict(fixed or {}),
-                           sampler=sampler, seed=seed, pruner=pruner, timeout=timeout,
-                           heartbeat=heartbeat, grace=grace, keep_best=keep_best,
-                           artifacts=artifacts, trial_timeout=trial_timeout)
+    options = coordinator.StartOptions(
+        space_file=space_file, study=study, storage=storage_url, trials=trials, epochs=epochs,
+        workers=workers, data=data, fixed=dict(fixed or {}), sampler=sampler, seed=seed,
+        pruner=pruner, timeout=timeout, heartbeat=heartbeat, grace=grace, keep_best=keep_best,
+        artifacts=artifacts, trial_timeout=trial_timeout)
     prepared = coordinator.prepare(options)
     if on_prepared is not None:
         on_prepared(prepared)
@@ -76,6 +74,11 @@ def worker(study: str, *, storage_url: str | None = None, gpus: str | None = Non
     ``restart_when_stuck``: a trial that overruns the study's trial timeout and cannot be
     stopped makes this process start afresh (``exec``), for command-line workers only.
     """
+    from search import coordinator
+    from search.devices import plan_slots
+    from search.space import read_source, source_sha256
+    from search.worker import check_space_source, local_space_note, run_worker
+
     if space is not None:
         expected = source_sha256(read_source(space))
         if space_sha256 is not None and space_sha256 != expected:
@@ -103,6 +106,8 @@ def _pool_report(final: StudySnapshot, workers: list[LocalWorker], note: str | N
     pids = {w.proc.pid for w in workers}
     mine = [t for t in final.trials if (t.user_attrs.get("worker") or {}).get("pid") in pids
             and t.state.is_finished() and not t.user_attrs.get("interrupted")]
+    from search.worker import WorkerReport
+
     states = Counter(t.state.name for t in mine)
     return WorkerReport(trials=len(mine), complete=states["COMPLETE"], pruned=states["PRUNED"],
                         failed=states["FAIL"], notes=[note] if note else [])

@@ -58,6 +58,7 @@ from search.worker import (
 )
 
 POLL_SECONDS = 1.0
+PROGRESS_READ_SHARE = 20  # wait 20x a progress read's time before the next one (<= 5% of a core)
 # After Ctrl-C: how long the workers get to finish their current epoch, then to queue their
 # trial again after SIGTERM, before they are killed (a killed worker's trial is retried after the
 # heartbeat grace period instead).
@@ -356,14 +357,18 @@ def run_local_workers(handle: StudyHandle, study_name: str, storage_url: str,
         workers = _spawn_workers(study_name, storage_url, slots, log_dir, space_sha256)
         if on_started is not None:
             on_started(workers)
-        next_reap = 0.0
+        next_reap = next_progress = 0.0
         try:
             while any(w.proc.poll() is None for w in workers):
                 if time.monotonic() >= next_reap:
                     fail_stale_trials(reaper)
                     next_reap = time.monotonic() + handle.config.heartbeat_s
-                if on_progress is not None:
+                if on_progress is not None and time.monotonic() >= next_progress:
+                    read_from = time.monotonic()
                     on_progress(snapshot(handle, study_id))
+                    # A large study takes a while to read: keep the progress line to a small share
+                    # of a core, the workers on this machine need it.
+                    next_progress = time.monotonic() + PROGRESS_READ_SHARE * (time.monotonic() - read_from)
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt as first:
             try:

@@ -27,7 +27,6 @@ objective, a number, or a dict of extra metrics to record beside the reported ep
 from __future__ import annotations
 
 import functools
-import gc
 import math
 import numbers
 import time
@@ -103,8 +102,7 @@ def _score_from_return(returned, callback: TrialCallback, objective: str, direct
 def run_trial(trial: optuna.Trial, space: Space, dataset: data_module.Dataset,
               config: StudyConfig) -> TrialOutcome:
     """Build, fit and score one trial; never raises for a failing configuration."""
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # also runs a full gc.collect() (Keras 3: free_memory=True)
     seed = trial_seed(config.seed, trial.number)
     keras.utils.set_random_seed(seed)
     data_module.activate(dataset)

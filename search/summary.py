@@ -9,6 +9,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import StudyConfig
+from storage.trial_reader import read_trials
 from storage.workers import WorkerRow
 
 RETRY_HISTORY = "retry_history"  # Optuna's RetryHeartbeatStaleTrialCallback's system attribute
@@ -132,7 +133,7 @@ def snapshot(handle, study_id: int | None = None) -> StudySnapshot:
     if study_id is None:
         study_id = handle.storage.get_study_id_from_name(name)
     record = handle.records.get(name)
-    trials = handle.storage.get_all_trials(study_id, deepcopy=False)
+    trials = read_trials(handle.storage, study_id)
     config = StudyConfig.from_dict(record.config)
     workers = handle.workers.list(name) if handle.workers is not None else []
     return StudySnapshot(

@@ -34,6 +34,7 @@ Faults:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -58,6 +59,7 @@ from search.artifacts import Checkpoints
 from search.config import StudyConfig
 from search.devices import pin_this_process, pinned_gpu
 from search.errors import SearchError
+from search.handle import StaleTrialRetry, StudyHandle, open_study_handle  # noqa: F401 (re-exported)
 from search.pruners import make_pruner
 from search.runner import TrialOutcome, record, run_trial
 from search.samplers import make_sampler, worker_seed
@@ -77,67 +79,6 @@ _log = logging.getLogger("search.worker")
 # exactly what this module does, on purpose.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-@dataclass
-class StudyHandle:
-    """Everything a process needs to work on or read a study."""
-
-    storage: optuna.storages.RDBStorage
-    records: storage.StudyRecords
-    record: storage.StudyRecord
-    config: StudyConfig
-    workers: storage.WorkerRegistry | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-class StaleTrialRetry:
-    """Optuna's ``RetryHeartbeatStaleTrialCallback`` that also gives the dead trial's budget slot
-    back when it queues the retry (the retry takes a slot when a worker claims it)."""
-
-    def __init__(self, max_retry: int):
-        self.max_retry = max_retry
-        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        self.records: storage.StudyRecords | None = None
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        retried = len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) < self.max_retry
-        self.retry(study, trial)
-        if retried and self.records is not None:
-            self.records.release(study.study_name)
-        _log.warning("trial %d lost its worker (no heartbeat): %s", trial.number,
-                     "queued again" if retried else f"not retried ({self.max_retry} retries spent)")
-
-
-def open_study_handle(storage_url: str | None, study_name: str,
-                      store: optuna.storages.RDBStorage | None = None,
-                      heartbeat: bool = False) -> StudyHandle:
-    """The study's store, record and configuration; ``store`` reuses an open store.
-
-    ``heartbeat=True`` opens the store with the study's heartbeat settings and retry callback,
-    as a process that runs or reaps trials needs it.
-    """
-    opened = store is None
-    where = storage.mask_url(storage.resolve_url(storage_url))
-    try:
-        store = store or storage.open_storage(storage_url, must_exist=True)
-    except storage.MissingStore as exc:
-        raise SearchError(f"no study named {study_name!r}: {exc}") from None
-    records = storage.StudyRecords(store.engine)
-    rec = records.get(study_name)
-    if rec is None:
-        raise SearchError(f"no study named {study_name!r} in {where}: "
-                          "`search status` lists the studies there")
-    config = StudyConfig.from_dict(rec.config)
-    if heartbeat:
-        if opened:
-            store.engine.dispose()
-        on_stale = StaleTrialRetry(config.max_retry)
-        store = storage.open_storage(storage_url, heartbeat_interval=config.heartbeat_s,
-                                     grace_period=config.grace_s, on_stale_trial=on_stale)
-        records = storage.StudyRecords(store.engine)
-        on_stale.records = records
-    return StudyHandle(store, records, rec, config, storage.WorkerRegistry(store.engine))
 
 
 def space_hyperparameters(config: StudyConfig) -> kt.HyperParameters:
@@ -333,6 +274,9 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     heartbeat = Heartbeat(handle, worker_id, lambda trial_id: _fail_stuck(
         handle, worker_id, trial_id, restart=restart_when_stuck))
     heartbeat.start()
+    # Libraries, data and study are loaded for good: leave them out of the full collection that
+    # every trial's clear_session() runs (hundreds of ms each with a backend loaded, otherwise).
+    gc.freeze()
     final_state = worker_states.EXITED
     try:
         with _Signals(stop):

@@ -154,15 +154,16 @@ def install() -> None:
     import keras
 
     _patch(keras.utils, "set_random_seed", "set_random_seed")
-    gc_module = search.runner.gc
-    collect = gc_module.collect
     if os.environ.get("BENCH_SKIP_GC") == "1":
         # Store-only view (store_scaling --skip-runner-gc): the runner's per-trial garbage
-        # collections (its own gc.collect and the one inside clear_session) are skipped.
-        collect = _skipped_collect
+        # collections (the one inside clear_session, and the runner's own where it has one) are
+        # skipped.
         clear = keras.backend.clear_session
         keras.backend.clear_session = lambda free_memory=True: clear(free_memory=False)
-    search.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", collect))
+    runner_gc = getattr(search.runner, "gc", None)  # search before 2026-11-23 collected twice
+    if runner_gc is not None:
+        collect = _skipped_collect if os.environ.get("BENCH_SKIP_GC") == "1" else runner_gc.collect
+        search.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", collect))
     _patch(keras.backend, "clear_session", "clear_session")
 
     is_transient = storage.retry.is_transient
