@@ -108,7 +108,7 @@ def run_slots(args, work: Path) -> list[dict]:
 
 
 def step_child(job_path: str) -> None:
-    """Plain Keras: build the model of the step-time space and fit it, timing steps like the
+    """Plain Keras: build the model of the step-time space and fit it, timing steps the way the
     runner does (search.callbacks.TrialCallback)."""
     job = json.loads(Path(job_path).read_text())
     import keras
@@ -118,20 +118,29 @@ def step_child(job_path: str) -> None:
     from search.space import load_space
 
     class StepTimer(keras.callbacks.Callback):
+        """No per-batch hook (so Keras may dispatch batches without waiting on the host): an
+        epoch's training part runs from its start to the start of its validation, its steps are
+        the optimizer's step counter's increase."""
+
         def __init__(self):
             super().__init__()
-            self.epochs = []  # (seconds from epoch start to its last step, steps)
+            self.epochs = []  # (seconds of the epoch's training part, steps)
+
+        def _iterations(self):
+            return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.start = self.last = time.perf_counter()
-            self.steps = 0
+            self.at_start, self.end = self._iterations(), None
+            self.start = time.perf_counter()
 
-        def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
-            self.last = time.perf_counter()
+        def on_test_begin(self, logs=None):
+            if self.end is None:
+                self.end = time.perf_counter()
+                self.steps = self._iterations() - self.at_start
 
         def on_epoch_end(self, epoch, logs=None):
-            self.epochs.append((self.last - self.start, self.steps))
+            self.on_test_begin()
+            self.epochs.append((self.end - self.start, self.steps))
 
     space = load_space(job["space"])
     dataset = data.load(job["data"], 0)

@@ -54,20 +54,37 @@ class TrialCallback(keras.callbacks.Callback):
         if self.stopped:
             raise TrialStopped()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self._last_step = time.perf_counter()
-        self._steps = 0
+    # No per-batch hook: Keras runs a fit's batches without waiting on the host only when no
+    # callback overrides one (CallbackList's async dispatch). Steps are read from the optimizer's
+    # step counter once per epoch; the training part of an epoch ends where validation begins.
+    def _iterations(self) -> int | None:
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        return None if iterations is None else int(keras.ops.convert_to_numpy(iterations))
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        self._last_step = time.perf_counter()
+    def _end_training_part(self) -> None:
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+            at_end = self._iterations()
+            steps = (at_end - self._iterations_at_start if None not in (at_end, self._iterations_at_start)
+                     else self.params.get("steps"))
+            self._steps = steps or 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._iterations_at_start = self._iterations()
+        self._train_end = None
+        self._epoch_start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self._end_training_part()  # the epoch's validation starts
 
     def on_epoch_end(self, epoch, logs=None):
+        self._end_training_part()  # no validation data
         now = time.perf_counter()
         logs = logs or {}
         self.epochs_run += 1
         self.train_steps += self._steps
-        self.step_seconds += self._last_step - self._epoch_start
+        self.step_seconds += self._train_end - self._epoch_start
         self.epoch_seconds += now - self._epoch_start
         for name, value in logs.items():
             self.history[name].append(float(value))
