@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import error_lines, run_cli
+from tests.conftest import REPO, error_lines, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -154,6 +156,19 @@ def test_status_lists_studies_and_one_study(tiny_space, store_url):
     assert "2 of 2 trials finished" in text.stdout and "Best trial" in text.stdout
     env_url = run_cli("status", env={"SEARCH_STORAGE": store_url})  # the store named by the variable
     assert "tiny" in env_url.stdout
+    code = textwrap.dedent(f"""
+        import sys
+        from search.cli import main
+        try:
+            main(["status", "--study", "tiny", "--storage", {store_url!r}])
+        except SystemExit as exc:
+            print("EXIT", exc.code)
+        print("KERAS", "keras" in sys.modules)
+    """)
+    quick = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                           timeout=120, check=False)
+    assert "EXIT 0" in quick.stdout and "2 of 2 trials finished" in quick.stdout, quick.stderr
+    assert "KERAS False" in quick.stdout  # status reads the store only: no backend import
 
 
 @pytest.mark.parametrize("args, message", [
