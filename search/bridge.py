@@ -98,6 +98,8 @@ def param_mapping(hp: kt.engine.hyperparameters.HyperParameter) -> ParamMapping 
     # linear
     if hp.step is not None:
         values = _step_grid(hp)
+        if math.isclose(values[-1], hp.max_value, rel_tol=1e-9, abs_tol=1e-12):
+            values[-1] = hp.max_value  # 0 + 19 * 0.05 is 0.9500000000000001: Optuna would warn
         kwargs = {"low": hp.min_value, "high": values[-1], "step": hp.step}
         return ParamMapping(hp.name, "int" if is_int else "float", kwargs,
                             grid=tuple(cast(v) for v in values))

@@ -1,5 +1,7 @@
 """The Keras Tuner <-> Optuna bridge, checked against the distributions Optuna records."""
 
+import warnings
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -37,6 +39,17 @@ def test_numeric_kinds_map_to_optunas_distributions():
     assert hp.values == {"units": units, "depth": depth_log, "filters": filters, "rate": rate,
                          "dropout": dropout, "lr": lr}
 
+
+
+def test_a_stepped_float_range_ends_exactly_at_its_maximum():
+    # 0 + 19 * 0.05 is 0.9500000000000001 in floating point; Optuna would warn on every trial
+    _, trial = new_trial()
+    hp = TrialHyperParameters(trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        momentum = hp.Float("momentum", 0.0, 0.95, step=0.05)
+    assert trial.distributions["momentum"] == FloatDistribution(0.0, 0.95, step=0.05)
+    assert 0.0 <= momentum <= 0.95
 
 def test_reverse_log_samples_u_and_converts_with_keras_tuner():
     _, trial = new_trial()
