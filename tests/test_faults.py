@@ -230,13 +230,15 @@ def test_sqlite_store_file_gone_for_a_while_and_back(tiny_space, tmp_path):
     db = tmp_path / "store.db"
     away = tmp_path / "elsewhere.db"
     url = f"sqlite:///{db}"
-    proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", "2", "--epochs", "3",
+    # 30 epochs, caught in its first 5: the second trial is still training when the file comes back
+    # and is locked
+    proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", "2", "--epochs", "30",
                      "--workers", "1", "--pruner", "none", "--heartbeat", "1", "--grace", "30")
 
     def a_trial_in_training_after_a_completed_one():
         trials = trials_of(url)
         return any(t.state == TrialState.COMPLETE for t in trials) and any(
-            t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+            t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 5 for t in trials)
 
     wait_for(a_trial_in_training_after_a_completed_one, 150, "a trial in training", proc)
     before = completed(url)

@@ -30,7 +30,7 @@ def test_postgres_store_is_optunas_with_our_tables(pg_url):
 
 
 def test_postgres_study_survives_a_killed_worker(tiny_space, pg_url):
-    kill_a_worker_mid_trial(pg_url, tiny_space, workers=3, budget=5, epochs=4)
+    kill_a_worker_mid_trial(pg_url, tiny_space, workers=3, budget=5)
 
 
 def test_postgres_restart_mid_study_and_the_workers_carry_on_to_exactly_the_budget(

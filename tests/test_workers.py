@@ -75,14 +75,16 @@ def worker_rows(url: str, name: str = "tiny"):
         store.engine.dispose()
 
 
-def running_worker_after_a_completed_trial(url: str):
-    """A live worker in the middle of a trial (one epoch reported), once a trial has completed."""
+def running_worker_after_a_completed_trial(url: str, epochs: int | None = None):
+    """A live worker in the middle of a trial, once a trial has completed: one epoch reported
+    (``epochs`` given: at least three of them still to come)."""
     trials = trials_of(url)
     if not any(t.state == TrialState.COMPLETE for t in trials):
         return None
-    # one epoch reported, more to come: the trial is surely still running when the kill lands
+    # epochs reported, more to come: the trial is surely still running when the kill lands
+    last = 1 if epochs is None else epochs - 3
     reported = {t.number for t in trials
-                if t.state == TrialState.RUNNING and len(t.intermediate_values) == 1}
+                if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= last}
     for row in worker_rows(url):
         if row.state == "running" and row.trial_number in reported:
             return row
@@ -115,12 +117,12 @@ def assert_killed_trial_retried(url: str, killed: int, completed_before: dict, b
         [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in counted]
 
 
-def kill_a_worker_mid_trial(url: str, space, workers: int, budget: int, epochs: int = 4):
+def kill_a_worker_mid_trial(url: str, space, workers: int, budget: int, epochs: int = 8):
     """Run a study with ``workers`` local workers, SIGKILL one of them in the middle of a trial
     (after another trial completed), and check the study still completes exactly."""
     proc = popen_cli("start", str(space), "--storage", url, "--trials", str(budget), "--epochs",
                      str(epochs), "--workers", str(workers), "--pruner", "none", *FAST_FAULTS)
-    row = wait_for(lambda: running_worker_after_a_completed_trial(url), 150,
+    row = wait_for(lambda: running_worker_after_a_completed_trial(url, epochs), 150,
                    "a worker in the middle of a trial", proc)
     completed_before = {t.number: t.value for t in trials_of(url) if t.state == TrialState.COMPLETE}
     os.kill(row.pid, signal.SIGKILL)
@@ -223,7 +225,7 @@ def test_a_stale_trial_is_failed_retried_once_and_gives_its_slot_back(tmp_path):
 
 @pytest.mark.slow
 def test_sqlite_study_survives_a_killed_worker(tiny_space, store_url):
-    kill_a_worker_mid_trial(store_url, tiny_space, workers=4, budget=7, epochs=4)
+    kill_a_worker_mid_trial(store_url, tiny_space, workers=4, budget=7)
 
 
 @pytest.mark.slow
