@@ -103,11 +103,11 @@ def worker(study: str, *, storage_url: str | None = None, gpus: str | None = Non
 
 
 def _pool_report(final: StudySnapshot, workers: list[LocalWorker], note: str | None) -> WorkerReport:
+    from search.worker import WorkerReport
+
     pids = {w.proc.pid for w in workers}
     mine = [t for t in final.trials if (t.user_attrs.get("worker") or {}).get("pid") in pids
             and t.state.is_finished() and not t.user_attrs.get("interrupted")]
-    from search.worker import WorkerReport
-
     states = Counter(t.state.name for t in mine)
     return WorkerReport(trials=len(mine), complete=states["COMPLETE"], pruned=states["PRUNED"],
                         failed=states["FAIL"], notes=[note] if note else [])

@@ -65,10 +65,10 @@ class TrialCallback(keras.callbacks.Callback):
     def _end_training_part(self) -> None:
         if self._train_end is None:
             self._train_end = time.perf_counter()
-            at_end = self._iterations()
-            steps = (at_end - self._iterations_at_start if None not in (at_end, self._iterations_at_start)
-                     else self.params.get("steps"))
-            self._steps = steps or 0
+            at_end, at_start = self._iterations(), self._iterations_at_start
+            counted = at_end - at_start if at_end is not None and at_start is not None else 0
+            # a custom train_step may step no optimizer: then the epoch's planned steps
+            self._steps = counted or self.params.get("steps") or 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._iterations_at_start = self._iterations()

@@ -287,6 +287,7 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
         final_state = worker_states.INTERRUPTED
         raise
     finally:
+        gc.unfreeze()  # a notebook's objects are its own again
         heartbeat.stop()
         if stop.is_set():
             report.interrupted = True
