@@ -102,6 +102,8 @@ def percentile(values, q: float) -> float | None:
         return None
     k = (len(values) - 1) * q / 100.0
     lo, hi = math.floor(k), math.ceil(k)
+    if lo == hi:  # (inf - inf) * 0 would be nan
+        return values[lo]
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 

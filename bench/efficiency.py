@@ -33,6 +33,7 @@ random: read small runs with that in mind.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -65,6 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--tuners", default=",".join(TUNERS), help=f"subset of {','.join(TUNERS)}")
     p.add_argument("--data", default="digits")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/efficiency.json)")
+    p.add_argument("--report", metavar="JSON", default=None,
+                   help="print the tables of a finished run's JSON again (nothing is run)")
     args = p.parse_args(argv)
     args.spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     args.tuners = [t.strip() for t in args.tuners.split(",") if t.strip()]
@@ -220,7 +223,8 @@ def summarise(runs: list[dict], tuners: list[str]) -> list[dict]:
             row["epochs_to_target"] = {"median": None if med is None or math.isinf(med) else med,
                                        "reached": sum(x is not None for x in reach), "values": reach}
             ratio = [(x / r["budget"]) if x is not None else None for x, r in zip(reach, mine)]
-            row["fraction_of_hyperband_budget"] = common.median([x if x is not None else math.inf for x in ratio])
+            frac = common.median([x if x is not None else math.inf for x in ratio])
+            row["fraction_of_hyperband_budget"] = None if frac is None or math.isinf(frac) else frac
             row["seconds"] = common.median([r["seconds"] for r in mine])
             row["budget"] = common.median([r["budget"] for r in mine])
             rows.append(row)
@@ -229,6 +233,13 @@ def summarise(runs: list[dict], tuners: list[str]) -> list[dict]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.report:
+        payload = json.loads(Path(args.report).read_text())
+        payload["summary"] = summarise(payload["runs"], payload["settings"]["tuners"])
+        saved = payload["settings"]
+        print_results(payload["summary"], argparse.Namespace(
+            max_epochs=saved["max_epochs"], seeds=saved["seeds"], data=saved["data"]))
+        return payload
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -298,7 +309,7 @@ def print_results(summary: list[dict], args) -> None:
         rows.append([row["space"], LABELS[row["tuner"]], common.fmt(row["budget"], 0),
                      spread(row["best_at_0.25"]), spread(row["best_at_0.5"]), spread(row["best_at_1.0"]),
                      f"{common.fmt(reach['median'], 0)} ({reach['reached']}/{row['seeds']})",
-                     "-" if frac is None or math.isinf(frac) else f"{frac:.2f}",
+                     "-" if frac is None else f"{frac:.2f}",
                      common.fmt(row["seconds"], 0)])
     common.print_table(
         f"Search efficiency at equal epochs (E={args.max_epochs}, {args.seeds} seeds, {args.data})",

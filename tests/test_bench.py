@@ -17,6 +17,7 @@ def test_percentile_interpolates_like_numpy():
     assert common.percentile([3.0], 99) == 3.0
     assert common.percentile([1, 2, 3, 4], 50) == 2.5
     assert math.isclose(common.percentile(range(101), 99), 99.0)
+    assert common.percentile([0.3, math.inf, math.inf], 50) == math.inf  # not nan (a seed that never got there)
 
 
 def test_best_curve_and_epochs_to_reach_a_target():
