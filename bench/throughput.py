@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -108,39 +107,15 @@ def run_slots(args, work: Path) -> list[dict]:
 
 
 def step_child(job_path: str) -> None:
-    """Plain Keras: build the model of the step-time space and fit it, timing steps the way the
-    runner does (search.callbacks.TrialCallback)."""
+    """Plain Keras: build the model of the step-time space and fit it, timed by the runner's own
+    step timer (search.callbacks.StepTimer, what TrialCallback extends)."""
     job = json.loads(Path(job_path).read_text())
     import keras
     import keras_tuner as kt
 
     from search import data
+    from search.callbacks import StepTimer  # the runner's timer, with no Optuna trial around it
     from search.space import load_space
-
-    class StepTimer(keras.callbacks.Callback):
-        """No per-batch hook (so Keras may dispatch batches without waiting on the host): an
-        epoch's training part runs from its start to the start of its validation, its steps are
-        the optimizer's step counter's increase."""
-
-        def __init__(self):
-            super().__init__()
-            self.epochs = []  # (seconds of the epoch's training part, steps)
-
-        def _iterations(self):
-            return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.at_start, self.end = self._iterations(), None
-            self.start = time.perf_counter()
-
-        def on_test_begin(self, logs=None):
-            if self.end is None:
-                self.end = time.perf_counter()
-                self.steps = self._iterations() - self.at_start
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.on_test_begin()
-            self.epochs.append((self.end - self.start, self.steps))
 
     space = load_space(job["space"])
     dataset = data.load(job["data"], 0)
@@ -153,12 +128,11 @@ def step_child(job_path: str) -> None:
     space.hypermodel.fit(hp, model, dataset.x_train, dataset.y_train,
                          validation_data=(dataset.x_val, dataset.y_val), epochs=job["epochs"],
                          callbacks=[timer], verbose=0)
-    total_s = sum(s for s, _ in timer.epochs)
-    total_n = sum(n for _, n in timer.epochs)
     rest = timer.epochs[1:]
     Path(job["result"]).write_text(json.dumps({
-        "ms_per_step": 1000 * total_s / total_n,
-        "ms_per_step_after_first_epoch": (1000 * sum(s for s, _ in rest) / sum(n for _, n in rest)) if rest else None,
+        "ms_per_step": timer.ms_per_step,
+        "ms_per_step_after_first_epoch": (1000 * sum(s for s, _, _ in rest) / sum(n for _, n, _ in rest))
+        if rest else None,
         "epochs": timer.epochs,
     }))
 

@@ -20,43 +20,38 @@ class TrialStopped(Exception):
     """Raised when a later phase of a trial's training starts after the trial was stopped."""
 
 
-class TrialCallback(keras.callbacks.Callback):
-    def __init__(self, trial: optuna.Trial, objective: str, direction: str,
-                 keep_weights: bool = False):
-        super().__init__()
-        self.keep_weights = keep_weights
-        self.best_weights: list | None = None  # the weights at the best epoch (keep_weights=True)
-        self.best_weights_of: keras.Model | None = None  # the model they belong to
-        self.trial = trial
-        self.objective = objective
-        self.direction = direction
-        self.history: dict[str, list[float]] = defaultdict(list)
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
-        self.epochs_run = 0
-        self.train_steps = 0
-        self.step_seconds = 0.0
-        self.epoch_seconds = 0.0
-        self.pruned = False
-        self.nan_epoch: int | None = None
-        self.missing_objective: list[str] | None = None
+class StepTimer(keras.callbacks.Callback):
+    """Times the training part of each epoch and counts its steps, with no per-batch hook.
 
-    def _better(self, value: float) -> bool:
-        if self.best_value is None:
-            return True
-        return value > self.best_value if self.direction == "max" else value < self.best_value
+    Keras runs a fit's batches without waiting on the host only when no callback overrides a
+    batch hook (CallbackList's async dispatch), so steps are read from the optimizer's step
+    counter once per epoch, and an epoch's training part ends where its validation begins.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[tuple[float, int, float]] = []  # (training s, steps, whole epoch s)
 
     @property
-    def stopped(self) -> bool:
-        return self.pruned or self.nan_epoch is not None or self.missing_objective is not None
+    def epochs_run(self) -> int:
+        return len(self.epochs)
 
-    def on_train_begin(self, logs=None):
-        if self.stopped:
-            raise TrialStopped()
+    @property
+    def train_steps(self) -> int:
+        return sum(steps for _, steps, _ in self.epochs)
 
-    # No per-batch hook: Keras runs a fit's batches without waiting on the host only when no
-    # callback overrides one (CallbackList's async dispatch). Steps are read from the optimizer's
-    # step counter once per epoch; the training part of an epoch ends where validation begins.
+    @property
+    def step_seconds(self) -> float:
+        return sum(seconds for seconds, _, _ in self.epochs)
+
+    @property
+    def epoch_seconds(self) -> float:
+        return sum(seconds for _, _, seconds in self.epochs)
+
+    @property
+    def ms_per_step(self) -> float | None:
+        return 1000.0 * self.step_seconds / self.train_steps if self.train_steps else None
+
     def _iterations(self) -> int | None:
         optimizer = getattr(self.model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
@@ -80,12 +75,43 @@ class TrialCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._end_training_part()  # no validation data
-        now = time.perf_counter()
+        self.epochs.append((self._train_end - self._epoch_start, self._steps,
+                            time.perf_counter() - self._epoch_start))
+
+
+class TrialCallback(StepTimer):
+    def __init__(self, trial: optuna.Trial, objective: str, direction: str,
+                 keep_weights: bool = False):
+        super().__init__()
+        self.keep_weights = keep_weights
+        self.best_weights: list | None = None  # the weights at the best epoch (keep_weights=True)
+        self.best_weights_of: keras.Model | None = None  # the model they belong to
+        self.trial = trial
+        self.objective = objective
+        self.direction = direction
+        self.history: dict[str, list[float]] = defaultdict(list)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.pruned = False
+        self.nan_epoch: int | None = None
+        self.missing_objective: list[str] | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.direction == "max" else value < self.best_value
+
+    @property
+    def stopped(self) -> bool:
+        return self.pruned or self.nan_epoch is not None or self.missing_objective is not None
+
+    def on_train_begin(self, logs=None):
+        if self.stopped:
+            raise TrialStopped()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)  # the epoch's times and steps
         logs = logs or {}
-        self.epochs_run += 1
-        self.train_steps += self._steps
-        self.step_seconds += self._train_end - self._epoch_start
-        self.epoch_seconds += now - self._epoch_start
         for name, value in logs.items():
             self.history[name].append(float(value))
         loss = logs.get("loss")
@@ -106,10 +132,6 @@ class TrialCallback(keras.callbacks.Callback):
         if self.trial.should_prune():
             self.pruned = True
             self.model.stop_training = True
-
-    @property
-    def ms_per_step(self) -> float | None:
-        return 1000.0 * self.step_seconds / self.train_steps if self.train_steps else None
 
     def metrics_at_best_epoch(self) -> dict[str, float]:
         if self.best_epoch is None:
