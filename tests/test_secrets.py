@@ -137,17 +137,24 @@ def test_the_password_can_stay_out_of_the_url(postgres_server, tmp_path, monkeyp
 PAYLOAD = "\nimport pathlib\npathlib.Path({marker!r}).write_text('the stored source ran')\n"
 
 
-@pytest.fixture
-def tampered(tmp_path):
-    """A study whose stored space source was changed in the store after it was created."""
+def tiny_study(tmp_path: Path) -> tuple[Path, str]:
+    """The tiny space written to tmp_path and its study created in a SQLite store there, as
+    ``search start`` creates it (no trial run): (space file, store URL)."""
     from search.coordinator import StartOptions, prepare
 
     space = tmp_path / "tiny.py"
     space.write_text(TINY_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1)) \
+        .handle.storage.engine.dispose()
+    return space, url
+
+
+@pytest.fixture
+def tampered(tmp_path):
+    """A study whose stored space source was changed in the store after it was created."""
+    space, url = tiny_study(tmp_path)
     db = tmp_path / "store.db"
-    url = f"sqlite:///{db}"
-    prepared = prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1))
-    prepared.handle.storage.engine.dispose()
     marker = tmp_path / "ran.txt"
     with sqlite3.connect(db) as conn:  # what anyone with write access to the store can do
         conn.execute("UPDATE search_studies SET space_source = space_source || ?",
@@ -180,13 +187,7 @@ def test_worker_space_refuses_a_stored_source_that_is_not_the_file(tampered):
 
 
 def test_worker_space_runs_when_the_stored_source_is_the_file(tmp_path):
-    from search.coordinator import StartOptions, prepare
-
-    space = tmp_path / "tiny.py"
-    space.write_text(TINY_SPACE)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1)) \
-        .handle.storage.engine.dispose()
+    _, url = tiny_study(tmp_path)
     elsewhere = tmp_path / "copy" / "tiny.py"  # the same source under another path is fine
     elsewhere.parent.mkdir()
     elsewhere.write_text(TINY_SPACE)
@@ -209,13 +210,7 @@ def test_local_workers_are_told_which_source_to_accept():
 
 def test_status_json_holds_no_url(tmp_path):
     """Nothing the CLI prints about a study carries the store's URL except the masked header."""
-    from search.coordinator import StartOptions, prepare
-
-    space = tmp_path / "tiny.py"
-    space.write_text(TINY_SPACE)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1)) \
-        .handle.storage.engine.dispose()
+    _, url = tiny_study(tmp_path)
     payload = json.loads(CliRunner().invoke(main, ["status", "--study", "tiny", "--storage", url,
                                                   "--format", "json"]).stdout)
     assert "store.db" not in json.dumps(payload)
