@@ -219,7 +219,7 @@ def say(message: str) -> None:
 def postgres():
     """A PostgreSQL server on loopback for the benchmark (tests/pg.py: initdb as the postgres user,
     fsync off), destroyed at the end. Yields the server (``.url(db)``, ``.create_database()``)."""
-    from tests.pg import PostgresServer
+    from search.testing.postgres import PostgresServer
 
     server = PostgresServer().start()
     try:

@@ -11,7 +11,7 @@ split (``search.data.load(DATA, seed)``) are searched by:
   E epochs until B epochs are spent (the study is resumed with more trials until then).
 
 Our studies run through the service's own code: ``coordinator.prepare`` (what ``search start``
-does first) and the worker loop (``search.worker(study, slot=0)``, what ``search start`` spawns), in
+does first) and the worker loop (``search.execution.worker(study, slot=0)``, what ``search start`` spawns), in
 this process, so no process start-up is repeated. Every epoch trained by any tuner is logged in
 order with its val_accuracy; a tuner's curve is the best val_accuracy seen after e epochs (a
 trial's score is its best epoch, Keras Tuner's rule, so any epoch seen counts). Reported per space:
@@ -111,7 +111,7 @@ def run_keras_tuner(kind: str, space_path: str, seed: int, args, budget: int | N
     _patch_keras_tuner_tensorboard()
 
     from search import data
-    from search.space import load_space
+    from search.space.loader import load_space
 
     class EpochLog(keras.callbacks.Callback):
         """Appends each epoch's val_accuracy to a module list (Keras Tuner deep-copies callbacks)."""
@@ -148,8 +148,8 @@ def run_keras_tuner(kind: str, space_path: str, seed: int, args, budget: int | N
 def run_ours(kind: str, space_path: str, seed: int, args, budget: int, work: Path) -> dict:
     import optuna
 
-    from search import api, coordinator
-
+    from search import api
+    from search.commands import start as coordinator
     pruner = {"tpe": "none", "tpe_median": "median", "tpe_hyperband": "hyperband"}[kind]
     url = f"sqlite:///{work / f'{kind}-{seed}.db'}"
     study = f"{kind}-{seed}"

@@ -90,7 +90,7 @@ def plain_child(config_path: str) -> None:
     import keras_tuner as kt
 
     from search import data
-    from search.space import load_space
+    from search.space.loader import load_space
 
     space = load_space(job["space"])
     objective, direction = space.objective.name, space.objective.direction
@@ -137,7 +137,7 @@ def callback_ab(job: dict, space, dataset) -> dict:
     import optuna
 
     from search import data
-    from search.callbacks import TrialCallback
+    from search.execution.callbacks import TrialCallback
 
     item = job["trials"][0]
     study = optuna.create_study(direction="maximize")

@@ -93,7 +93,7 @@ class BenchPostgres:
     a few: the study, its heartbeat thread, its records)."""
 
     def __init__(self, fsync: str):
-        from tests.pg import PostgresServer
+        from search.testing.postgres import PostgresServer
 
         class _Server(PostgresServer):
             def _pg_ctl_start(self):
@@ -148,7 +148,7 @@ def prefill_trials(space, count: int, seed: int):
     per-epoch reports and the user attributes the runner records."""
     import optuna
 
-    from search.bridge import TrialHyperParameters
+    from search.space.bridge import TrialHyperParameters
 
     mem = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     made = []
@@ -178,8 +178,8 @@ def make_template(url: str, level: int, args) -> None:
     """Create the sleep study (as ``search start`` does) and add ``level`` finished trials."""
     import optuna
 
-    from search import coordinator
-    from search.space import load_space
+    from search.commands import start as coordinator
+    from search.space.loader import load_space
 
     prepared = coordinator.prepare(coordinator.StartOptions(
         space_file=str(SLEEP_SPACE), study=STUDY, storage=url, trials=1, epochs=max(1, args.reports),

@@ -63,7 +63,7 @@ def parse_args(argv=None):
 def run_slots(args, work: Path) -> list[dict]:
     import optuna
 
-    from search.devices import visible_gpus
+    from search.execution.devices import visible_gpus
 
     gpus = visible_gpus()
     rows = []
@@ -108,14 +108,16 @@ def run_slots(args, work: Path) -> list[dict]:
 
 def step_child(job_path: str) -> None:
     """Plain Keras: build the model of the step-time space and fit it, timed by the runner's own
-    step timer (search.callbacks.StepTimer, what TrialCallback extends)."""
+    step timer (search.execution.callbacks.StepTimer, what TrialCallback extends)."""
     job = json.loads(Path(job_path).read_text())
     import keras
     import keras_tuner as kt
 
     from search import data
-    from search.callbacks import StepTimer  # the runner's timer, with no Optuna trial around it
-    from search.space import load_space
+    from search.execution.callbacks import (
+        StepTimer,  # the runner's timer, with no Optuna trial around it
+    )
+    from search.space.loader import load_space
 
     space = load_space(job["space"])
     dataset = data.load(job["data"], 0)
@@ -191,7 +193,7 @@ def main(argv=None) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search.devices import visible_gpus
+    from search.execution.devices import visible_gpus
 
     info = common.machine()
     gpus = visible_gpus()

@@ -1,7 +1,14 @@
 """search: a hyperparameter search service for Keras (Keras Tuner spaces, Optuna studies, many workers).
 
-The Python API: :func:`start`, :func:`worker`, :func:`status`, :func:`analyze`, :func:`ablate`,
-:func:`best` (see ``search.api``). Space modules use :mod:`search.data` (``search.data.current()``).
+The public API (``search.api``), for notebooks and scripts::
+
+    import search
+    search.start("spaces/cnn.py", trials=4, epochs=5)
+    search.analyze("cnn").write_html("cnn.html")
+
+:func:`start`, :func:`worker`, :func:`status`, :func:`analyze`, :func:`ablate`, :func:`best`
+and their result types are loaded on first use (``import search`` stays light: space modules
+import :mod:`search.data` and :mod:`search.blocks` from it).
 """
 
 import os
@@ -9,39 +16,39 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the terminal (set before any backend is imported).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+__version__ = "0.1.0"
 
-def start(*args, **kwargs):
-    from search.api import start as _start
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "start": "search.api",
+    "worker": "search.api",
+    "status": "search.api",
+    "analyze": "search.api",
+    "ablate": "search.api",
+    "best": "search.api",
+    "StartResult": "search.api",
+    "SearchError": "search.errors",
+    "StudySnapshot": "search.study",
+    "WorkerReport": "search.execution.pool",
+    "StudyAnalysis": "search.commands.analyze",
+    "AblationQueued": "search.commands.ablate",
+    "BestTrials": "search.commands.best",
+    "TopTrial": "search.commands.best",
+}
 
-    return _start(*args, **kwargs)
-
-
-def worker(*args, **kwargs):
-    from search.api import worker as _worker
-
-    return _worker(*args, **kwargs)
-
-
-def status(*args, **kwargs):
-    from search.api import status as _status
-
-    return _status(*args, **kwargs)
-
-
-def analyze(*args, **kwargs):
-    # search.reports, not search.api: it reads the store only and imports no Keras
-    from search.reports import analyze as _analyze
-
-    return _analyze(*args, **kwargs)
+__all__ = sorted(_EXPORTS)
 
 
-def ablate(*args, **kwargs):
-    from search.api import ablate as _ablate
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    import importlib
 
-    return _ablate(*args, **kwargs)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
-def best(*args, **kwargs):
-    from search.api import best as _best
-
-    return _best(*args, **kwargs)
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,6 +1,4 @@
-"""Data a space trains on: named data sets and files, split once per study, cached per process.
-
-Public helpers for space modules:
+"""Helpers for space modules: the trial's data set, class subsets, resize, augmentation.
 
 - :func:`current` the trial's data set (input shape, number of classes); ``current(classes=K)``
   trains the trial on a subset of K classes (chosen by the study's seed, the same in every worker,
@@ -11,71 +9,15 @@ Public helpers for space modules:
   the data is ever made;
 - :func:`to_rgb`: grey images to three channels for ImageNet bases.
 
-Splits are fixed by the study's seed: the held-out test split (the data set's own, or a seeded
-stratified 20% where it has none) is never seen by the search; the validation split is a seeded
-stratified fraction (15% by default) of the training data. Every worker computes the same splits.
-Images are kept as uint8 (one copy); spaces normalise inside the model (``layers.Rescaling``).
-
-Data sets by name: ``digits`` (scikit-learn's bundled digits, no download), ``mnist``,
-``fashion_mnist``, ``cifar10``, ``cifar100`` (through ``keras.datasets``, cached under
-``~/.keras/datasets``), or a path: an ``.npz`` file (``x_train, y_train[, x_test, y_test]``), a
-CIFAR folder as published (``cifar-100-python`` with ``train``/``test``, or ``cifar-10-batches-py``),
-or a folder of class sub-folders of images.
+Which data sets exist and how they are split: ``search._datasets``.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from dataclasses import dataclass
+from search._datasets import DEFAULT_DATA, Dataset, select, subset
 
-import numpy as np
-
-from search.errors import DataError
-
-DEFAULT_DATA = "digits"
-DEFAULT_VAL_FRACTION = 0.15
-DEFAULT_TEST_FRACTION = 0.2
-KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-CACHED_SUBSETS = 4  # class subsets kept per worker process (the full set is kept as well)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    seed: int = 0
-    classes: tuple[int, ...] | None = None  # the original labels of a class subset, in label order
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-    def summary(self) -> str:
-        subset = f" (subset of {len(self.classes)} classes)" if self.classes else ""
-        return (
-            f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} validation / "
-            f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes{subset}"
-        )
-
-
-_base: Dataset | None = None  # the study's data set, activated by the runner for each trial
-_in_use: Dataset | None = None  # what the trial's build() asked for (a class subset or the base)
-
-
-def activate(dataset: Dataset) -> None:
-    """Make ``dataset`` the one the next trial builds and trains on."""
-    global _base, _in_use
-    _base = _in_use = dataset
+__all__ = ["DEFAULT_DATA", "Dataset", "augment", "current", "resize", "subset", "to_rgb",
+           "tuned_classes"]
 
 
 def current(classes: int | None = None) -> Dataset:
@@ -84,11 +26,7 @@ def current(classes: int | None = None) -> Dataset:
     ``classes=K`` selects a subset of K classes for this trial: the trial trains, validates and is
     tested on those classes only, with labels 0..K-1.
     """
-    global _in_use
-    if _base is None:
-        raise DataError("no data set is active: search.data.current() is only valid inside a trial")
-    _in_use = _base if classes is None else subset(_base, int(classes))
-    return _in_use
+    return select(classes)
 
 
 def tuned_classes(hp, choices=(20, 40, 60, 80)) -> Dataset:
@@ -96,47 +34,6 @@ def tuned_classes(hp, choices=(20, 40, 60, 80)) -> Dataset:
     set's number of classes (CIFAR-100 users ran 20, 40, 60, 80). Where none is, the whole set."""
     usable = [k for k in choices if 2 <= k < current().num_classes]
     return current(classes=hp.Choice("classes", usable)) if usable else current()
-
-
-def in_use() -> Dataset:
-    """The data set the trial's ``build`` selected (the runner fits on it)."""
-    if _in_use is None:
-        raise DataError("no data set is active")
-    return _in_use
-
-
-def subset(dataset: Dataset, classes: int) -> Dataset:
-    """``dataset`` restricted to ``classes`` classes chosen by its seed (cached per process)."""
-    if classes == dataset.num_classes and dataset.classes is None:
-        return dataset
-    if dataset.classes is not None:
-        raise DataError(f"{dataset.name}: a class subset cannot be subset again")
-    if not 2 <= classes <= dataset.num_classes:
-        raise DataError(f"classes={classes} but {dataset.name} has {dataset.num_classes} classes "
-                        f"(use 2..{dataset.num_classes})")
-    return _subset(dataset.name, dataset.seed, _val_fraction(dataset), classes)
-
-
-def _val_fraction(dataset: Dataset) -> float:
-    return round(len(dataset.x_val) / (len(dataset.x_train) + len(dataset.x_val)), 2)
-
-
-@functools.lru_cache(maxsize=CACHED_SUBSETS)
-def _subset(name: str, seed: int, val_fraction: float, classes: int) -> Dataset:
-    full = _load(name, seed, val_fraction)
-    chosen = np.sort(np.random.default_rng(seed).choice(full.num_classes, classes, replace=False))
-    relabel = np.full(full.num_classes, -1, dtype=np.int64)
-    relabel[chosen] = np.arange(classes)
-
-    def pick(x, y):
-        keep = relabel[y] >= 0
-        return x[keep], relabel[y[keep]]
-
-    x_train, y_train = pick(full.x_train, full.y_train)
-    x_val, y_val = pick(full.x_val, full.y_val)
-    x_test, y_test = pick(full.x_test, full.y_test)
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, classes, seed,
-                   tuple(int(c) for c in chosen))
 
 
 def resize(x, size: int | None):
@@ -173,158 +70,3 @@ def to_rgb(x):
     from keras import layers
 
     return layers.Concatenate(name="grey_to_rgb")([x, x, x]) if x.shape[-1] == 1 else x
-
-
-def _as_images(x: np.ndarray) -> np.ndarray:
-    """Add a channel axis to grey images (N, H, W) -> (N, H, W, 1)."""
-    return x[..., np.newaxis] if x.ndim == 3 else x
-
-
-def _digits():
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    # Pixel intensities are 0..16: scale to the uint8 range every image data set uses.
-    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    return x, bunch.target.astype(np.int64), None, None
-
-
-def _npz(path: str):
-    import zipfile
-
-    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle: never for data files
-        raise DataError(f"{path}: not an .npz file (not a zip archive): save the arrays with "
-                        "numpy.savez(path, x_train=..., y_train=...)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x_train" not in f or "y_train" not in f:
-                raise DataError(f"{path}: an .npz data file needs arrays x_train and y_train "
-                                f"(found {', '.join(f.files) or 'none'})")
-            x_test = f["x_test"] if "x_test" in f else None
-            y_test = f["y_test"] if "y_test" in f else None
-            return f["x_train"], f["y_train"], x_test, y_test
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{path}: not a readable .npz file ({first})") from None
-
-
-def _keras_dataset(name: str):
-    import keras
-
-    module = getattr(keras.datasets, name)
-    try:
-        (x_train, y_train), (x_test, y_test) = module.load_data()
-    except Exception as exc:  # download failures surface as many exception types
-        raise DataError(
-            f"data set {name!r} is not in ~/.keras/datasets and could not be downloaded "
-            f"({type(exc).__name__}); point --data at a local copy (an .npz file, the "
-            f"extracted CIFAR folder or a folder of class sub-folders)"
-        ) from None
-    return x_train, y_train, x_test, y_test
-
-
-def _cifar_folder(path: str):
-    """A CIFAR folder as published: cifar-100-python (train, test) or cifar-10-batches-py."""
-    from keras.src.datasets.cifar import load_batch
-
-    def channels_last(x):
-        return np.asarray(x).transpose(0, 2, 3, 1)
-
-    try:
-        if os.path.isfile(os.path.join(path, "train")):  # CIFAR-100
-            x_train, y_train = load_batch(os.path.join(path, "train"), label_key="fine_labels")
-            x_test, y_test = load_batch(os.path.join(path, "test"), label_key="fine_labels")
-        else:  # CIFAR-10
-            batches = [load_batch(os.path.join(path, f"data_batch_{i}")) for i in range(1, 6)]
-            x_train = np.concatenate([b[0] for b in batches])
-            y_train = np.concatenate([np.asarray(b[1]) for b in batches])
-            x_test, y_test = load_batch(os.path.join(path, "test_batch"))
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable CIFAR folder ({type(exc).__name__}: {exc})") from None
-    return channels_last(x_train), np.asarray(y_train), channels_last(x_test), np.asarray(y_test)
-
-
-def _is_cifar_folder(path: str) -> bool:
-    names = set(os.listdir(path))
-    return {"train", "test"} <= names or {"data_batch_1", "test_batch"} <= names
-
-
-def _image_folder(path: str):
-    """A folder of class sub-folders of images (sorted class names are labels 0..K-1). Images are
-    read at the size of the first one; the model's resize handles the rest."""
-    from keras.utils import img_to_array, load_img
-
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    files = [(os.path.join(path, c, f), label) for label, c in enumerate(classes)
-             for f in sorted(os.listdir(os.path.join(path, c))) if f.lower().endswith(IMAGE_SUFFIXES)]
-    if len(classes) < 2 or not files:
-        raise DataError(f"{path}: a data folder needs at least two class sub-folders of images "
-                        f"({', '.join(IMAGE_SUFFIXES)})")
-    try:
-        first = load_img(files[0][0])
-        mode = "grayscale" if first.mode in ("L", "1") else "rgb"
-        size = (first.height, first.width)
-        x = np.stack([img_to_array(load_img(f, color_mode=mode, target_size=size), dtype="uint8")
-                      for f, _ in files])
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read its images ({type(exc).__name__}: {exc})") from None
-    return x, np.array([label for _, label in files], dtype=np.int64), None, None
-
-
-def _read(name: str):
-    if name == "digits":
-        return _digits()
-    if name in KERAS_DATASETS:
-        return _keras_dataset(name)
-    if name.endswith(".npz"):
-        if not os.path.isfile(name):
-            raise DataError(f"data file {name} does not exist")
-        return _npz(name)
-    if os.path.isdir(name):
-        return _cifar_folder(name) if _is_cifar_folder(name) else _image_folder(name)
-    if os.path.exists(name):
-        raise DataError(f"{name}: unknown data format (expected an .npz file or a folder)")
-    known = ", ".join(("digits",) + KERAS_DATASETS)
-    raise DataError(f"unknown data set {name!r}: use one of {known}, a path to an .npz file or a folder")
-
-
-def _split(x, y, fraction: float, seed: int):
-    from sklearn.model_selection import train_test_split
-
-    _, counts = np.unique(y, return_counts=True)
-    held_out = int(np.ceil(fraction * len(y)))
-    # Stratify where each side of the split can hold every class at least once.
-    can_stratify = counts.min() >= 2 and len(counts) <= min(held_out, len(y) - held_out)
-    stratify = y if can_stratify else None
-    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
-
-
-def load(name: str = DEFAULT_DATA, seed: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION) -> Dataset:
-    """Load and split a data set; cached per process, so trials of a worker share one copy."""
-    return _load(name, int(seed), float(val_fraction))  # one cache key however it is called
-
-
-@functools.lru_cache(maxsize=2)
-def _load(name: str, seed: int, val_fraction: float) -> Dataset:
-    x, y, x_test, y_test = _read(name)
-    x = _as_images(np.asarray(x))
-    y = np.asarray(y).reshape(-1).astype(np.int64)
-    if len(x) != len(y):
-        raise DataError(f"{name}: {len(x)} inputs but {len(y)} labels")
-    if x_test is None:
-        x, x_test, y, y_test = _split(x, y, DEFAULT_TEST_FRACTION, seed)
-    else:
-        x_test = _as_images(np.asarray(x_test))
-        y_test = np.asarray(y_test).reshape(-1).astype(np.int64)
-    x_train, x_val, y_train, y_val = _split(x, y, val_fraction, seed + 1)
-    return Dataset(
-        name=name,
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=int(max(y.max(), y_test.max())) + 1,
-        seed=seed,
-    )

@@ -12,7 +12,6 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_SPACE = textwrap.dedent('''
     import keras
     from search import data
-
     def build(hp):
         ds = data.current()
         model = keras.Sequential([
@@ -63,7 +62,7 @@ def tiny_space(tmp_path):
 def postgres_server():
     """A PostgreSQL server on a free loopback port for the whole session (tests/pg.py); the test
     is skipped, with the reason, only where no server can be installed and started."""
-    from tests.pg import PostgresServer, PostgresUnavailable
+    from search.testing.postgres import PostgresServer, PostgresUnavailable
 
     try:
         server = PostgresServer().start()

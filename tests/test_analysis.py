@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from search.analysis import analyze, render_text, trials_frame
-from search.analysis.synthetic import build_study, space_config
 from search.errors import SearchError
+from search.testing.synthetic import build_study, space_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

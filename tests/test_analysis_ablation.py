@@ -7,8 +7,8 @@ import pytest
 from keras_tuner.engine.hyperparameters import Boolean, Choice, Float, Int
 
 from search.analysis import ablation, analyze
-from search.analysis.synthetic import add_ablation_trials, build_study, space_config
 from search.errors import SearchError
+from search.testing.synthetic import add_ablation_trials, build_study, space_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

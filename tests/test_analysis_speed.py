@@ -3,7 +3,7 @@ as the CLI would): under 15 s on the 2-core development machine.
 
 Building the study goes through Optuna's ``add_trials`` (about 6 minutes for 10,000 trials with
 their user attributes), so the test runs only when asked: ``SEARCH_BENCH_DB=/path/study.db``
-(built there on the first run, reused after). ``python -m search.analysis.synthetic`` times the
+(built there on the first run, reused after). ``python -m search.testing.synthetic`` times the
 same thing outside pytest."""
 
 import os
@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.analysis.synthetic import build_study
+from search.testing.synthetic import build_study
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,11 +14,12 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from search import artifacts, cli, data
-from search.coordinator import StartOptions, prepare
+from search import cli, data
+from search.commands.start import StartOptions, prepare
 from search.errors import SearchError
-from search.worker import run_worker
-from storage import open_storage
+from search.execution import checkpoints as artifacts
+from search.execution.worker import run_worker
+from search.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -26,7 +27,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = textwrap.dedent('''
     import keras
     from search import data
-
     def build(hp):
         ds = data.current(classes=hp.Choice("classes", [4, 10]))
         model = keras.Sequential([

@@ -4,10 +4,18 @@ import warnings
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
-from search.bridge import REVERSE_LOG_SUFFIX, TrialHyperParameters, to_optuna_params
 from search.errors import SpaceError
+from search.space.bridge import (
+    REVERSE_LOG_SUFFIX,
+    TrialHyperParameters,
+    to_optuna_params,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

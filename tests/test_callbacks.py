@@ -1,4 +1,4 @@
-"""search.callbacks.TrialCallback on real fits: steps and times per epoch, best epoch, NaN, pruning."""
+"""search.execution.callbacks.TrialCallback on real fits: steps and times per epoch, best epoch, NaN, pruning."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search.callbacks import TrialCallback
+from search.execution.callbacks import TrialCallback
 
 N, BATCH = 200, 32
 

@@ -60,7 +60,7 @@ FILES = {
 def seeded(tmp_path_factory):
     """A store with a finished study ``tiny`` (2 trials, trained here), and the case files."""
     from search import api
-    from search.coordinator import StartOptions, prepare
+    from search.commands.start import StartOptions, prepare
 
     root = tmp_path_factory.mktemp("catalogue")
     for name, text in FILES.items():
@@ -165,7 +165,7 @@ def test_bad_input_is_one_line_and_changes_nothing(store, seeded, case, args, me
 
 
 def test_analysis_of_a_study_without_finished_trials_is_one_line(seeded, tmp_path):
-    from search.coordinator import StartOptions, prepare
+    from search.commands.start import StartOptions, prepare
 
     path = tmp_path / "store.db"
     prepare(StartOptions(space_file=str(seeded / "tiny.py"), storage=f"sqlite:///{path}", trials=2,
@@ -181,7 +181,6 @@ def test_analysis_of_a_study_without_finished_trials_is_one_line(seeded, tmp_pat
 MARKUP_SPACE = textwrap.dedent('''
     import keras
     from search import data
-
     def build(hp):
         ds = data.current()
         if hp.Choice("mode", ["[bold]ok", "<b>boom"]) == "<b>boom":
@@ -200,7 +199,7 @@ def test_user_strings_are_shown_as_they_are_in_the_terminal_and_escaped_in_the_r
     import html
 
     from search import api
-    from search.coordinator import StartOptions, prepare
+    from search.commands.start import StartOptions, prepare
 
     name = "digits <script>alert(1)</script> [/bold]"
     space = tmp_path / "markup.py"

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from search import cli
-from search.bridge import REVERSE_LOG_SUFFIX, param_mapping
-from search.coordinator import StartOptions, prepare
-from search.worker import run_worker, space_hyperparameters
-from storage import StudyRecords, open_storage
+from search.commands.start import StartOptions, prepare
+from search.execution.worker import run_worker, space_hyperparameters
+from search.space.bridge import REVERSE_LOG_SUFFIX, param_mapping
+from search.storage import StudyRecords, open_storage
 from tests.conftest import REPO
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,7 +32,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = textwrap.dedent('''
     import keras
     from search import data
-
     def build(hp):
         ds = data.current()
         model = keras.Sequential([
@@ -221,7 +220,7 @@ def test_ablate_queues_reverse_log_values_that_the_bridge_decodes(study):
 
 
 def prepare_config(url):
-    from search.config import StudyConfig
+    from search.options import StudyConfig
 
     return StudyConfig.from_dict(StudyRecords(open_storage(url).engine).get("tiny").config)
 
@@ -261,7 +260,7 @@ def test_the_fast_trial_reader_reads_what_optuna_reads(study):
     """storage.trial_reader (what `search analyze` reads with) against Optuna's own reader, on a
     study with every kind of row: values, params (a reverse-log one), user and system attributes
     (queued trials' fixed params), per-epoch intermediate values, waiting trials."""
-    from storage.trial_reader import read_trials
+    from search.storage.trial_reader import read_trials
 
     for url in (study.url, study.queued_url):
         store = open_storage(url)

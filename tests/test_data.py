@@ -13,9 +13,9 @@ import pytest
 from optuna.trial import TrialState
 
 from search import data
-from search.coordinator import StartOptions, prepare
+from search.commands.start import StartOptions, prepare
 from search.errors import DataError
-from search.worker import run_worker
+from search.execution.worker import run_worker
 from tests.conftest import REPO, error_lines, run_cli
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 2
@@ -107,7 +107,6 @@ def test_classes_larger_than_the_data_set_is_a_clear_error(cifar):
 RESIZE_SPACE = textwrap.dedent('''
     import keras
     from search import data
-
     def build(hp):
         ds = data.current(classes=hp.Choice("classes", [20, 40]))
         inputs = keras.Input(shape=ds.input_shape)

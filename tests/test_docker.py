@@ -15,7 +15,7 @@ import sqlalchemy
 import yaml
 from click.testing import CliRunner
 
-import storage
+from search import storage
 from search.cli import main
 from tests.conftest import REPO
 

@@ -270,8 +270,7 @@ def test_a_new_connection_to_a_missing_store_file_waits_for_it(tmp_path):
     retried until the file is back (and no empty database at its path meanwhile)."""
     import threading
 
-    import storage
-
+    from search import storage
     db = tmp_path / "store.db"
     store = storage.open_storage(f"sqlite:///{db}")
     storage.StudyRecords(store.engine)
@@ -296,8 +295,6 @@ HANG_SPACE = textwrap.dedent('''
 
     import keras
     from search import data
-
-
     def build(hp):
         ds = data.current()
         model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
@@ -378,7 +375,7 @@ def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_
 
     from search import api
     from search.cli import main
-    from search.coordinator import StartOptions, prepare
+    from search.commands.start import StartOptions, prepare
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     prepare(StartOptions(space_file=str(tiny_space), storage=url, trials=2, epochs=2, keep_best=2,
@@ -397,9 +394,9 @@ def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_
 
 
 def test_trial_timeout_is_stored_with_the_study_and_checked():
-    from search.config import StudyConfig
-    from search.coordinator import StartOptions, _check_options
+    from search.commands.start import StartOptions, _check_options
     from search.errors import SearchError
+    from search.options import StudyConfig
 
     assert StudyConfig.from_dict({"space_path": "x.py", "data": "digits"}).trial_timeout_s is None
     assert StudyConfig(space_path="x.py", data="digits", trial_timeout_s=5).to_dict()["trial_timeout_s"] == 5

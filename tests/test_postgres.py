@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-import storage
+from search import storage
 from tests.test_workers import (
     kill_a_worker_mid_trial,
     popen_cli,

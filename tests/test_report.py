@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.analysis import analyze, figures, write_html
-from search.analysis.synthetic import build_study, space_config
+from search.testing.synthetic import build_study, space_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

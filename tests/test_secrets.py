@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy
 from click.testing import CliRunner
 
-import storage
+from search import storage
 from search.cli import main
 from tests.conftest import REPO, TINY_SPACE, error_lines
 from tests.test_workers import wait_for, worker_rows
@@ -140,7 +140,7 @@ PAYLOAD = "\nimport pathlib\npathlib.Path({marker!r}).write_text('the stored sou
 def tiny_study(tmp_path: Path) -> tuple[Path, str]:
     """The tiny space written to tmp_path and its study created in a SQLite store there, as
     ``search start`` creates it (no trial run): (space file, store URL)."""
-    from search.coordinator import StartOptions, prepare
+    from search.commands.start import StartOptions, prepare
 
     space = tmp_path / "tiny.py"
     space.write_text(TINY_SPACE)
@@ -201,7 +201,7 @@ def test_worker_space_runs_when_the_stored_source_is_the_file(tmp_path):
 
 
 def test_local_workers_are_told_which_source_to_accept():
-    from search.coordinator import _worker_command
+    from search.commands.start import _worker_command
 
     command = _worker_command("cnn", 0, "ab" * 32)
     assert command[command.index("--space-sha256") + 1] == "ab" * 32

@@ -6,13 +6,12 @@ import pytest
 
 from search import data
 from search.errors import SpaceError
-from search.space import discover, load_space, validate_fixed
+from search.space.loader import discover, load_space, validate_fixed
 from tests.conftest import REPO
 
 GOOD_BUILD = '''
 import keras
 from search import data
-
 def build(hp):
     ds = data.current()
     model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
@@ -67,7 +66,6 @@ def test_hypermodel_subclass_and_fit_parameters_are_found(tmp_path):
     source = '''
         import keras, keras_tuner
         from search import data
-
         class Net(keras_tuner.HyperModel):
             def build(self, hp):
                 ds = data.current()

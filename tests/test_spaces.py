@@ -94,7 +94,6 @@ def test_autoencoder_records_reconstruction_and_scores_the_classifier(store_url)
 
 def test_imagenet_weights_offline_fail_with_what_to_do(monkeypatch, tmp_path):
     from search import blocks
-
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty weights cache
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy nobody listens on: offline
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")

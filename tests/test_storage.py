@@ -5,8 +5,15 @@ import multiprocessing
 import pytest
 import sqlalchemy
 
-import storage
-from storage import StoreError, StudyRecord, StudyRecords, mask_url, open_storage, resolve_url
+from search import storage
+from search.storage import (
+    StoreError,
+    StudyRecord,
+    StudyRecords,
+    mask_url,
+    open_storage,
+    resolve_url,
+)
 
 
 def make_record(name="s", budget=3):

@@ -124,7 +124,6 @@ def test_a_failing_configuration_fails_its_trial_only(tmp_path, store_url):
     space.write_text(textwrap.dedent('''
         import keras
         from search import data
-
         def build(hp):
             ds = data.current()
             if hp.Choice("mode", ["ok", "boom"]) == "boom":

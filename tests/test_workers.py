@@ -16,17 +16,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import storage
-from search.config import StudyConfig
-from search.devices import plan_slots
+from search import storage
 from search.errors import SearchError
-from search.pruners import make_pruner
-from search.worker import (
+from search.execution.devices import plan_slots
+from search.execution.worker import (
     StaleTrialRetry,
     fail_stale_trials,
     open_study_handle,
     recount_claims,
 )
+from search.options import StudyConfig
+from search.space.pruners import make_pruner
 from tests.conftest import REPO, error_lines, run_cli
 
 FAST_FAULTS = ["--heartbeat", "1", "--grace", "4"]
@@ -143,13 +143,13 @@ def kill_a_worker_mid_trial(url: str, space, workers: int, budget: int, epochs: 
 
 
 def test_slots_per_gpu_workers_and_cpu(monkeypatch):
-    monkeypatch.setattr("search.devices.visible_gpus", list)
+    monkeypatch.setattr("search.execution.devices.visible_gpus", list)
     assert plan_slots() == [None]
     assert plan_slots(per_gpu=3) == [None, None, None]
     assert plan_slots(workers=2) == [None, None]
     assert plan_slots(gpus="0,1", per_gpu=2) == ["0", "0", "1", "1"]
     assert plan_slots(gpus="1") == ["1"]
-    monkeypatch.setattr("search.devices.visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr("search.execution.devices.visible_gpus", lambda: ["0", "1"])
     assert plan_slots() == ["0", "1"]
     assert plan_slots(workers=3) == ["0", "1", "0"]
     with pytest.raises(SearchError, match="no GPU 7"):
@@ -269,7 +269,6 @@ FRAGILE_SPACE = textwrap.dedent('''
     import keras
     import tensorflow as tf
     from search import data
-
     def build(hp):
         ds = data.current()
         mode = hp.Choice("mode", ["ok", "oom", "nan"])  # the default (first) builds
@@ -343,7 +342,7 @@ def test_bad_worker_options_are_one_line(store_url, args, message):
     ({"pruner": "sometimes"}, "unknown pruner"),
 ])
 def test_start_options_are_checked_before_anything_is_stored(options, message):
-    from search.coordinator import StartOptions, _check_options
+    from search.commands.start import StartOptions, _check_options
 
     with pytest.raises(SearchError, match=message):
         _check_options(StartOptions(space_file="spaces/cnn.py", **options))

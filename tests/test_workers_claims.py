@@ -11,7 +11,7 @@ import multiprocessing
 import optuna
 from optuna.trial import TrialState
 
-import storage
+from search import storage
 
 
 def _claim_enqueued(url: str, out) -> None:

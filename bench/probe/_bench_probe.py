@@ -109,14 +109,14 @@ def install() -> None:
     if os.environ.get("BENCH_BLOCK_TENSORFLOW") == "1":
         sys.meta_path.insert(0, _NoTensorFlow())
     import optuna
-
-    import search.bridge
-    import search.runner
-    import search.space
-    import search.worker
     import storage.records
     import storage.retry
     import storage.workers
+
+    import search.execution.runner
+    import search.execution.worker
+    import search.space.bridge
+    import search.space.loader
 
     def remember_trial(trial):
         STATE["trial"] = trial.number
@@ -127,26 +127,26 @@ def install() -> None:
     _patch(optuna.trial.Trial, "should_prune", "should_prune")
     _patch(optuna.trial.Trial, "set_user_attr", "set_user_attr")
 
-    _patch(search.worker, "fail_stale_trials", "reap")
-    _patch(search.worker, "run_trial", "run_trial")
-    _patch(search.worker, "record", "record")
-    _patch(search.worker.Heartbeat, "beat", "beat")
+    _patch(search.execution.worker, "fail_stale_trials", "reap")
+    _patch(search.execution.worker, "run_trial", "run_trial")
+    _patch(search.execution.worker, "record", "record")
+    _patch(search.execution.worker.Heartbeat, "beat", "beat")
     _patch(storage.records.StudyRecords, "claim", "claim")
     _patch(storage.records.StudyRecords, "get", "study_record")
     _patch(storage.workers.WorkerRegistry, "set_state", "set_state")
     _patch(storage.workers.WorkerRegistry, "register", "register")
-    _patch(search.bridge.TrialHyperParameters, "_value_for", "bridge")
-    _patch(search.space.FunctionHyperModel, "build", "build")
-    _patch(search.space.FunctionHyperModel, "fit", "fit")
-    try:  # best-epoch checkpoints (search.artifacts), where this version of search has them
-        import search.artifacts
+    _patch(search.space.bridge.TrialHyperParameters, "_value_for", "bridge")
+    _patch(search.space.loader.FunctionHyperModel, "build", "build")
+    _patch(search.space.loader.FunctionHyperModel, "fit", "fit")
+    try:  # best-epoch checkpoints (search.execution.checkpoints), where this version of search has them
+        import search.execution.checkpoints
 
-        _patch(search.artifacts.Checkpoints, "keep_trial", "checkpoint_keep")
-        _patch(search.artifacts.Checkpoints, "settle", "checkpoint_settle")
+        _patch(search.execution.checkpoints.Checkpoints, "keep_trial", "checkpoint_keep")
+        _patch(search.execution.checkpoints.Checkpoints, "settle", "checkpoint_settle")
     except (ImportError, AttributeError):
         pass
     # The worker loop reads its trial back after ask and after tell (ResilientRDBStorage.get_trial).
-    from storage.resilient import ResilientRDBStorage
+    from search.storage.resilient import ResilientRDBStorage
 
     _patch(ResilientRDBStorage, "get_trial", "get_trial")
     _patch(ResilientRDBStorage, "get_all_trials", "get_all_trials")
@@ -160,10 +160,10 @@ def install() -> None:
         # skipped.
         clear = keras.backend.clear_session
         keras.backend.clear_session = lambda free_memory=True: clear(free_memory=False)
-    runner_gc = getattr(search.runner, "gc", None)  # search before 2026-11-23 collected twice
+    runner_gc = getattr(search.execution.runner, "gc", None)  # search before 2026-11-23 collected twice
     if runner_gc is not None:
         collect = _skipped_collect if os.environ.get("BENCH_SKIP_GC") == "1" else runner_gc.collect
-        search.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", collect))
+        search.execution.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", collect))
     _patch(keras.backend, "clear_session", "clear_session")
 
     is_transient = storage.retry.is_transient

@@ -1,33 +1,40 @@
-"""What each hyperparameter did: effect tables, verdicts, importances, ablation, reports.
+"""What each hyperparameter did: effect tables, verdicts, importances, ablation, the HTML report.
 
-    from search.analysis import analyze, render_text, write_html, trials_frame
+Pure computation over a study's trials (no Keras, no store writes)::
+
+    from search.analysis import analyze, write_html, trials_frame
     result = analyze(study, "val_accuracy", space=hyperparameters)
-    render_text(result, rich.console.Console())
     json.dumps(result.to_dict())
-    write_html(result, study, "reports/cnn.html")
+    write_html(result, study, "reports/cnn.html")      # plotly and Jinja2, loaded here only
     trials_frame(study).to_csv("trials.csv", index=False)
 
     from search.analysis import ablation
     ablation.plan(best_values, hyperparameters, ["learning_rate", "optimizer"], repeats=3)
+
+The terminal tables of an analysis are ``search.console.analysis``.
 """
 
 from search.analysis import ablation
 from search.analysis.ablation_effects import AblationEffect
-from search.analysis.analysis import Analysis, analyze
 from search.analysis.effects import ParamEffect
 from search.analysis.frame import trials_frame
 from search.analysis.importance import Importances
-from search.analysis.render import render_text
-from search.analysis.report import write_html
+from search.analysis.study_analysis import Analysis, analyze
 
 __all__ = [
-           "AblationEffect",
-           "Analysis",
-           "Importances",
-           "ParamEffect",
-           "ablation",
-           "analyze",
-           "render_text",
-           "trials_frame",
-           "write_html",
+    "AblationEffect",
+    "Analysis",
+    "Importances",
+    "ParamEffect",
+    "ablation",
+    "analyze",
+    "trials_frame",
+    "write_html",
 ]
+
+
+def write_html(analysis, study, path):
+    """Write the analysis as a self-contained HTML report (``search.analysis.report``)."""
+    from search.analysis.report import write_html as write
+
+    return write(analysis, study, path)

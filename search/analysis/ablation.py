@@ -27,7 +27,7 @@ def _kind(hp) -> str:
 
 
 def _stepped_values(hp) -> list:
-    from search.bridge import (
+    from search.space.bridge import (
         param_mapping,  # Keras Tuner's grid, with the bridge's fixes
     )
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from search.analysis.effects import CONFIDENCE, value_label
+from search.analysis.effects import CONFIDENCE
+from search.console.format import param_value
 
 ROW_COLUMNS = ["value", "trials", "complete", "failed", "mean", "std", "effect", "effect_low",
                "effect_high"]
@@ -74,7 +75,7 @@ def ablation_effect(trials: pd.DataFrame, name: str, center, maximize: bool) -> 
 
 
 def _verdict(name: str, center, rows: pd.DataFrame, noise: float | None, maximize: bool) -> str:
-    head = f"{name} around {value_label(center)}"
+    head = f"{name} around {param_value(center)}"
     if noise is None:
         return (f"{head}: no value has two completed repeats, so no seed-noise estimate "
                 "(ablate with --repeats 2 or more)")
@@ -83,17 +84,17 @@ def _verdict(name: str, center, rows: pd.DataFrame, noise: float | None, maximiz
         if _same(r.value, center):
             continue
         if r.failed and r.failed * 2 >= r.trials:
-            failing.append(f"{value_label(r.value)} (fails {r.failed}/{r.trials})")
+            failing.append(f"{param_value(r.value)} (fails {r.failed}/{r.trials})")
         elif not r.complete:
-            unmeasured.append(value_label(r.value))
+            unmeasured.append(param_value(r.value))
         elif np.isnan(r.effect_low):
-            within.append(value_label(r.value))
+            within.append(param_value(r.value))
         elif r.effect_low > 0 or r.effect_high < 0:
             good = (r.effect_low > 0) == maximize
-            text = f"{value_label(r.value)} ({r.effect:+.3g}, 95% {r.effect_low:+.3g}..{r.effect_high:+.3g})"
+            text = f"{param_value(r.value)} ({r.effect:+.3g}, 95% {r.effect_low:+.3g}..{r.effect_high:+.3g})"
             (better if good else worse).append(text)
         else:
-            within.append(value_label(r.value))
+            within.append(param_value(r.value))
     parts = [f"{head} (seed noise sd {noise:.2g})"]
     parts += [f"better: {', '.join(better)}"] if better else []
     parts += [f"worse: {', '.join(worse)}"] if worse else []

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from search.analysis.scales import Scale, format_number, group_keys
+from search.analysis.scales import Scale, group_keys
+from search.console.format import param_value
 
 ROW_COLUMNS = ["value", "trials", "complete", "mean", "ci_low", "ci_high", "median", "best",
                "sec_per_epoch", "gap", "pruned", "failed", "diverged"]
@@ -82,14 +83,6 @@ def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool) ->
     return table[ROW_COLUMNS]
 
 
-def value_label(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (float, np.floating)):
-        return format_number(float(value))
-    return str(value)
-
-
 def _span(labels: list[str], scale: Scale) -> str:
     """Adjacent bins as one range ("1e-4..1e-3" + "1e-3..1e-2" -> "1e-4..1e-2")."""
     if not scale.categorical and labels:
@@ -138,7 +131,7 @@ def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool,
             p_value: float | None = None) -> str:
     """One line: where the parameter is best, what is clearly worse (95% intervals apart, and the
     rows differ at all by a Kruskal-Wallis test), where trials fail or diverge."""
-    labels = [value_label(v) for v in rows["value"]]
+    labels = [param_value(v) for v in rows["value"]]
     failing = [i for i, r in enumerate(rows.itertuples()) if r.failed >= 2
                and r.failed >= FAILING_SHARE * r.trials]
     failure = ""

@@ -17,9 +17,11 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from search.analysis.analysis import Analysis
-from search.analysis.effects import ParamEffect, value_label
+from search import trial_attrs
+from search.analysis.effects import ParamEffect
 from search.analysis.scales import group_keys
+from search.analysis.study_analysis import Analysis
+from search.console.format import param_value
 
 OPTUNA_PARALLEL_MAX_TRIALS = 1000
 TOP_CURVES = 5
@@ -64,7 +66,7 @@ def parallel_coordinates(analysis: Analysis) -> go.Figure:
             codes = {repr(k): i for i, k in enumerate(order)}
             dims.append({"label": effect.name, "values": [codes[repr(k)] for k in keys],
                              "tickvals": list(range(len(order))),
-                             "ticktext": [html.escape(value_label(k)) for k in order]})
+                             "ticktext": [html.escape(param_value(k)) for k in order]})
         elif effect.scale.log:
             dims.append({"label": f"log10 {effect.name}", "values": np.log10(column.astype(float))})
         else:
@@ -93,7 +95,7 @@ def effect_box(analysis: Analysis, effect: ParamEffect) -> go.Figure:
     column = complete["hp." + effect.name]
     complete, column = complete[column.notna()], column[column.notna()]
     keys, order = group_keys(column, effect.scale)
-    labels = {repr(k): html.escape(value_label(k)) for k in order}
+    labels = {repr(k): html.escape(param_value(k)) for k in order}
     x = [labels[repr(k)] for k in keys]
     fig = go.Figure(go.Box(x=x, y=complete["value"], boxpoints="outliers", name=effect.name))
     fig.update_xaxes(title=html.escape(effect.name), type="category",
@@ -180,7 +182,7 @@ def learning_curves(analysis: Analysis, top: int = TOP_CURVES) -> go.Figure | No
     fig = go.Figure()
     palette = px.colors.qualitative.Plotly
     for i, number in enumerate(best):
-        history = trials[number].user_attrs.get("history") or {}
+        history = trials[number].user_attrs.get(trial_attrs.HISTORY) or {}
         color = palette[i % len(palette)]
         curve = history.get(analysis.objective)
         if curve:

@@ -14,6 +14,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from search import trial_attrs
+
 HP_PREFIX = "hp."
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -36,18 +38,18 @@ def accuracy_pair(objective: str) -> tuple[str, str]:
 
 
 def _at_best_epoch(attrs: dict, metric: str):
-    metrics = attrs.get("metrics") or {}
+    metrics = attrs.get(trial_attrs.METRICS) or {}
     if metric in metrics:
         return metrics[metric]
-    curve = (attrs.get("history") or {}).get(metric)
-    epoch = attrs.get("best_epoch")
+    curve = (attrs.get(trial_attrs.HISTORY) or {}).get(metric)
+    epoch = attrs.get(trial_attrs.BEST_EPOCH)
     if curve and isinstance(epoch, int) and 0 <= epoch < len(curve):
         return curve[epoch]
     return None
 
 
 def _is_diverged(trial: FrozenTrial) -> bool:
-    reason = trial.user_attrs.get("fail_reason") or ""
+    reason = trial.user_attrs.get(trial_attrs.FAIL_REASON) or ""
     return trial.state == TrialState.FAIL and ("diverged" in reason or "NaN" in reason
                                                 or " is nan" in reason or " is inf" in reason)
 
@@ -55,10 +57,10 @@ def _is_diverged(trial: FrozenTrial) -> bool:
 def _row(trial: FrozenTrial, train_metric: str, val_metric: str) -> dict:
     attrs = trial.user_attrs
     start, complete = trial.datetime_start, trial.datetime_complete
-    epochs, train_seconds = attrs.get("epochs"), attrs.get("train_seconds")
+    epochs, train_seconds = attrs.get(trial_attrs.EPOCHS), attrs.get(trial_attrs.TRAIN_SECONDS)
     train, val = _at_best_epoch(attrs, train_metric), _at_best_epoch(attrs, val_metric)
-    ablation = attrs.get("ablation") or {}
-    worker = attrs.get("worker") or {}
+    ablation = attrs.get(trial_attrs.ABLATION) or {}
+    worker = attrs.get(trial_attrs.WORKER) or {}
     row = {
         "number": trial.number,
         "state": trial.state.name,
@@ -67,26 +69,26 @@ def _row(trial: FrozenTrial, train_metric: str, val_metric: str) -> dict:
         "datetime_complete": complete,
         "duration_s": (complete - start).total_seconds() if start and complete else None,
         "epochs": epochs,
-        "best_epoch": attrs.get("best_epoch"),
+        "best_epoch": attrs.get(trial_attrs.BEST_EPOCH),
         "train_seconds": train_seconds,
-        "trial_seconds": attrs.get("trial_seconds"),
+        "trial_seconds": attrs.get(trial_attrs.TRIAL_SECONDS),
         "sec_per_epoch": train_seconds / epochs if epochs and train_seconds is not None else None,
-        "ms_per_step": attrs.get("ms_per_step"),
-        "trainable_params": attrs.get("trainable_params"),
-        "non_trainable_params": attrs.get("non_trainable_params"),
+        "ms_per_step": attrs.get(trial_attrs.MS_PER_STEP),
+        "trainable_params": attrs.get(trial_attrs.TRAINABLE_PARAMS),
+        "non_trainable_params": attrs.get(trial_attrs.NON_TRAINABLE_PARAMS),
         "train_metric": train,
         "val_metric": val,
         "gap": train - val if train is not None and val is not None else None,
-        "baseline": bool(attrs.get("baseline", False)),
+        "baseline": bool(attrs.get(trial_attrs.BASELINE, False)),
         "ablation_param": ablation.get("param"),
         "ablation_value": ablation.get("value"),
         "ablation_repeat": ablation.get("repeat"),
         "ablation_center": ablation.get("center"),
         "diverged": _is_diverged(trial),
-        "fail_reason": attrs.get("fail_reason"),
+        "fail_reason": attrs.get(trial_attrs.FAIL_REASON),
         "worker": worker.get("host") if isinstance(worker, dict) else None,
     }
-    values = attrs.get("hp_values") or trial.params
+    values = attrs.get(trial_attrs.HP_VALUES) or trial.params
     for name, value in values.items():
         row[HP_PREFIX + name] = value
     return row

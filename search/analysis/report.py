@@ -15,9 +15,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from search.analysis import figures
-from search.analysis.analysis import Analysis
-from search.analysis.effects import value_label
-from search.analysis.render import duration, number
+from search.analysis.study_analysis import Analysis
+from search.console.format import duration, number, param_value
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -64,7 +63,7 @@ def _table(frame: pd.DataFrame) -> str:
     shown = frame.copy()
     for column in shown.columns:
         if column == "value" or column == "center":
-            shown[column] = shown[column].map(value_label)
+            shown[column] = shown[column].map(param_value)
         elif shown[column].dtype.kind == "f":
             shown[column] = shown[column].map(number)
     return shown.to_html(index=False, escape=True, border=0, na_rep="-")
@@ -81,7 +80,7 @@ def _overview(analysis: Analysis) -> str:
         rows.insert(1, ("budget used", f"{o['finished']} of {o['budget']} ({o['budget_used']:.0%})"))
     if o["best"]:
         best = o["best"]
-        config = ", ".join(f"{k}={value_label(v)}" for k, v in best["params"].items())
+        config = ", ".join(f"{k}={param_value(v)}" for k, v in best["params"].items())
         rows.append(("best", f"trial {best['number']}: {number(best['value'], 4)} ({config})"))
     if o["baseline"]:
         b = o["baseline"]
@@ -114,7 +113,7 @@ def render_html(analysis: Analysis, study: optuna.Study) -> str:
     parts.append('<section id="effects"><h2>Effects of each parameter (search trials)</h2>'
                  + "".join(effects) + "</section>")
     if analysis.ablation:
-        blocks = "".join(f"<h3>{_e(a.name)} around {_e(value_label(a.center))}</h3>"
+        blocks = "".join(f"<h3>{_e(a.name)} around {_e(param_value(a.center))}</h3>"
                          f'<p class="verdict">{_e(a.verdict)}</p>{_table(a.rows)}'
                          for a in analysis.ablation)
         parts.append(f'<section id="ablation"><h2>Ablation (controlled, one factor at a time)</h2>'

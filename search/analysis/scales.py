@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
+from search.console.format import short
+
 # A numeric parameter with at most this many distinct values gets one row per value.
 MAX_VALUE_ROWS = 8
 LINEAR_BINS = 5
@@ -83,16 +85,6 @@ def scales(frame: pd.DataFrame, names: list[str], trials, space=None) -> dict[st
                            distributions.get(name)) for name in names}
 
 
-def format_number(value: float) -> str:
-    """A short number: 3 significant digits, powers of ten as ``1e-4``."""
-    if value == 0:
-        return "0"
-    exponent = math.log10(abs(value))
-    if abs(exponent - round(exponent)) < 1e-9 and exponent <= -2:
-        return f"{'-' if value < 0 else ''}1e{round(exponent)}"
-    return f"{value:.3g}"
-
-
 def bin_edges(values: pd.Series, scale: Scale) -> np.ndarray:
     """Decades for a log-scaled parameter, ``LINEAR_BINS`` equal-width bins otherwise."""
     numbers = pd.to_numeric(values.dropna()).to_numpy(dtype=float)
@@ -109,7 +101,7 @@ def bin_edges(values: pd.Series, scale: Scale) -> np.ndarray:
 def bin_labels(edges: np.ndarray, log: bool = False) -> list[str]:
     """``low..high`` per bin; decades as powers of ten (``1e-2..1e-1``)."""
     def text(edge: float) -> str:
-        return f"1e{round(math.log10(edge))}" if log else format_number(edge)
+        return f"1e{round(math.log10(edge))}" if log else short(edge)
     return [f"{text(a)}..{text(b)}" for a, b in itertools.pairwise(edges)]
 
 

@@ -1,0 +1,206 @@
+"""``analyze(study)``: the study in one object: overview, effect tables, importances, ablation."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.study import StudyDirection
+
+from search import trial_attrs
+from search.analysis.ablation_effects import AblationEffect, ablation_effects
+from search.analysis.effects import ParamEffect, param_effect
+from search.analysis.frame import FINISHED, frame_from_trials, hp_columns
+from search.analysis.importance import Importances, importances
+from search.analysis.scales import scales as scales_of
+from search.analysis.view import search_view
+from search.errors import SearchError
+
+FINISHED_STATES = [s.name for s in FINISHED]
+TOP_FAILURES = 5
+
+
+@dataclass
+class Analysis:
+    study_name: str
+    objective: str
+    direction: str                      # "maximize" or "minimize"
+    overview: dict
+    effects: list[ParamEffect]          # search trials only, most important first
+    importance: Importances
+    ablation: list[AblationEffect]      # ablation trials only
+    notes: list[str]
+    frame: pd.DataFrame = field(repr=False)  # one row per trial (see frame.COLUMNS)
+    trials: list = field(repr=False, default_factory=list)  # the study's FrozenTrials, read once
+    view: optuna.Study | None = field(repr=False, default=None)  # search trials, real values
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    def effect(self, name: str) -> ParamEffect:
+        for effect in self.effects:
+            if effect.name == name:
+                return effect
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the overview, one object per parameter (rows, verdict, importance), the
+        importance method, ablation effects and notes."""
+        return _plain({
+            "study": self.study_name,
+            "objective": self.objective,
+            "direction": self.direction,
+            "overview": self.overview,
+            "importance": {"method": self.importance.method, "trials": self.importance.trials,
+                           "note": self.importance.note},
+            "parameters": [{
+                "name": e.name, "kind": e.kind, "log": e.scale.log, "importance": e.importance,
+                "verdict": e.verdict, "p_value": e.p_value, "confounded": e.confounded,
+                "rows": e.rows.to_dict(orient="records"),
+            } for e in self.effects],
+            "ablation": [{
+                "name": a.name, "center": a.center, "noise_sd": a.noise_sd, "verdict": a.verdict,
+                "rows": a.rows.to_dict(orient="records"),
+            } for a in self.ablation],
+            "notes": self.notes,
+        })
+
+
+def _plain(value):
+    """Python scalars, None for NaN/NaT/missing, recursively (json.dumps-ready)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT or (not isinstance(value, (str, bool, int, float))
+                                              and value is not None and pd.api.types.is_scalar(value)
+                                              and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def _direction(study: optuna.Study) -> str:
+    try:
+        direction = study.direction
+    except RuntimeError:
+        raise SearchError(f"study {study.study_name!r} has several objectives: analyze supports "
+                          "single-objective studies only") from None
+    return "maximize" if direction == StudyDirection.MAXIMIZE else "minimize"
+
+
+def _best(frame: pd.DataFrame, maximize: bool) -> pd.Series | None:
+    complete = frame[(frame["state"] == "COMPLETE") & frame["value"].notna()]
+    if complete.empty:
+        return None
+    return complete.loc[complete["value"].idxmax() if maximize else complete["value"].idxmin()]
+
+
+def _hp_values(row: pd.Series) -> dict:
+    return {k[3:]: v for k, v in row.items()
+            if k.startswith("hp.") and not (v is None or (isinstance(v, float) and math.isnan(v)))}
+
+
+def _overview(study, trials, frame: pd.DataFrame, maximize: bool, budget: int | None) -> dict:
+    states = dict(Counter(frame["state"]))
+    finished = int(frame["state"].isin(FINISHED_STATES).sum())
+    best = _best(frame[frame["ablation_param"].isna()], maximize)
+    baseline = frame[frame["baseline"]]
+    reasons = frame["fail_reason"].dropna().value_counts().head(TOP_FAILURES)
+    by_number = {t.number: t for t in trials}
+    best_trial = by_number.get(int(best["number"])) if best is not None else None
+    return {
+        "trials": len(frame),
+        "states": states,
+        "finished": finished,
+        "budget": budget,
+        "budget_used": (finished / budget) if budget else None,
+        "search_trials": int(frame["ablation_param"].isna().sum()),
+        "ablation_trials": int(frame["ablation_param"].notna().sum()),
+        "train_seconds": float(frame["train_seconds"].sum(skipna=True)),
+        "trial_seconds": float(frame["trial_seconds"].sum(skipna=True)),
+        "best": None if best is None else {
+            "number": int(best["number"]), "value": float(best["value"]),
+            "params": _hp_values(best),
+            "metrics": dict(best_trial.user_attrs.get(trial_attrs.METRICS) or {}) if best_trial else {},
+            "epochs": best["epochs"], "train_seconds": best["train_seconds"],
+        },
+        "baseline": None if baseline.empty else {
+            "number": int(baseline["number"].iloc[0]), "state": baseline["state"].iloc[0],
+            "value": baseline["value"].iloc[0]},
+        "failure_reasons": {str(k): int(v) for k, v in reasons.items()},
+    }
+
+
+def confounding_note(study_name: str, unablated: list[str]) -> str:
+    names = ", ".join(unablated)
+    return (f"Search effects ({names}) are confounded: the sampler tried promising values more "
+            "often and together with other good values, so each table also reflects the other "
+            "parameters. For a controlled comparison, run "
+            f"`search ablate --study {study_name}` (one factor at a time around the best "
+            "configuration, repeated over seeds).")
+
+
+def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[str] | None = None,
+            space=None, *, budget: int | None = None, trials: list | None = None) -> Analysis:
+    """Analyze a study's trials (read once). ``space``: the study's discovered
+    ``keras_tuner.HyperParameters`` (or its ``get_config()``), which tells categorical from
+    continuous and log-scaled parameters; ``budget``: the study's trial budget, if known;
+    ``trials``: the study's trials when the caller read them already (``study.get_trials()``
+    otherwise)."""
+    direction = _direction(study)
+    maximize = direction == "maximize"
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    frame = frame_from_trials(trials, objective)
+    finished = frame[frame["state"].isin(FINISHED_STATES)]
+    if finished.empty:
+        states = ", ".join(f"{n} {s.lower()}" for s, n in Counter(frame["state"]).items()) or "no trials"
+        raise SearchError(f"study {study.study_name!r} has no finished trials yet ({states}): "
+                          "nothing to analyze; run `search start` or `search worker` first")
+    names = [n for n in hp_columns(finished) if finished["hp." + n].notna().any()]
+    if params:
+        unknown = [p for p in params if p not in names]
+        if unknown:
+            raise SearchError(f"unknown parameter(s) {', '.join(unknown)}: study "
+                              f"{study.study_name!r} has {', '.join(names) or 'none'}")
+        names = list(params)
+    search = finished[finished["ablation_param"].isna()]
+    scales = scales_of(finished, names, trials, space)
+    searched = [n for n in names if search["hp." + n].notna().any()]
+    view = search_view(search, searched, scales, maximize)
+    ranked = importances(view, searched)
+    ablation = ablation_effects(finished, _hp_values(b) if (b := _best(search, maximize)) is not None
+                                else {}, maximize)
+    ablated = {a.name for a in ablation}
+    effects = []
+    for name in searched:
+        effect = param_effect(search, name, scales[name], maximize)
+        effect.importance = ranked.values.get(name)
+        effect.confounded = name not in ablated
+        effects.append(effect)
+    if not params:
+        effects.sort(key=lambda e: -(e.importance if e.importance is not None else -1.0))
+    notes = []
+    unablated = [e.name for e in effects if e.confounded]
+    if unablated and len(search):
+        notes.append(confounding_note(study.study_name, unablated))
+    complete = int((search["state"] == "COMPLETE").sum())
+    if complete < 20:
+        notes.append(f"Only {complete} completed search trials: intervals are wide and verdicts "
+                     "tentative.")
+    if ranked.note:
+        notes.append(f"Importance: {ranked.note}.")
+    return Analysis(study.study_name, objective, direction,
+                    _overview(study, trials, frame, maximize, budget), effects, ranked, ablation,
+                    notes, frame, trials, view)

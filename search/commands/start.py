@@ -1,0 +1,167 @@
+"""``search start``: create or resume a study, then run its local workers (``search.execution.pool``).
+
+Creating a study loads its space and data once to discover the full space (for ``--set`` and the
+grid), then stores the configuration and the space's source with the study. Resuming checks that
+the space source is unchanged and that no stored setting is contradicted, sets the budget (trials
+and the wall-clock deadline), and recounts the slots in use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from search import _datasets, trial_attrs
+from search.console.format import limit
+from search.errors import SearchError
+from search.execution.pool import lost_workers, run_local_workers
+from search.execution.worker import recount_claims
+from search.options import (
+    OPTIONS,
+    StartOptions,
+    StudyConfig,
+    option_flag,
+    resolve_storage,
+)
+from search.space.bridge import to_optuna_params
+from search.space.loader import discover, load_space, source_sha256, validate_fixed
+from search.space.samplers import grid_size
+from search.storage import StudyRecord, StudyRecords, open_storage, url_of
+from search.study import StoredStudy, StudySnapshot, open_study
+
+
+@dataclass
+class Prepared:
+    stored: StoredStudy
+    resumed: bool
+    notes: list[str]
+    space_sha256: str | None = None  # of the space file this start loaded (its workers check it)
+
+    @property
+    def study_name(self) -> str:
+        return self.stored.name
+
+
+def prepare(options: StartOptions) -> Prepared:
+    """Create the study, or check and resume it. Touches nothing when it raises."""
+    space = load_space(options.space_file)
+    name = options.study or Path(options.space_file).stem
+    url = resolve_storage(options.storage)
+    store = open_storage(url)
+    records = StudyRecords(store.engine)
+    existing = records.get(name)
+    notes: list[str] = []
+    if existing is not None:
+        _check_resume(name, existing, space.sha256, options)
+        stored_config = StudyConfig.from_dict(existing.config)
+        config = _changeable_settings(stored_config, options, notes)
+        if options.trials is not None and options.trials != existing.budget:
+            records.update(name, budget=options.trials)
+            notes.append(f"budget changed from {existing.budget} to {options.trials} trials")
+        if config != stored_config:
+            records.update(name, config=config.to_dict())
+        if options.timeout is None and existing.deadline is not None:
+            records.update(name, deadline=None)
+            notes.append("the previous --timeout no longer applies: no deadline")
+        resumed = True
+    else:
+        if name in {s.study_name for s in store.get_all_studies()}:
+            raise SearchError(f"the store already has an Optuna study {name!r} that search did not "
+                              "create: choose another --study name")
+        config, budget, notes, baseline = _new_config(options, space)
+        records.add(StudyRecord(
+            study_name=name, space_path=options.space_file, space_sha256=space.sha256,
+            space_source=space.source, config=config.to_dict(), budget=budget))
+        study = optuna.create_study(study_name=name, storage=store,
+                                    direction="maximize" if config.direction == "max" else "minimize")
+        if baseline is not None:
+            study.enqueue_trial(baseline, user_attrs={trial_attrs.BASELINE: True})
+        resumed = False
+    if options.timeout is not None:
+        records.update(name, deadline=time.time() + options.timeout)
+    stored = open_study(url, name, store)
+    records.update(name, claimed=recount_claims(stored))
+    stored.reload()
+    return Prepared(stored, resumed, notes, space.sha256)
+
+
+def _changeable_settings(config: StudyConfig, options: StartOptions, notes: list[str]) -> StudyConfig:
+    """The configuration with the given changeable options (they tune fault detection and
+    limits, not the search, so a resume may change them). ``--heartbeat`` alone moves the grace
+    period along to at least twice the heartbeat."""
+    changed = StudyConfig.from_dict(config.to_dict())
+    heartbeat = options.heartbeat or config.heartbeat
+    grace = options.grace or (config.grace if options.heartbeat is None
+                              else max(OPTIONS["grace"].default, 2 * heartbeat))
+    if grace <= heartbeat:
+        raise SearchError(f"--grace must be longer than the heartbeat interval ({heartbeat} s), "
+                          f"got {grace}")
+    changed.heartbeat, changed.grace = heartbeat, grace
+    if options.trial_timeout is not None and options.trial_timeout != config.trial_timeout:
+        changed.trial_timeout = options.trial_timeout
+        notes.append(f"trial timeout changed from {limit(config.trial_timeout)} to "
+                     f"{options.trial_timeout:g} s")
+    return changed
+
+
+def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[str], dict | None]:
+    """The new study's configuration, budget, notes for the user, and its baseline trial: the
+    space's default configuration, run first as Keras Tuner does (none for a grid search)."""
+    data_name = options.data or space.default_data
+    seed = OPTIONS["seed"].default if options.seed is None else options.seed
+    dataset = _datasets.load(data_name, seed)
+    found = discover(space, dataset, options.fixed)
+    hps = found.hyperparameters
+    fixed = validate_fixed(hps, options.fixed)
+    stored = {o.name: o.default for o in OPTIONS.values() if o.stored}
+    stored.update(options.given("fixed"), data=data_name, seed=seed,
+                  trial_timeout=options.trial_timeout)
+    config = StudyConfig(space_path=options.space_file, objective=space.objective.name,
+                         direction=space.objective.direction, fixed=fixed, space=hps.get_config(),
+                         **stored)
+    config = _changeable_settings(config, options, [])
+    budget = options.trials or OPTIONS["trials"].default
+    notes = []
+    if config.sampler == "grid":
+        size = grid_size(hps, fixed)
+        if budget > size:
+            notes.append(f"the grid has {size} points: the budget is {size} trials, not {budget}")
+            budget = size
+    baseline = None if config.sampler == "grid" else to_optuna_params(hps, found.defaults)
+    return config, budget, notes, baseline
+
+
+def _check_resume(name: str, existing: StudyRecord, sha256: str, options: StartOptions) -> None:
+    if existing.space_sha256 != sha256 or source_sha256(existing.space_source) != sha256:
+        raise SearchError(
+            f"study {name!r} was created from a different source of {existing.space_path} "
+            f"(sha256 {existing.space_sha256[:12]}, file now {sha256[:12]}): "
+            "restore the file or start a new --study name; nothing was changed")
+    stored = StudyConfig.from_dict(existing.config)
+    for key, value in options.given("fixed").items():
+        if value != getattr(stored, key):
+            flag, was = option_flag(key), getattr(stored, key)
+            raise SearchError(f"study {name!r} was created with "
+                              f"{'the default ' + flag if was is None else f'{flag} {was}'}: "
+                              f"resume without {flag} {value} or start a new --study name")
+    for key, value in options.fixed.items():
+        if str(stored.fixed.get(key, object())) != str(value):
+            raise SearchError(f"study {name!r} was created with --set {_fmt_fixed(stored.fixed)}: "
+                              f"resume without --set {key}={value} or start a new --study name")
+
+
+def _fmt_fixed(fixed: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in fixed.items()) or "(none)"
+
+
+def run(prepared: Prepared, slots: list[str | None],
+        on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
+    """Run a worker per slot until the budget is spent; returns the final snapshot."""
+    final, workers = run_local_workers(prepared.stored, url_of(prepared.stored.storage), slots, on_progress,
+                                       space_sha256=prepared.space_sha256)
+    prepared.notes.extend(lost_workers(workers))
+    return final

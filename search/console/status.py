@@ -1,0 +1,116 @@
+"""A study's state in the terminal: trials, best trial, live workers, deadline (``search status``,
+and ``search start``'s summary)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from search import trial_attrs
+from search.console.format import metric
+from search.trial_attrs import attempt, fail_reason, hp_values, requeued_as
+
+if TYPE_CHECKING:
+    from search.study import StudySnapshot
+
+MAX_TRIAL_ROWS = 50
+
+
+def states_line(snap: StudySnapshot) -> str:
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(snap.states.items())) or "no trials"
+    return f"{snap.finished} of {snap.budget} trials finished ({states})"
+
+
+def trials_table(snap: StudySnapshot, title: str = "Trials") -> Table:
+    trials = sorted(snap.trials, key=lambda t: t.number)
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "state", escape(snap.config.objective), "epochs", "train s", "ms/step"):
+        table.add_column(col, justify="right" if col != "state" else "left")
+    table.add_column("hyperparameters", ratio=1)
+    shown = trials[-MAX_TRIAL_ROWS:]
+    again = requeued_as(trials)
+    for t in shown:
+        attrs = t.user_attrs
+        tries = attempt(t)
+        state = t.state.name.lower() + (f" (attempt {tries})" if tries > 1 else "")
+        table.add_row(str(t.number), state, metric(t.value), metric(attrs.get(trial_attrs.EPOCHS)),
+                      metric(attrs.get(trial_attrs.TRAIN_SECONDS)), metric(attrs.get(trial_attrs.MS_PER_STEP)),
+                      _config_text(hp_values(t), fail_reason(t, again.get(t.number))))
+    if len(trials) > len(shown):
+        table.caption = f"last {len(shown)} of {len(trials)} trials"
+    return table
+
+
+def _config_text(values: dict, failure: str | None) -> str:
+    text = escape(", ".join(f"{k}={metric(v)}" for k, v in values.items()))
+    return f"{text}\n[red]{escape(failure)}[/red]" if failure else text
+
+
+def best_table(snap: StudySnapshot) -> Table | None:
+    best = snap.best
+    if best is None:
+        return None
+    table = Table(title=escape(f"Best trial #{best.number}: {snap.config.objective} = {metric(best.value)}"),
+                  title_justify="left")
+    table.add_column("hyperparameter")
+    table.add_column("value", justify="right")
+    for name, value in hp_values(best).items():
+        table.add_row(escape(name), escape(metric(value)))
+    metrics = best.user_attrs.get(trial_attrs.METRICS, {})
+    for name, value in sorted(metrics.items()):
+        table.add_row(f"[dim]{escape(name)} (best epoch)[/dim]", metric(value))
+    return table
+
+
+def studies_table(snaps: list[StudySnapshot]) -> Table:
+    table = Table(title="Studies", title_justify="left")
+    for col in ("study", "objective", "finished", "budget", "running", "failed", "best"):
+        table.add_column(col, justify="left" if col in ("study", "objective") else "right")
+    for s in snaps:
+        table.add_row(escape(s.study_name), escape(f"{s.config.objective} ({s.config.direction})"),
+                      str(s.finished),
+                      str(s.budget), str(s.states.get("RUNNING", 0)), str(s.states.get("FAIL", 0)),
+                      metric(s.best.value if s.best else None))
+    return table
+
+
+def workers_table(snap: StudySnapshot) -> Table | None:
+    """Live workers: host, pid, GPU, state, current trial, trials run, age of the last heartbeat."""
+    live = snap.live_workers
+    if not live:
+        return None
+    table = Table(title=f"Live workers ({len(live)})", title_justify="left")
+    for col in ("host", "pid", "gpu", "state", "trial", "trials run", "last heartbeat"):
+        table.add_column(col, justify="right" if col in ("pid", "trial", "trials run") else "left")
+    for w in sorted(live, key=lambda w: (w.host, w.pid)):
+        table.add_row(escape(w.host), str(w.pid), escape(w.gpu or "cpu"), w.state, metric(w.trial_number),
+                      str(w.trials_run), f"{w.heartbeat_age_s:.0f} s ago")
+    return table
+
+
+def deadline_line(snap: StudySnapshot) -> str | None:
+    if snap.deadline is None:
+        return None
+    left = snap.deadline - time.time()
+    return (f"deadline in {left:.0f} s" if left > 0
+            else "deadline passed: no new trials start")
+
+
+def print_study(console: Console, snap: StudySnapshot) -> None:
+    console.print(f"Study [bold]{escape(snap.study_name)}[/bold]: {states_line(snap)}", highlight=False)
+    deadline = deadline_line(snap)
+    if deadline:
+        console.print(deadline, highlight=False)
+    workers = workers_table(snap)
+    if workers is not None:
+        console.print(workers)
+    console.print(trials_table(snap))
+    best = best_table(snap)
+    if best is None:
+        console.print("No trial has completed yet.")
+    else:
+        console.print(best)

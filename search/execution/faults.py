@@ -1,0 +1,212 @@
+"""Faults a worker survives: lost workers (heartbeats), hung trials (timeouts), signals (Ctrl-C).
+
+- Heartbeats (Optuna's RDB heartbeat, which ``study.optimize`` would run; workers use ask/tell, so
+  a thread of ours runs it, :class:`Heartbeat`): while a trial runs, it stamps the trial every
+  ``heartbeat`` seconds, and the worker's row in the workers table with it. Before each claim
+  every worker, and the pool's poll loop, call :func:`fail_stale_trials`: a RUNNING trial whose
+  stamp is older than ``grace`` (its worker died) becomes FAIL, and :class:`StaleTrialRetry`
+  (Optuna's ``RetryHeartbeatStaleTrialCallback``) queues a WAITING copy with the same
+  parameters, at most ``max_retry`` times per trial, and gives its budget slot back.
+- A trial that hangs (``--trial-timeout``): :func:`trial_alarm` (SIGALRM) stops it after the
+  timeout wherever Python runs. A trial stuck where no signal reaches it (native code) is failed
+  by the heartbeat thread after the timeout plus the grace period (:func:`fail_stuck_trial`),
+  and a command-line worker then starts afresh in the same process (``exec``).
+- :class:`StopSignals`: SIGINT stops the worker after the current epoch, a second SIGINT or a
+  SIGTERM at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from search import trial_attrs
+from search.storage import StudyRecords, enable_heartbeat, retrying
+from search.storage import workers as worker_states
+from search.study import StoredStudy, open_study
+
+STORE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+# Set in the environment of a worker that restarted itself after a trial it could not stop.
+RESTARTED_ENV = "SEARCH_WORKER_RESTARTED_AFTER"
+
+_log = logging.getLogger("search.worker")
+
+# Optuna warns that its heartbeat is meant for study.optimize(); running it beside ask/tell is
+# exactly what this module does, on purpose.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StaleTrialRetry:
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` that also gives the dead trial's budget slot
+    back when it queues the retry (the retry takes a slot when a worker claims it)."""
+
+    def __init__(self, max_retry: int, records: StudyRecords):
+        self.max_retry = max_retry
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.records = records
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retried = len(trial_attrs.retry_history(trial)) < self.max_retry
+        self.retry(study, trial)
+        if retried:
+            self.records.release(study.study_name)
+        _log.warning("trial %d lost its worker (no heartbeat): %s", trial.number,
+                     "queued again" if retried else f"not retried ({self.max_retry} retries spent)")
+
+
+def work_on(stored: StoredStudy) -> StoredStudy:
+    """``stored`` set up as a process that runs or reaps trials needs it: its store with the
+    study's heartbeat settings and the retry of trials whose worker died."""
+    enable_heartbeat(stored.storage, stored.config.heartbeat, stored.config.grace,
+                     StaleTrialRetry(stored.config.max_retry, stored.records))
+    return stored
+
+
+def open_for_work(storage_url: str | None, study_name: str) -> StoredStudy:
+    """The study opened to run or reap its trials (:func:`work_on`)."""
+    return work_on(open_study(storage_url, study_name))
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's reaper: fail RUNNING trials whose heartbeat is older than the grace period, and
+    hand each to the storage's retry callback."""
+    retrying(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials")
+
+
+class TrialTimeout(BaseException):
+    """The running trial overran the study's trial timeout (a BaseException, so that the runner's
+    handling of a failing configuration does not take it for one)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"timed out after {seconds:g} s")
+        self.seconds = seconds
+
+
+def timeout_reason(seconds: float, restarted: bool = False) -> str:
+    reason = f"timed out: still running after {seconds:g} s (--trial-timeout)"
+    return reason + ("; it could not be stopped, so its worker restarted" if restarted else "")
+
+
+@contextmanager
+def trial_alarm(seconds: float | None):
+    """Raise :class:`TrialTimeout` in the main thread once ``seconds`` have passed (SIGALRM)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TrialTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Heartbeat:
+    """The worker's heartbeat thread: stamps the running trial (Optuna) and the worker's row,
+    and calls ``on_stuck(trial_id)`` once a trial runs past ``stuck_after`` (a monotonic time)."""
+
+    def __init__(self, stored: StoredStudy, worker_id: int,
+                 on_stuck: Callable[[int], None] | None = None):
+        self.stored = stored
+        self.worker_id = worker_id
+        self.trial_id: int | None = None
+        self.stuck_after: float | None = None
+        self.on_stuck = on_stuck
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="search-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=self.stored.config.heartbeat + 5)
+
+    def beat(self) -> None:
+        trial_id = self.trial_id
+        if trial_id is not None:
+            self.stored.storage.record_heartbeat(trial_id)
+        self.stored.workers.beat(self.worker_id)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.stored.config.heartbeat):
+            try:
+                self.beat()
+            except STORE_ERRORS as exc:  # the store is gone for longer than the retries: keep trying
+                _log.warning("heartbeat not recorded: %s", exc)
+            trial_id, stuck_after = self.trial_id, self.stuck_after
+            if trial_id is not None and stuck_after is not None and time.monotonic() > stuck_after:
+                self.stuck_after = None  # once per trial
+                _log.warning("trial (id %d) did not stop after its timeout", trial_id)
+                if self.on_stuck is not None:
+                    self.on_stuck(trial_id)
+
+
+def fail_stuck_trial(stored: StoredStudy, worker_id: int, trial_id: int, restart: bool) -> None:
+    """From the heartbeat thread: the trial overran its timeout where no signal stopped it (native
+    code). Fail it with the reason and, with ``restart``, start this worker process afresh (the
+    hung thread goes with the old process image); without, the study at least goes on."""
+    reason = timeout_reason(stored.config.trial_timeout or 0, restarted=restart)
+    try:
+        stored.storage.set_trial_user_attr(trial_id, trial_attrs.FAIL_REASON, reason)
+        stored.storage.set_trial_user_attr(trial_id, trial_attrs.TIMED_OUT, True)
+        stored.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        number = stored.storage.get_trial_number_from_id(trial_id)
+        if restart:
+            stored.workers.set_state(worker_id, worker_states.EXITED)
+    except (*STORE_ERRORS, optuna.exceptions.UpdateFinishedTrialError) as exc:
+        _log.warning("the stuck trial could not be marked failed: %s", exc)
+        number = "?"
+    if not restart:
+        _log.warning("trial %s %s", number, reason)
+        return
+    _log.warning("note: trial %s %s", number, reason)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.environ[RESTARTED_ENV] = str(number)
+    os.execv(sys.executable, sys.orig_argv)
+
+
+class StopSignals:
+    """SIGINT: stop after the current epoch; a second SIGINT or SIGTERM: stop now."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in ((signal.SIGINT, self._interrupt), (signal.SIGTERM, self._terminate)):
+                self.previous[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _interrupt(self, signum, frame):
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def _terminate(self, signum, frame):
+        self.stop.set()
+        raise KeyboardInterrupt

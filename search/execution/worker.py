@@ -1,0 +1,279 @@
+"""A worker: one process that takes trials of a study until its budget is spent.
+
+It needs only the store and the study name: the configuration and the space's source come from
+the study's record. Data is loaded once per process and reused by every trial. Each trial first
+claims a slot of the study's budget (an atomic update in the store), so the budget is exact
+however many workers run, on however many machines.
+
+Faults (see ``search.execution.faults`` for heartbeats, timeouts and signals):
+
+- Budget: a trial failed for staleness and retried gives its slot back, so its retry runs on the
+  same slot: a study always ends with ``budget`` trials that were not superseded by a retry (and
+  a trial whose retries are exhausted keeps its slot, as a failure). Interrupted trials alike.
+- A worker whose claim fails waits while other workers' trials are still running: one of them may
+  die, and its retry must find a worker. It exits when no trial is running or left to claim.
+- Ctrl-C (SIGINT): the running trial stops at the end of its current epoch (the pruner answers
+  the next report with "prune"), is marked FAIL with ``interrupted`` and queued again with the
+  same parameters, and the worker exits. A second Ctrl-C, or SIGTERM, stops at once the same way.
+- A trial that hangs past ``--trial-timeout`` is FAIL with ``timed out`` as its reason (not
+  retried: the configuration is what hangs) and the worker goes on with the next trial.
+- The space source: workers execute the source stored with the study (whoever can write to the
+  store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import keras_tuner as kt
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from search import _datasets, trial_attrs
+from search.errors import SearchError
+from search.execution.checkpoints import Checkpoints
+from search.execution.devices import pin_this_process, pinned_gpu
+from search.execution.faults import (
+    RESTARTED_ENV,
+    STORE_ERRORS,
+    Heartbeat,
+    StopSignals,
+    TrialTimeout,
+    fail_stale_trials,
+    fail_stuck_trial,
+    open_for_work,
+    timeout_reason,
+    trial_alarm,
+)
+from search.execution.pool import WorkerReport
+from search.execution.runner import TrialOutcome, record, run_trial
+from search.options import StudyConfig
+from search.space.loader import source_sha256, space_from_source
+from search.space.pruners import make_pruner
+from search.space.samplers import make_sampler, worker_seed
+from search.storage import StudyRecord, StudyRecords, retrying
+from search.storage import workers as worker_states
+from search.study import StoredStudy
+
+_log = logging.getLogger("search.worker")
+
+
+def space_hyperparameters(config: StudyConfig) -> kt.HyperParameters:
+    return kt.HyperParameters.from_config(config.space) if config.space else kt.HyperParameters()
+
+
+def check_space_source(record: StudyRecord, expected_sha256: str | None,
+                       expected_from: str | None = None) -> None:
+    """Refuse a stored space source that is not the expected one (``search worker --space``)."""
+    if expected_sha256 is None:
+        return
+    stored = source_sha256(record.space_source)  # the source itself, not the hash beside it
+    if stored == expected_sha256:
+        return
+    given = f"--space {expected_from}" if expected_from else "the space file it was started with"
+    raise SearchError(
+        f"refusing to run study {record.study_name!r}: the space source stored with it "
+        f"(sha256 {stored[:12]}) is not {given} (sha256 {expected_sha256[:12]}); "
+        "find out who changed the file or the study before running it")
+
+
+def local_space_note(record: StudyRecord) -> str | None:
+    """A line for the user when this machine's copy of the space file differs from the stored one."""
+    try:
+        with open(record.space_path, encoding="utf-8") as f:
+            local = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if source_sha256(local) == source_sha256(record.space_source):
+        return None
+    return (f"{record.space_path} here differs from the source stored with the study: "
+            "running the stored source")
+
+
+def run_worker(storage_url: str | None, study_name: str, slot: int | None = None,
+               gpu: str | None = None,
+               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+               on_note: Callable[[str], None] | None = None,
+               stop: threading.Event | None = None, expected_sha256: str | None = None,
+               expected_from: str | None = None,
+               restart_when_stuck: bool = False) -> WorkerReport:
+    """Take trials until the study's budget is spent; returns what this worker ran.
+
+    ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
+    current epoch of its running trial (which is queued again). ``expected_sha256``: refuse to
+    run unless the study's stored space source has this hash (``expected_from`` names its file).
+    ``restart_when_stuck``: when a trial overruns its timeout where no signal stops it, fail it
+    and start this process afresh (``exec``: command-line workers only).
+    """
+    pin_this_process(gpu)
+    stored = open_for_work(storage_url, study_name)
+    check_space_source(stored.record, expected_sha256, expected_from)
+    config = stored.config
+    report = WorkerReport()
+    notes = [] if expected_sha256 else [local_space_note(stored.record)]
+    restarted_after = os.environ.pop(RESTARTED_ENV, None)
+    if restarted_after is not None:
+        notes.append(f"this worker restarted: trial {restarted_after} did not stop after its "
+                     "timeout and was failed")
+    for note in filter(None, notes):
+        report.notes.append(note)
+        if on_note is not None:
+            on_note(note)
+    space = space_from_source(stored.record.space_source, stored.record.space_path)
+    dataset = _datasets.load(config.data, config.seed)
+    if slot is None:
+        slot = os.getpid()
+    stop = stop or threading.Event()
+    sampler = make_sampler(config.sampler, worker_seed(config.seed, slot),
+                           space_hyperparameters(config), config.fixed)
+    study = retrying(lambda: optuna.load_study(
+        study_name=study_name, storage=stored.storage, sampler=sampler,
+        pruner=make_pruner(config.pruner, config.epochs, stop)), "load study")
+    worker_id = stored.workers.register(study_name, socket.gethostname(), os.getpid(), slot,
+                                        pinned_gpu())
+    heartbeat = Heartbeat(stored, worker_id, lambda trial_id: fail_stuck_trial(
+        stored, worker_id, trial_id, restart=restart_when_stuck))
+    heartbeat.start()
+    # Libraries, data and study are loaded for good: leave them out of the full collection that
+    # every trial's clear_session() runs (hundreds of ms each with a backend loaded, otherwise).
+    gc.freeze()
+    final_state = worker_states.EXITED
+    try:
+        with StopSignals(stop):
+            _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        final_state = worker_states.INTERRUPTED
+        raise
+    finally:
+        gc.unfreeze()  # a notebook's objects are its own again
+        heartbeat.stop()
+        if stop.is_set():
+            report.interrupted = True
+            final_state = worker_states.INTERRUPTED
+        try:
+            stored.workers.set_state(worker_id, final_state)
+        except STORE_ERRORS as exc:  # the store is gone: the row goes stale on its own
+            _log.warning("worker state not recorded: %s", exc)
+    return report
+
+
+def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
+          worker_id: int, heartbeat: Heartbeat, stop: threading.Event, report: WorkerReport,
+          on_trial) -> None:
+    config, study_name = stored.config, stored.name
+    checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)  # best-epoch weights, top K kept
+    while not stop.is_set():
+        fail_stale_trials(study)
+        if not stored.records.claim(study_name):
+            if _others_may_need_a_retry(stored):
+                stored.workers.set_state(worker_id, worker_states.WAITING)
+                stop.wait(config.heartbeat)
+                continue
+            return
+        trial = retrying(study.ask, "ask")
+        heartbeat.trial_id = trial._trial_id
+        heartbeat.beat()  # Optuna only reaps trials that have a heartbeat: stamp it at once
+        stored.workers.set_state(worker_id, worker_states.RUNNING, trial.number)
+        frozen = stored.storage.get_trial(trial._trial_id)
+        attempt = trial_attrs.attempt(frozen)
+        trial.set_user_attr(trial_attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(),
+                                                 "slot": slot, "gpu": pinned_gpu()})
+        trial.set_user_attr(trial_attrs.ATTEMPT, attempt)
+        timeout = config.trial_timeout
+        if timeout:
+            heartbeat.stuck_after = time.monotonic() + timeout + config.grace
+        try:
+            with trial_alarm(timeout):
+                outcome = run_trial(trial, space, dataset, config)
+        except TrialTimeout as exc:
+            outcome = TrialOutcome(TrialState.FAIL, reason=timeout_reason(exc.seconds),
+                                   attrs={trial_attrs.FAIL_REASON: timeout_reason(exc.seconds),
+                                          trial_attrs.TIMED_OUT: True})
+            _log.warning("trial %d %s", trial.number, outcome.reason)
+        except KeyboardInterrupt:
+            requeue(study, trial, stored.records, study_name)
+            raise
+        finally:
+            heartbeat.trial_id = heartbeat.stuck_after = None
+        if stop.is_set() and outcome.state == TrialState.PRUNED:
+            if (outcome.attrs.get(trial_attrs.EPOCHS) or 0) >= config.epochs:
+                # Ctrl-C came at its last epoch: it ran in full, so it is complete, not re-run
+                outcome.state = TrialState.COMPLETE
+            else:
+                requeue(study, trial, stored.records, study_name)  # stopped by Ctrl-C, not pruned
+                return
+        checkpoints.keep_trial(trial, outcome)
+        told = _tell(study, trial, outcome)
+        checkpoints.settle(trial.number, told)
+        stored.workers.set_state(worker_id, worker_states.IDLE, finished_trial=True)
+        report.trials += 1
+        report.complete += outcome.state == TrialState.COMPLETE
+        report.pruned += outcome.state == TrialState.PRUNED
+        report.failed += outcome.state == TrialState.FAIL
+        if told:
+            finished = stored.storage.get_trial(trial._trial_id)
+            _log.info("trial %d %s value %s", finished.number, finished.state.name.lower(),
+                      finished.value)
+            if on_trial is not None:
+                on_trial(finished)
+
+
+def _others_may_need_a_retry(stored: StoredStudy) -> bool:
+    """Whether to wait instead of exiting: trials of other workers still run (one may die and be
+    queued again) and the deadline, if any, is not past."""
+    if stored.records.get(stored.name).past_deadline:
+        return False
+    running = stored.storage.get_all_trials(stored.study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    return bool(running)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
+    """Store the outcome; False when the trial was already failed for a stale heartbeat (this
+    worker was thought dead, and a retry of the trial is queued)."""
+    try:
+        record(trial, outcome)
+        if outcome.state == TrialState.COMPLETE:
+            retrying(lambda: study.tell(trial, outcome.value), "tell")
+        else:
+            retrying(lambda: study.tell(trial, state=outcome.state), "tell")
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            _log.warning("trial %d was failed for a stale heartbeat while it ran; its retry "
+                         "stands (%s)", trial.number, exc)
+            return False
+        raise
+    return True
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial, records: StudyRecords,
+            study_name: str) -> None:
+    """An interrupted trial: FAIL it as ``interrupted``, queue a WAITING copy with the same
+    parameters (Optuna's retry callback, so the attempt chain is recorded alike) and give its
+    budget slot back, so the copy runs on it."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state.is_finished():  # failed as stale meanwhile: its retry is already queued
+        return
+    trial.set_user_attr(trial_attrs.INTERRUPTED, True)
+    trial.set_user_attr(trial_attrs.FAIL_REASON, "interrupted by the user")
+    study.tell(trial, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+    records.release(study_name)
+
+
+def recount_claims(stored: StoredStudy) -> int:
+    """Budget slots in use: every trial of the study that was started, except those queued again
+    (their copy takes the slot) and interrupted ones (a WAITING trial, such as the baseline or a
+    retry, takes its slot when a worker claims it)."""
+    trials = stored.storage.get_all_trials(stored.study_id, deepcopy=False)
+    again = trial_attrs.superseded(trials)
+    return sum(1 for t in trials
+               if t.state != TrialState.WAITING and t.number not in again
+               and not trial_attrs.interrupted(t))

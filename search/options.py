@@ -1,0 +1,226 @@
+"""Every option of ``search start`` (and the placement options ``search worker`` shares), defined once.
+
+Each :class:`Option` says its name (the Python keyword, the stored key and, with dashes, the
+command-line flag), its type, default, help text, check, and whether and how it is stored with the
+study: ``"fixed"`` (set when the study is created; a resume that contradicts it is refused),
+``"changeable"`` (a resume may change it) or not at all (where and how long this start runs).
+The CLI builds its click options from :data:`START_OPTIONS`, the API checks keywords against it
+(:func:`start_options`), and the stored :class:`StudyConfig` carries the stored ones.
+
+Adding an option: one :class:`Option` here (plus a field of :class:`StudyConfig` when it is
+stored), then the code that uses it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from search.errors import SearchError
+
+DEFAULT_STORAGE = "sqlite:///search.db"
+STORAGE_ENV = "SEARCH_STORAGE"
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("none", "median", "hyperband", "asha")
+# How often one trial is re-run after its worker died (a retry that dies too counts again).
+DEFAULT_MAX_RETRY = 3
+
+
+class OptionError(SearchError):
+    """A bad option value. ``str()`` names the option as the Python API does (``trials``);
+    :meth:`as_flag` as the command line does (``--trials``)."""
+
+    def __init__(self, option: Option, problem: str):
+        self.option, self.problem = option, problem
+        super().__init__(self._text(option.name))
+
+    def _text(self, label: str) -> str:
+        return f"{label} {self.problem}" if self.option.labelled else self.problem
+
+    def as_flag(self) -> str:
+        return self._text(option_flag(self.option.name))
+
+
+def resolve_storage(url: str | None) -> str:
+    """The storage URL in force: the explicit one, else ``$SEARCH_STORAGE``, else the default."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def option_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def at_least(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low} (got {v})"
+
+
+def at_least_seconds(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low} second (got {v})"
+
+
+def positive_seconds(v) -> str | None:
+    return None if v > 0 else f"must be a positive number of seconds (got {v:g})"
+
+
+def zero_or_more(v) -> str | None:
+    return None if v >= 0 else f"must be 0 or more (got {v})"
+
+
+def one_of(choices: tuple[str, ...], what: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"unknown {what} {v!r}: use one of {', '.join(choices)}"
+
+
+def normalize_location(location: str | None) -> str | None:
+    """``--artifacts`` as stored: an absolute folder, or an s3:// URL; checked for form."""
+    if location is None:
+        return None
+    location = location.strip()
+    if not location:
+        raise SearchError("--artifacts is empty: give a folder or s3://bucket[/prefix]")
+    if location.startswith("s3://"):
+        if not location[len("s3://"):].split("/", 1)[0]:
+            raise SearchError(f"--artifacts {location}: no bucket (expected s3://bucket[/prefix])")
+        return location
+    if "://" in location and not location.startswith("file://"):
+        raise SearchError(f"--artifacts {location}: unsupported scheme (use a folder, file:// or s3://)")
+    return os.path.abspath(location.removeprefix("file://"))
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type
+    help: str
+    default: Any = None  # the value a new study takes when the option is not given
+    stored: str | None = None  # "fixed", "changeable" or None
+    check: Callable[[Any], str | None] | None = None  # the problem with a value, or None
+    normalize: Callable[[Any], Any] | None = None  # the value as used and stored
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    labelled: bool = True  # the problem follows the option's name ("trials must be ...")
+
+    def checked(self, value):
+        """``value`` checked and normalised (None stays None: not given)."""
+        if value is None:
+            return None
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise OptionError(self, problem)
+        return self.normalize(value) if self.normalize else value
+
+
+START_OPTIONS: tuple[Option, ...] = (
+    Option("study", str, "Study name (default: the space file's stem)."),
+    Option("storage", str, "Study store (default: $SEARCH_STORAGE, else sqlite:///search.db).",
+           metavar="URL"),
+    Option("trials", int, "The study's total trial budget (all workers).", default=10,
+           check=at_least(1)),
+    Option("epochs", int, "Maximum epochs per trial.", default=10, stored="fixed", check=at_least(1)),
+    Option("workers", int, "Local worker processes (default: one per GPU, else 1).",
+           check=at_least(1)),
+    Option("data", str, "Data set name or .npz path.", stored="fixed", metavar="NAME_OR_PATH"),
+    Option("sampler", str, "Optuna sampler.", default="tpe", stored="fixed", choices=SAMPLERS,
+           check=one_of(SAMPLERS, "sampler"), labelled=False),
+    Option("seed", int, "Seed for splits, samplers and weights.", default=0, stored="fixed"),
+    Option("pruner", str, "Optuna pruner, fed each epoch's objective (default: median).",
+           default="median", stored="fixed", choices=PRUNERS, check=one_of(PRUNERS, "pruner"),
+           labelled=False),
+    Option("timeout", float, "The study's wall-clock budget from now, for every worker: no trial "
+           "starts after it.", check=positive_seconds, metavar="SECONDS"),
+    Option("gpus", str, "GPUs for local workers, one process each (default: every visible GPU).",
+           metavar="0,1"),
+    Option("per_gpu", int, "Worker processes per GPU (or CPU workers where there is no GPU).",
+           check=at_least(1), metavar="K"),
+    # Heartbeats: a worker stamps its running trial every HEARTBEAT seconds; a trial whose stamp
+    # is older than GRACE seconds is failed and retried (Optuna's RDB heartbeat). The grace period
+    # must outlast a store restart and a busy machine's scheduling delays, hence several heartbeats.
+    Option("heartbeat", int, "Heartbeat interval of running trials (default 10).", default=10,
+           stored="changeable", check=at_least_seconds(1), metavar="SECONDS"),
+    Option("grace", int, "A trial without a heartbeat for this long is failed and retried "
+           "(default 60).", default=60, stored="changeable", check=at_least_seconds(1),
+           metavar="SECONDS"),
+    Option("keep_best", int, "Keep the best-epoch weights of the K best trials (default 3; 0: none).",
+           default=3, stored="fixed", check=zero_or_more, metavar="K"),
+    Option("artifacts", str, "Artifact store for those weights (default: a folder next to a "
+           "SQLite store).", stored="fixed", normalize=normalize_location,
+           metavar="PATH|s3://BUCKET[/PREFIX]"),
+    Option("trial_timeout", float, "A trial running longer is stopped and failed with its reason "
+           "(default: no limit).", stored="changeable", check=positive_seconds, metavar="SECONDS"),
+)
+OPTIONS = {o.name: o for o in START_OPTIONS}
+WORKER_OPTIONS = ("storage", "gpus", "per_gpu")  # the start options `search worker` shares
+
+
+@dataclass
+class StartOptions:
+    """What ``search start`` was asked: the space file, ``fixed`` (``--set`` values, raw) and the
+    options given in ``values`` (a name that is absent was not given)."""
+
+    space_file: str
+    fixed: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        if name in OPTIONS:
+            return self.values.get(name)
+        raise AttributeError(name)
+
+    def given(self, kind: str) -> dict:
+        """The given options stored as ``kind`` ("fixed" or "changeable")."""
+        return {k: v for k, v in self.values.items() if OPTIONS[k].stored == kind}
+
+
+def check(name: str, value):
+    """One option's value, checked and normalised."""
+    return OPTIONS[name].checked(value)
+
+
+def start_options(space_file: str, fixed: dict | None = None, **values) -> StartOptions:
+    """Check the keywords of ``search.start`` against :data:`START_OPTIONS`."""
+    unknown = sorted(set(values) - set(OPTIONS))
+    if unknown:
+        raise SearchError(f"unknown option {unknown[0]!r}: the options are {', '.join(OPTIONS)}")
+    given = {k: OPTIONS[k].checked(v) for k, v in values.items() if v is not None}
+    heartbeat, grace = given.get("heartbeat"), given.get("grace")
+    if heartbeat is not None and grace is not None and grace <= heartbeat:
+        raise OptionError(OPTIONS["grace"], f"must be longer than the heartbeat interval "
+                                            f"({heartbeat} s), got {grace}")
+    return StartOptions(space_file, dict(fixed or {}), given)
+
+
+@dataclass
+class StudyConfig:
+    """A study's configuration, stored with the study so a worker needs only the store URL and
+    the study name. Stored options keep their option's name and default."""
+
+    space_path: str
+    data: str
+    objective: str = "val_accuracy"
+    direction: str = "max"
+    epochs: int = OPTIONS["epochs"].default
+    sampler: str = OPTIONS["sampler"].default
+    seed: int = OPTIONS["seed"].default
+    pruner: str = OPTIONS["pruner"].default
+    heartbeat: int = OPTIONS["heartbeat"].default
+    grace: int = OPTIONS["grace"].default
+    keep_best: int = OPTIONS["keep_best"].default  # checkpoints kept: the top K trials' weights
+    artifacts: str | None = None  # artifact store: a folder or s3://bucket[/prefix]; None: next to the store
+    trial_timeout: float | None = None  # a trial running longer is stopped and failed (None: no limit)
+    max_retry: int = DEFAULT_MAX_RETRY
+    fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
+    space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
+
+    # Keys of stores written before the option names were the stored names.
+    LEGACY_KEYS = {"heartbeat_s": "heartbeat", "grace_s": "grace", "trial_timeout_s": "trial_timeout"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> StudyConfig:
+        known = {f.name for f in fields(cls)}
+        renamed = {cls.LEGACY_KEYS.get(k, k): v for k, v in raw.items()}
+        return cls(**{k: v for k, v in renamed.items() if k in known})

@@ -1,0 +1,32 @@
+"""The study store: Optuna's RDB storage set up for many processes, plus the project's own tables.
+
+It takes a resolved URL (``search.options.resolve_storage`` resolves ``--storage`` and
+``SEARCH_STORAGE``) and imports nothing from the rest of ``search``.
+"""
+
+from search.storage.engine import (
+    MissingStore,
+    StoreError,
+    enable_heartbeat,
+    mask_url,
+    open_storage,
+    url_of,
+)
+from search.storage.records import StudyRecord, StudyRecords
+from search.storage.retry import is_transient, retrying
+from search.storage.workers import WorkerRegistry, WorkerRow
+
+__all__ = [
+    "MissingStore",
+    "StoreError",
+    "StudyRecord",
+    "StudyRecords",
+    "enable_heartbeat",
+    "WorkerRegistry",
+    "WorkerRow",
+    "is_transient",
+    "mask_url",
+    "open_storage",
+    "retrying",
+    "url_of",
+]

@@ -1,0 +1,206 @@
+"""Open Optuna's RDB storage with engine settings fit for several worker processes.
+
+SQLite: WAL journal (readers never block the writer) and a busy timeout, so parallel workers
+wait for the write lock instead of failing with ``database is locked``. Every transaction starts
+with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite recipe): SQLite ignores Optuna's
+``SELECT ... FOR UPDATE``, so without it two workers can both read a WAITING trial and both
+claim it; with it the read and the claim of a transaction hold the write lock together.
+PostgreSQL: a pool with pre-ping, so a restarted server is reconnected, and every operation retried
+while the server is unreachable (``storage.resilient``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import warnings
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from search.storage.resilient import ResilientRDBStorage
+
+SQLITE_BUSY_TIMEOUT_S = 60
+# PostgreSQL: how long to wait for a connection, unless the URL (``?connect_timeout=S``) or
+# ``PGCONNECT_TIMEOUT`` says otherwise. An unreachable server is reported after this, not a hang.
+CONNECT_TIMEOUT_S = 10
+# Query parameters of a URL that carry a secret (libpq accepts ``?password=``).
+SECRET_QUERY_KEYS = ("password", "sslpassword")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message is one line for the user."""
+
+
+class MissingStore(StoreError):
+    """A SQLite store's file does not exist (and was not to be created)."""
+
+
+def _mask_query(url: str) -> str:
+    return re.sub(rf"(?i)(\b(?:{'|'.join(SECRET_QUERY_KEYS)})=)[^&#]*", r"\1***", url)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to print or store): the one after
+    ``user:`` and a ``password=`` query parameter. A malformed URL is masked the same way, by
+    pattern, so that an error message about it shows no secret either."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        prefix, at, rest = url.rpartition("@")
+        if at:  # best effort: whatever lies between the user's ":" and the last "@" is hidden
+            start = prefix.find("//") + 2 if "//" in prefix else 0
+            colon = prefix.find(":", start)
+            if colon != -1:
+                url = f"{prefix[:colon + 1]}***@{rest}"
+        return _mask_query(url)
+    hidden = {k: "***" for k in parsed.query if k.lower() in SECRET_QUERY_KEYS}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    if parsed.password is None and not hidden:
+        return url
+    masked = parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    scheme, sep, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if sep and authority.count("@") > 1 and parsed.password is not None:
+        # An unencoded "@" in the password: SQLAlchemy splits at the first one, so the part
+        # after it would show as the host. Mask up to the last "@" of the authority instead.
+        user = authority.split(":", 1)[0]
+        masked = _mask_query(f"{scheme}://{user}:***@{rest[authority.rindex('@') + 1:]}")
+    return masked
+
+
+def _engine_kwargs(url: str) -> dict:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        # isolation_level=None: pysqlite emits no BEGIN of its own; _begin_immediate does.
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
+    if backend == "postgresql":
+        given = "connect_timeout" in make_url(url).query or os.environ.get("PGCONNECT_TIMEOUT")
+        connect_args = {} if given else {"connect_timeout": CONNECT_TIMEOUT_S}
+        return {"pool_pre_ping": True, "connect_args": connect_args}
+    return {"pool_pre_ping": True}
+
+
+def sqlite_path(url: str) -> str | None:
+    """The absolute path of a SQLite store's file (None: not SQLite, in memory, or a URI)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
+            or parsed.database.startswith("file:"):
+        return None
+    return os.path.abspath(parsed.database)
+
+
+def _guard_missing_file(engine: sqlalchemy.engine.Engine, path: str) -> None:
+    """SQLite creates an empty database where a file is missing. A store whose file went away
+    (a moved file, an unmounted share) must not be replaced by an empty one: a new connection to
+    a missing file fails instead, as a transient error that the store's retries ride out until
+    the file is back."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect, conn_rec, cargs, cparams):
+        if not os.path.exists(path):
+            raise sqlite3.OperationalError(f"unable to open database file: the store file {path} "
+                                           "is missing")
+
+
+def _hint(reason: str) -> str:
+    """What to do about a store that cannot be opened, from the driver's message."""
+    text = reason.lower()
+    if "password authentication failed" in text or "no password supplied" in text \
+            or "authentication failed" in text:
+        return ("check the user and password (the URL, SEARCH_STORAGE, ~/.pgpass or the "
+                "service file)")
+    if "does not exist" in text and "database" in text:
+        return "create the database or fix its name in the URL"
+    if any(s in text for s in ("timeout", "timed out", "connection refused", "could not translate",
+                               "no route", "name or service not known", "network is unreachable",
+                               "could not connect", "connection failed")):
+        return ("check that the server is running and reachable from here (host, port, "
+                "firewall); ?connect_timeout=SECONDS in the URL sets how long to wait")
+    if "failed to import db access module" in text or "can't load plugin" in text:
+        return "use sqlite:///FILE or postgresql://... (pip install -e \".[postgres]\")"
+    if "unable to open database file" in text:
+        return "check that the folder exists and is writable"
+    return "check --storage or SEARCH_STORAGE"
+
+
+def _use_wal(url: str) -> None:
+    """Switch a SQLite file to WAL; the mode is persistent in the file, so once is enough."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    engine = sqlalchemy.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    finally:
+        engine.dispose()
+
+
+def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
+    """Start every transaction on a SQLite engine with BEGIN IMMEDIATE (takes the write lock)."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None,
+                 on_stale_trial=None, must_exist: bool = False) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage for ``url``.
+
+    ``heartbeat_interval``, ``grace_period`` and ``on_stale_trial`` are Optuna's heartbeat
+    settings (``heartbeat_stale_trial_callback``): a RUNNING trial whose heartbeat is older than
+    the grace period is failed by ``optuna.storages.fail_stale_trials`` and handed to the callback.
+    ``must_exist``: a SQLite store's file must exist already (raises :class:`MissingStore`, and
+    no empty file is created); only ``search start`` creates a store.
+    """
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"malformed storage URL {mask_url(url)!r}: expected e.g. sqlite:///search.db "
+            "or postgresql://user@host/db"
+        ) from None
+    path = sqlite_path(url)
+    if must_exist and path is not None and not os.path.exists(path):
+        raise MissingStore(f"no store at {mask_url(url)}: the file {path} does not exist")
+    try:
+        _use_wal(url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            store = ResilientRDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, heartbeat_stale_trial_callback=on_stale_trial)
+        _begin_immediate(store.engine)
+        if path is not None:
+            _guard_missing_file(store.engine, path)
+        return store
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"cannot open the store {mask_url(url)}: {reason.rstrip('.')}; "
+                         f"{_hint(reason)}") from None
+
+
+def enable_heartbeat(store: optuna.storages.RDBStorage, interval: int, grace: int,
+                     on_stale_trial=None) -> None:
+    """Give an open store Optuna's heartbeat settings (as ``open_storage``'s arguments do):
+    one store per process serves reading and working alike."""
+    if interval <= 0 or grace <= 0:
+        raise ValueError("the heartbeat interval and the grace period must be positive")
+    store.heartbeat_interval = interval
+    store.grace_period = grace
+    store.heartbeat_stale_trial_callback = store.failed_trial_callback = on_stale_trial
+
+
+def url_of(store: optuna.storages.RDBStorage) -> str:
+    """The URL an open store was made from, password included (never print it: :func:`mask_url`)."""
+    return store.engine.url.render_as_string(hide_password=False)

@@ -1,0 +1,172 @@
+"""The project's own table beside Optuna's: one row per study with its configuration and space source.
+
+A worker needs only the store URL and the study name: everything else is in this row. The row
+also holds the study's trial budget and the count of trial slots claimed against it; a claim is a
+single conditional UPDATE, atomic on SQLite and PostgreSQL alike, so the budget is exact however
+many workers race for the last slot. An optional deadline (the study's wall-clock budget, in
+seconds since the epoch) is part of the same UPDATE: past it, no slot is given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from search.storage.retry import retried, retrying
+
+metadata = sa.MetaData()
+
+study_records = sa.Table(
+    "search_studies",
+    metadata,
+    sa.Column("study_name", sa.String(512), primary_key=True),
+    sa.Column("space_path", sa.Text, nullable=False),
+    sa.Column("space_sha256", sa.String(64), nullable=False),
+    sa.Column("space_source", sa.Text, nullable=False),
+    sa.Column("config_json", sa.Text, nullable=False),
+    sa.Column("budget", sa.Integer, nullable=False),
+    sa.Column("claimed", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("deadline", sa.Float, nullable=True),
+)
+
+
+def _add_missing_columns(engine: sa.engine.Engine) -> None:
+    """Stores made before a column existed get it (nullable columns only)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns(study_records.name)}
+    with engine.begin() as conn:
+        for column in study_records.columns:
+            if column.name not in have and column.nullable:
+                type_sql = column.type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {study_records.name} ADD COLUMN {column.name} {type_sql}")
+
+
+@dataclass
+class StudyRecord:
+    study_name: str
+    space_path: str
+    space_sha256: str
+    space_source: str
+    config: dict
+    budget: int
+    claimed: int = 0
+    deadline: float | None = None  # seconds since the epoch; no new trial starts after it
+
+    @property
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+
+class StudyRecords:
+    """Read and write study records through a SQLAlchemy engine (Optuna's own, usually)."""
+
+    def __init__(self, engine: sa.engine.Engine):
+        self.engine = engine
+        retrying(lambda: metadata.create_all(engine, checkfirst=True), "create tables")
+        retrying(lambda: _add_missing_columns(engine), "add columns")
+
+    @retried
+    def get(self, study_name: str) -> StudyRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(study_records).where(study_records.c.study_name == study_name)
+            ).mappings().first()
+        if row is None:
+            return None
+        return StudyRecord(
+            study_name=row["study_name"],
+            space_path=row["space_path"],
+            space_sha256=row["space_sha256"],
+            space_source=row["space_source"],
+            config=json.loads(row["config_json"]),
+            budget=row["budget"],
+            claimed=row["claimed"],
+            deadline=row["deadline"],
+        )
+
+    @retried
+    def add(self, record: StudyRecord) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.insert().values(
+                    study_name=record.study_name,
+                    space_path=record.space_path,
+                    space_sha256=record.space_sha256,
+                    space_source=record.space_source,
+                    config_json=json.dumps(record.config, sort_keys=True),
+                    budget=record.budget,
+                    claimed=record.claimed,
+                    deadline=record.deadline,
+                    created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                )
+            )
+
+    @retried
+    def update(self, study_name: str, *, config: dict | None = None, budget: int | None = None,
+               claimed: int | None = None, deadline: float | None | object = ...) -> None:
+        """Change the given fields; ``deadline=None`` removes the deadline."""
+        values = {}
+        if deadline is not ...:
+            values["deadline"] = deadline
+        if config is not None:
+            values["config_json"] = json.dumps(config, sort_keys=True)
+        if budget is not None:
+            values["budget"] = budget
+        if claimed is not None:
+            values["claimed"] = claimed
+        if not values:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .values(**values)
+            )
+
+    @retried
+    def claim(self, study_name: str) -> bool:
+        """Take one trial slot of the budget; False when the budget is spent or the deadline past."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .where(study_records.c.claimed < study_records.c.budget)
+                .where(sa.or_(study_records.c.deadline.is_(None), study_records.c.deadline > now))
+                .values(claimed=study_records.c.claimed + 1)
+            )
+        return result.rowcount == 1
+
+    @retried
+    def grow_budget(self, study_name: str, trials: int) -> int:
+        """Add ``trials`` slots to the budget in one atomic update (trials queued by ``search
+        ablate``); returns the new budget."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .values(budget=study_records.c.budget + trials)
+            )
+            return conn.execute(sa.select(study_records.c.budget)
+                                .where(study_records.c.study_name == study_name)).scalar_one()
+
+    @retried
+    def release(self, study_name: str) -> None:
+        """Give back a slot whose trial was interrupted, so that it is run again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .where(study_records.c.claimed > 0)
+                .values(claimed=study_records.c.claimed - 1)
+            )
+
+    @retried
+    def names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(study_records.c.study_name))]

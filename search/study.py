@@ -1,0 +1,193 @@
+"""The one door into a stored study: open it once per process, to read its state or to work on it.
+
+:func:`open_study` gives the study's store, its record (configuration, space source, budget)
+and worker registry; :func:`snapshot` reads what the study looks like right now (trials by
+state, budget, best trial, workers). Imports no Keras, so ``search status`` and ``search
+analyze`` answer in the time it takes to read the store.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from search import trial_attrs
+from search.errors import SearchError
+from search.options import StudyConfig, resolve_storage
+from search.storage import (
+    MissingStore,
+    StudyRecord,
+    StudyRecords,
+    WorkerRegistry,
+    WorkerRow,
+    mask_url,
+    open_storage,
+    retrying,
+)
+from search.storage.trial_reader import read_trials
+
+
+@dataclass
+class StoredStudy:
+    """Everything a process needs to read or work on one study."""
+
+    name: str
+    storage: optuna.storages.RDBStorage
+    records: StudyRecords
+    record: StudyRecord
+    config: StudyConfig
+    workers: WorkerRegistry
+    study_id: int
+    _study: optuna.Study | None = field(default=None, repr=False)
+
+    @property
+    def maximize(self) -> bool:
+        return self.config.direction == "max"
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study, for reading (a random sampler: loading it builds no TPE)."""
+        if self._study is None:
+            self._study = retrying(lambda: optuna.load_study(
+                study_name=self.name, storage=self.storage,
+                sampler=optuna.samplers.RandomSampler()), "load study")
+        return self._study
+
+    def reload(self) -> StudyRecord:
+        """The study's record as stored now (budget, claims, deadline, configuration)."""
+        self.record = self.records.get(self.name)
+        self.config = StudyConfig.from_dict(self.record.config)
+        return self.record
+
+
+def missing_store_hint(exc: MissingStore) -> str:
+    return f"{exc} (check --storage or SEARCH_STORAGE; `search start` creates a store)"
+
+
+def no_such_study(name: str, storage_url: str) -> SearchError:
+    return SearchError(f"no study named {name!r} in {mask_url(storage_url)}: "
+                       "`search status` lists the studies there")
+
+
+def open_study(storage_url: str | None, name: str,
+               store: optuna.storages.RDBStorage | None = None) -> StoredStudy:
+    """The study ``name`` that ``search start`` created in the store; ``store`` reuses an open one.
+    One clear error when there is no store file or no such study (and nothing is created)."""
+    url = resolve_storage(storage_url)
+    try:
+        store = store or open_storage(url, must_exist=True)
+    except MissingStore as exc:
+        raise SearchError(f"no study named {name!r}: {missing_store_hint(exc)}") from None
+    records = StudyRecords(store.engine)
+    record = records.get(name)
+    if record is None:
+        raise no_such_study(name, url)
+    return StoredStudy(name, store, records, record, StudyConfig.from_dict(record.config),
+                       WorkerRegistry(store.engine), store.get_study_id_from_name(name))
+
+
+@dataclass
+class StudySnapshot:
+    study_name: str
+    config: StudyConfig
+    budget: int
+    claimed: int
+    states: dict[str, int]
+    trials: list[FrozenTrial] = field(repr=False)
+    best: FrozenTrial | None = None
+    workers: list[WorkerRow] = field(default_factory=list)  # every worker the study has had
+    deadline: float | None = None  # seconds since the epoch
+
+    @property
+    def live_workers(self) -> list[WorkerRow]:
+        return [w for w in self.workers if w.live(self.config.grace)]
+
+    @property
+    def finished(self) -> int:
+        """Finished trials that count against the budget (not those re-run as a copy)."""
+        again = trial_attrs.requeued_as(self.trials)
+        return sum(1 for t in self.trials if t.state.is_finished() and t.number not in again)
+
+    @property
+    def budget_left(self) -> int:
+        return max(0, self.budget - self.claimed)
+
+    @property
+    def done(self) -> bool:
+        """Every slot of the budget was run and nothing runs: workers that died did not cost the
+        study anything (their trials were retried by the others)."""
+        return self.claimed >= self.budget and self.states.get("RUNNING", 0) == 0 \
+            and self.states.get("WAITING", 0) == 0
+
+    def trials_frame(self) -> pd.DataFrame:
+        """One row per trial: number, state, value, seconds, hyperparameter values, failure reason."""
+        rows = []
+        again = trial_attrs.requeued_as(self.trials)
+        for t in self.trials:
+            row = _trial_dict(t, again.get(t.number))
+            params = row.pop("params")
+            row.update({f"hp.{k}": v for k, v in params.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        best = None
+        if self.best is not None:
+            best = {"number": self.best.number, "value": self.best.value,
+                    "params": trial_attrs.hp_values(self.best),
+                    "metrics": self.best.user_attrs.get(trial_attrs.METRICS, {})}
+        again = trial_attrs.requeued_as(self.trials)
+        return {
+            "study": self.study_name,
+            "objective": self.config.objective,
+            "direction": self.config.direction,
+            "budget": self.budget,
+            "states": self.states,
+            "deadline": self.deadline,
+            "best": best,
+            "workers": [dict(w.to_dict(), live=w.live(self.config.grace)) for w in self.workers],
+            "trials": [_trial_dict(t, again.get(t.number)) for t in self.trials],
+        }
+
+
+def _trial_dict(trial: FrozenTrial, requeued: int | None = None) -> dict:
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial_attrs.hp_values(trial),
+        "train_seconds": trial.user_attrs.get(trial_attrs.TRAIN_SECONDS),
+        "ms_per_step": trial.user_attrs.get(trial_attrs.MS_PER_STEP),
+        "attempt": trial_attrs.attempt(trial),
+        "fail_reason": trial_attrs.fail_reason(trial, requeued),
+    }
+
+
+def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        return None
+    pick = max if direction == "max" else min
+    return pick(complete, key=lambda t: t.value)
+
+
+def snapshot(stored: StoredStudy) -> StudySnapshot:
+    """Read the study's state from the store (one query for the trials, one for the record)."""
+    record = stored.records.get(stored.name)
+    trials = read_trials(stored.storage, stored.study_id)
+    config = StudyConfig.from_dict(record.config)
+    return StudySnapshot(
+        study_name=stored.name,
+        config=config,
+        budget=record.budget,
+        claimed=record.claimed,
+        states=dict(Counter(t.state.name for t in trials)),
+        trials=trials,
+        best=best_trial(trials, config.direction),
+        workers=stored.workers.list(stored.name),
+        deadline=record.deadline,
+    )

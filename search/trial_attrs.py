@@ -1,0 +1,107 @@
+"""Every attribute key a trial carries, and the readers that derive a value from several of them.
+
+Written by the worker and runner (``search.execution``), by ``search ablate`` and ``search best``;
+read by the status tables, the analysis and the report. User attributes (Optuna's
+``trial.user_attrs``):
+
+==========================  ==================================================================
+``hp_values``               every active hyperparameter value the trial used (fixed ones too)
+``history``                 per-epoch curves of every metric
+``metrics``                 the metrics at the best epoch
+``best_epoch``, ``epochs``  the best epoch (0-based) and how many epochs ran
+``train_seconds``           seconds in ``fit``'s epochs; ``trial_seconds``: build and fit
+``ms_per_step``             milliseconds per training step
+``trainable_params``        and ``non_trainable_params``: parameter counts
+``seed``                    the seed of the trial's weights and shuffling
+``fail_reason``             one line, when the trial failed
+``interrupted``             the trial was stopped by the user and queued again
+``timed_out``               the trial overran ``--trial-timeout``
+``attempt``                 1 for a first run, 2 for its first retry, ...
+``worker``                  ``{"host", "pid", "slot", "gpu"}`` of the process that ran it
+``baseline``                the space's default configuration, run first
+``ablation``                ``{"param", "value", "repeat", "center"}`` of an ablation trial
+``checkpoint``              ``{"state": "saved"|"missing", ...}`` of its best-epoch weights
+``test_metrics``            and ``test_samples``: measured later by ``search best --evaluate``
+==========================  ==================================================================
+
+System attribute: ``retry_history`` (Optuna's ``RetryHeartbeatStaleTrialCallback``), the numbers of
+the trials a retry re-runs.
+"""
+
+from __future__ import annotations
+
+from optuna.trial import FrozenTrial, TrialState
+
+HP_VALUES = "hp_values"
+HISTORY = "history"
+METRICS = "metrics"
+BEST_EPOCH = "best_epoch"
+EPOCHS = "epochs"
+TRAIN_SECONDS = "train_seconds"
+TRIAL_SECONDS = "trial_seconds"
+MS_PER_STEP = "ms_per_step"
+TRAINABLE_PARAMS = "trainable_params"
+NON_TRAINABLE_PARAMS = "non_trainable_params"
+SEED = "seed"
+FAIL_REASON = "fail_reason"
+INTERRUPTED = "interrupted"
+TIMED_OUT = "timed_out"
+ATTEMPT = "attempt"
+WORKER = "worker"
+BASELINE = "baseline"
+ABLATION = "ablation"
+CHECKPOINT = "checkpoint"
+TEST_METRICS = "test_metrics"
+TEST_SAMPLES = "test_samples"
+
+RETRY_HISTORY = "retry_history"  # system attribute of Optuna's RetryHeartbeatStaleTrialCallback
+
+LOST_WORKER_REASON = "worker lost (no heartbeat)"
+
+
+def hp_values(trial: FrozenTrial) -> dict:
+    """The hyperparameter values a trial used (Optuna's params where the runner recorded none)."""
+    return dict(trial.user_attrs.get(HP_VALUES) or trial.params)
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """The numbers of the trials this one re-runs, oldest first (empty for a first run)."""
+    return list(trial.system_attrs.get(RETRY_HISTORY) or [])
+
+
+def attempt(trial: FrozenTrial) -> int:
+    """1 for a first run, 2 for its first retry, ..."""
+    return len(retry_history(trial)) + 1
+
+
+def requeued_as(trials: list[FrozenTrial]) -> dict[int, int]:
+    """Trial number -> the number of the copy that re-ran it (after a lost worker or Ctrl-C)."""
+    again = {}
+    for t in trials:
+        history = retry_history(t)
+        if history:
+            again[history[-1]] = t.number
+    return again
+
+
+def superseded(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of trials that were queued again (after a lost worker or an interruption)."""
+    return {number for t in trials for number in retry_history(t)}
+
+
+def interrupted(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(INTERRUPTED))
+
+
+def fail_reason(trial: FrozenTrial, requeued: int | None = None) -> str | None:
+    """Why a trial failed: the runner's reason, or a lost worker (failed for a stale heartbeat)."""
+    reason = trial.user_attrs.get(FAIL_REASON)
+    if trial.state == TrialState.FAIL and reason is None:
+        reason = LOST_WORKER_REASON
+    if trial.state == TrialState.FAIL and requeued is not None:
+        reason = f"{reason}; re-run as trial {requeued}"
+    return reason
+
+
+def worker_pid(trial: FrozenTrial) -> int | None:
+    return (trial.user_attrs.get(WORKER) or {}).get("pid")
