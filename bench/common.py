@@ -217,7 +217,7 @@ def say(message: str) -> None:
 
 @contextlib.contextmanager
 def postgres():
-    """A PostgreSQL server on loopback for the benchmark (tests/pg.py: initdb as the postgres user,
+    """A PostgreSQL server on loopback for the benchmark (search/testing/postgres.py: initdb as the postgres user,
     fsync off), destroyed at the end. Yields the server (``.url(db)``, ``.create_database()``)."""
     from search.testing.postgres import PostgresServer
 

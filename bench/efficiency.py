@@ -1,7 +1,7 @@
 """Search efficiency against Keras Tuner's own tuners, at an equal budget of epochs trained.
 
 For each space and seed, the same hypermodel (the space module's, unchanged) and the same data
-split (``search.data.load(DATA, seed)``) are searched by:
+split (``search._datasets.load(DATA, seed)``) are searched by:
 
 - Keras Tuner ``Hyperband`` (max_epochs E, factor 3, one iteration by default): it runs first and sets the
   budget B, the epochs it trained (counting the epochs its promoted trials train on);
@@ -10,7 +10,7 @@ split (``search.data.load(DATA, seed)``) are searched by:
 - this service, TPE with a pruner (``--pruner median``, ``--pruner hyperband``): trials of at most
   E epochs until B epochs are spent (the study is resumed with more trials until then).
 
-Our studies run through the service's own code: ``coordinator.prepare`` (what ``search start``
+Our studies run through the service's own code: ``search.commands.start.prepare`` (what ``search start``
 does first) and the worker loop (``search.execution.worker(study, slot=0)``, what ``search start`` spawns), in
 this process, so no process start-up is repeated. Every epoch trained by any tuner is logged in
 order with its val_accuracy; a tuner's curve is the best val_accuracy seen after e epochs (a
@@ -110,7 +110,7 @@ def run_keras_tuner(kind: str, space_path: str, seed: int, args, budget: int | N
 
     _patch_keras_tuner_tensorboard()
 
-    from search import data
+    from search import _datasets
     from search.space.loader import load_space
 
     class EpochLog(keras.callbacks.Callback):
@@ -121,8 +121,8 @@ def run_keras_tuner(kind: str, space_path: str, seed: int, args, budget: int | N
             EPOCH_LOG.append(float(value) if value is not None else float("nan"))
 
     space = load_space(space_path)
-    dataset = data.load(args.data, seed)
-    data.activate(dataset)
+    dataset = _datasets.load(args.data, seed)
+    _datasets.activate(dataset)
     common_kwargs = dict(objective=kt.Objective("val_accuracy", "max"), seed=seed,
                          directory=str(work), project_name=f"{kind}-{seed}", overwrite=True)
     if kind == "kt_hyperband":
@@ -148,8 +148,9 @@ def run_keras_tuner(kind: str, space_path: str, seed: int, args, budget: int | N
 def run_ours(kind: str, space_path: str, seed: int, args, budget: int, work: Path) -> dict:
     import optuna
 
-    from search import api
-    from search.commands import start as coordinator
+    from search.commands.start import prepare
+    from search.execution.worker import run_worker
+    from search.options import start_options
     pruner = {"tpe": "none", "tpe_median": "median", "tpe_hyperband": "hyperband"}[kind]
     url = f"sqlite:///{work / f'{kind}-{seed}.db'}"
     study = f"{kind}-{seed}"
@@ -157,11 +158,11 @@ def run_ours(kind: str, space_path: str, seed: int, args, budget: int, work: Pat
     started = time.perf_counter()
     curve: list[float] = []
     for _ in range(20):
-        prepared = coordinator.prepare(coordinator.StartOptions(
-            space_file=space_path, study=study, storage=url, trials=trials, epochs=args.max_epochs,
+        prepared = prepare(start_options(
+            space_path, study=study, storage=url, trials=trials, epochs=args.max_epochs,
             data=args.data, sampler="tpe", seed=seed, pruner=pruner))
-        prepared.handle.storage.engine.dispose()
-        api.worker(study, storage_url=url, slot=0)
+        prepared.stored.storage.engine.dispose()
+        run_worker(url, study, slot=0)  # slot 0: the sampler's seed is the study's
         store = optuna.storages.RDBStorage(url)
         done = sorted(optuna.load_study(study_name=study, storage=store).get_trials(deepcopy=False),
                       key=lambda t: t.number)

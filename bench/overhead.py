@@ -89,12 +89,12 @@ def plain_child(config_path: str) -> None:
     import keras
     import keras_tuner as kt
 
-    from search import data
+    from search import _datasets
     from search.space.loader import load_space
 
     space = load_space(job["space"])
     objective, direction = space.objective.name, space.objective.direction
-    dataset = data.load(job["data"], job["seed"])
+    dataset = _datasets.load(job["data"], job["seed"])
     ready = time.time()
     rows = []
     loop_start = time.perf_counter()
@@ -103,13 +103,13 @@ def plain_child(config_path: str) -> None:
         keras.backend.clear_session()
         c1 = time.perf_counter()
         keras.utils.set_random_seed(item["seed"])
-        data.activate(dataset)
+        _datasets.activate(dataset)
         hp = kt.HyperParameters()
         hp.values = dict(item["values"])
         b0 = time.perf_counter()
         model = space.hypermodel.build(hp)
         b1 = time.perf_counter()
-        trained_on = data.in_use()
+        trained_on = _datasets.in_use()
         kwargs = dict(validation_data=(trained_on.x_val, trained_on.y_val), epochs=job["epochs"], verbose=0)
         if not space.custom_fit and "batch_size" in hp.values:
             kwargs["batch_size"] = hp.values["batch_size"]
@@ -136,7 +136,7 @@ def callback_ab(job: dict, space, dataset) -> dict:
     import keras_tuner as kt
     import optuna
 
-    from search import data
+    from search import _datasets
     from search.execution.callbacks import TrialCallback
 
     item = job["trials"][0]
@@ -146,11 +146,11 @@ def callback_ab(job: dict, space, dataset) -> dict:
         kind = "plain" if i % 2 == 0 else "callback"
         keras.backend.clear_session()
         keras.utils.set_random_seed(item["seed"])
-        data.activate(dataset)
+        _datasets.activate(dataset)
         hp = kt.HyperParameters()
         hp.values = dict(item["values"])
         model = space.hypermodel.build(hp)
-        trained_on = data.in_use()
+        trained_on = _datasets.in_use()
         callbacks = []
         if kind == "callback":
             callbacks = [TrialCallback(study.ask(), space.objective.name, space.objective.direction)]

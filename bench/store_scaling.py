@@ -64,7 +64,7 @@ def parse_args(argv=None):
                    help="epochs each trial reports to the pruner during its sleep (default 0)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"], help="sampler (default tpe)")
     p.add_argument("--pg-fsync", default="on", choices=["on", "off"],
-                   help="PostgreSQL fsync (default on, as a real server; tests/pg.py runs with off)")
+                   help="PostgreSQL fsync (default on, as a real server; search/testing/postgres.py runs with off)")
     p.add_argument("--allow-tensorflow", action="store_true",
                    help="let workers import TensorFlow (as set_random_seed does when it is installed)")
     p.add_argument("--skip-runner-gc", action="store_true",
@@ -89,7 +89,7 @@ def parse_args(argv=None):
 
 
 class BenchPostgres:
-    """tests/pg.py's server with fsync as asked and room for many connections (each worker holds
+    """search/testing/postgres.py's server with fsync as asked and room for many connections (each worker holds
     a few: the study, its heartbeat thread, its records)."""
 
     def __init__(self, fsync: str):
@@ -178,13 +178,14 @@ def make_template(url: str, level: int, args) -> None:
     """Create the sleep study (as ``search start`` does) and add ``level`` finished trials."""
     import optuna
 
-    from search.commands import start as coordinator
+    from search.commands.start import prepare
+    from search.options import start_options
     from search.space.loader import load_space
 
-    prepared = coordinator.prepare(coordinator.StartOptions(
-        space_file=str(SLEEP_SPACE), study=STUDY, storage=url, trials=1, epochs=max(1, args.reports),
+    prepared = prepare(start_options(
+        str(SLEEP_SPACE), study=STUDY, storage=url, trials=1, epochs=max(1, args.reports),
         sampler=args.sampler, pruner="none", seed=0))
-    prepared.handle.storage.engine.dispose()
+    prepared.stored.storage.engine.dispose()
     space = load_space(str(SLEEP_SPACE))
     trials = prefill_trials(space, level, seed=level)
     try:

@@ -113,16 +113,16 @@ def step_child(job_path: str) -> None:
     import keras
     import keras_tuner as kt
 
-    from search import data
+    from search import _datasets
     from search.execution.callbacks import (
         StepTimer,  # the runner's timer, with no Optuna trial around it
     )
     from search.space.loader import load_space
 
     space = load_space(job["space"])
-    dataset = data.load(job["data"], 0)
+    dataset = _datasets.load(job["data"], 0)
     keras.utils.set_random_seed(0)
-    data.activate(dataset)
+    _datasets.activate(dataset)
     hp = kt.HyperParameters()
     hp.values = {"model": job["model"]}
     model = space.hypermodel.build(hp)

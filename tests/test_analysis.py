@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from search.analysis import analyze, render_text, trials_frame
+from search.analysis import analyze, trials_frame
+from search.console.analysis import render_text
 from search.errors import SearchError
 from search.testing.synthetic import build_study, space_config
 

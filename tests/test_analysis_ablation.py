@@ -6,8 +6,9 @@ import optuna
 import pytest
 from keras_tuner.engine.hyperparameters import Boolean, Choice, Float, Int
 
-from search.analysis import ablation, analyze
+from search.analysis import analyze
 from search.errors import SearchError
+from search.space import ablation
 from search.testing.synthetic import add_ablation_trials, build_study, space_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

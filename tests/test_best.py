@@ -14,11 +14,12 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from search import cli, data
-from search.commands.start import StartOptions, prepare
+from search import _datasets, cli, data
+from search.commands.start import prepare
 from search.errors import SearchError
 from search.execution import checkpoints as artifacts
 from search.execution.worker import run_worker
+from search.options import normalize_location, start_options
 from search.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -26,7 +27,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Trials train on a class subset chosen per trial, so evaluation must rebuild the same subset.
 SPACE = textwrap.dedent('''
     import keras
-    from search import data
+    from search import _datasets, data
     def build(hp):
         ds = data.current(classes=hp.Choice("classes", [4, 10]))
         model = keras.Sequential([
@@ -52,7 +53,7 @@ def new_study(root, trials, **options):
     space = root / "space.py"
     space.write_text(SPACE)
     url = f"sqlite:///{root / 'store.db'}"
-    prepare(StartOptions(space_file=str(space), storage=url, trials=trials, epochs=1,
+    prepare(start_options(str(space), storage=url, trials=trials, epochs=1,
                          pruner="none", **options))
     return url
 
@@ -95,7 +96,7 @@ def test_best_evaluates_on_the_test_split_and_exports_loadable_models(study, tmp
                             "--evaluate", "--export", export)
     assert code == 0, err
     top = ranked(study.url)  # reloaded: test metrics are recorded on the trials
-    full = data.load("digits", 0)
+    full = _datasets.load("digits", 0)
     assert f"trial {top[KEEP].number}: no checkpoint" in out and "not kept" in out
     for t in top[:KEEP]:
         hp = t.user_attrs["hp_values"]
@@ -148,11 +149,11 @@ def test_artifact_store_settings(tmp_path, monkeypatch):
         "select config_json from search_studies").fetchone()[0])
     assert stored["artifacts"] == str(tmp_path / "shared" / "ckpt") and stored["keep_best"] == 1
     with pytest.raises(SearchError, match="was created with --artifacts"):
-        prepare(StartOptions(space_file=str(tmp_path / "space.py"), storage=url, artifacts="other"))
-    with pytest.raises(SearchError, match="--keep-best must be 0 or more"):
-        prepare(StartOptions(space_file=str(tmp_path / "space.py"), storage=url, keep_best=-1))
+        prepare(start_options(str(tmp_path / "space.py"), storage=url, artifacts="other"))
+    with pytest.raises(SearchError, match="keep_best must be 0 or more"):
+        prepare(start_options(str(tmp_path / "space.py"), storage=url, keep_best=-1))
     with pytest.raises(SearchError, match="unsupported scheme"):
-        artifacts.normalize_location("ftp://host/x")
+        normalize_location("ftp://host/x")
     assert artifacts.default_location("postgresql://u@h/db") is None  # no local folder by default
     s3 = artifacts.open_store("s3://bucket/runs/cnn")
     assert s3.prefix == "runs/cnn" and s3._key("id") == "runs/cnn/id" and s3.store.bucket == "bucket"

@@ -60,17 +60,18 @@ FILES = {
 def seeded(tmp_path_factory):
     """A store with a finished study ``tiny`` (2 trials, trained here), and the case files."""
     from search import api
-    from search.commands.start import StartOptions, prepare
+    from search.commands.start import prepare
+    from search.options import start_options
 
     root = tmp_path_factory.mktemp("catalogue")
     for name, text in FILES.items():
         (root / name).write_text(text)
     np.savez(root / "unlabelled.npz", x_train=np.zeros((4, 8, 8), dtype=np.uint8))
     url = f"sqlite:///{root / 'seed.db'}"
-    prepared = prepare(StartOptions(space_file=str(root / "tiny.py"), storage=url, trials=2,
+    prepared = prepare(start_options(str(root / "tiny.py"), storage=url, trials=2,
                                     epochs=1, pruner="none"))
-    prepared.handle.storage.engine.dispose()
-    report = api.worker("tiny", storage_url=url)
+    prepared.stored.storage.engine.dispose()
+    report = api.worker("tiny", storage=url)
     assert report.complete == 2
     return root
 
@@ -165,11 +166,12 @@ def test_bad_input_is_one_line_and_changes_nothing(store, seeded, case, args, me
 
 
 def test_analysis_of_a_study_without_finished_trials_is_one_line(seeded, tmp_path):
-    from search.commands.start import StartOptions, prepare
+    from search.commands.start import prepare
+    from search.options import start_options
 
     path = tmp_path / "store.db"
-    prepare(StartOptions(space_file=str(seeded / "tiny.py"), storage=f"sqlite:///{path}", trials=2,
-                         epochs=1)).handle.storage.engine.dispose()
+    prepare(start_options(str(seeded / "tiny.py"), storage=f"sqlite:///{path}", trials=2,
+                         epochs=1)).stored.storage.engine.dispose()
     before = dump(path)
     result = run("analyze", "--study", "tiny", "--storage", f"sqlite:///{path}", "--html",
                  str(tmp_path / "report.html"))
@@ -199,15 +201,16 @@ def test_user_strings_are_shown_as_they_are_in_the_terminal_and_escaped_in_the_r
     import html
 
     from search import api
-    from search.commands.start import StartOptions, prepare
+    from search.commands.start import prepare
+    from search.options import start_options
 
     name = "digits <script>alert(1)</script> [/bold]"
     space = tmp_path / "markup.py"
     space.write_text(MARKUP_SPACE)
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    prepare(StartOptions(space_file=str(space), study=name, storage=url, trials=2, epochs=1,
-                         sampler="grid")).handle.storage.engine.dispose()
-    assert api.worker(name, storage_url=url).trials == 2
+    prepare(start_options(str(space), study=name, storage=url, trials=2, epochs=1,
+                         sampler="grid")).stored.storage.engine.dispose()
+    assert api.worker(name, storage=url).trials == 2
     reason = "build: ValueError: <script>alert(1)</script> [/red] [link=http://x]"
     status = run("status", "--study", name, "--storage", url)
     assert status.exit_code == 0, status.stderr

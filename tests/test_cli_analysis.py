@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from search import cli
-from search.commands.start import StartOptions, prepare
+from search.commands.start import prepare
 from search.execution.worker import run_worker, space_hyperparameters
+from search.options import start_options
 from search.space.bridge import REVERSE_LOG_SUFFIX, param_mapping
 from search.storage import StudyRecords, open_storage
 from tests.conftest import REPO
@@ -66,7 +67,7 @@ def study(tmp_path_factory):
     space = root / "tiny.py"
     space.write_text(SPACE)
     url = f"sqlite:///{root / 'store.db'}"
-    prepare(StartOptions(space_file=str(space), storage=url, trials=SEARCH_TRIALS, epochs=1,
+    prepare(start_options(str(space), storage=url, trials=SEARCH_TRIALS, epochs=1,
                          pruner="none", keep_best=0))
     run_worker(url, "tiny")
     code, out, err = invoke("ablate", "--study", "tiny", "--storage", url, "--params", "batch_size",
@@ -248,7 +249,7 @@ def test_a_study_without_finished_trials_is_one_line(tmp_path):
     space = tmp_path / "tiny.py"
     space.write_text(SPACE)
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    prepare(StartOptions(space_file=str(space), storage=url, trials=2, epochs=1))
+    prepare(start_options(str(space), storage=url, trials=2, epochs=1))
     for command in ("analyze", "ablate", "best"):
         code, _, err = invoke(command, "--study", "tiny", "--storage", url)
         lines = [line for line in err.splitlines() if line.strip()]

@@ -12,10 +12,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import data
-from search.commands.start import StartOptions, prepare
+from search import _datasets, data
+from search.commands.start import prepare
 from search.errors import DataError
 from search.execution.worker import run_worker
+from search.options import start_options
 from tests.conftest import REPO, error_lines, run_cli
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 2
@@ -43,11 +44,11 @@ def write_cifar100(folder, classes=100):
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    data._load.cache_clear()
-    data._subset.cache_clear()
+    _datasets._load.cache_clear()
+    _datasets._subset.cache_clear()
     yield
-    data._load.cache_clear()
-    data._subset.cache_clear()
+    _datasets._load.cache_clear()
+    _datasets._subset.cache_clear()
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def cifar(tmp_path):
 
 
 def test_cifar100_folder_loads_with_fixed_seeded_splits(cifar):
-    ds = data.load(cifar, seed=3)
+    ds = _datasets.load(cifar, seed=3)
     n_train = 100 * TRAIN_PER_CLASS
     assert ds.num_classes == 100
     assert ds.x_train.shape[1:] == (32, 32, 3) and ds.x_train.dtype == np.uint8
@@ -65,14 +66,14 @@ def test_cifar100_folder_loads_with_fixed_seeded_splits(cifar):
     for x, y in ((ds.x_train, ds.y_train), (ds.x_val, ds.y_val), (ds.x_test, ds.y_test)):
         assert (x[..., 0].max(axis=(1, 2)) == y).all()  # channels last, images stay with labels
     assert set(np.unique(ds.y_val)) == set(range(100))  # stratified validation split
-    again = data._load.__wrapped__(cifar, 3, 0.15)
+    again = _datasets._load.__wrapped__(cifar, 3, 0.15)
     assert np.array_equal(again.y_val, ds.y_val) and np.array_equal(again.x_train, ds.x_train)
-    other = data._load.__wrapped__(cifar, 4, 0.15)
+    other = _datasets._load.__wrapped__(cifar, 4, 0.15)
     assert not np.array_equal(other.y_val, ds.y_val)
 
 
 def test_class_subset_keeps_k_classes_remapped_and_their_images(cifar):
-    ds = data.load(cifar, seed=0)
+    ds = _datasets.load(cifar, seed=0)
     sub = data.subset(ds, 20)
     assert sub.num_classes == 20 and len(sub.classes) == 20
     assert list(sub.classes) == sorted(sub.classes)
@@ -87,26 +88,26 @@ def test_class_subset_keeps_k_classes_remapped_and_their_images(cifar):
 
 
 def test_class_subset_is_the_same_in_every_process_and_set_by_the_seed(cifar):
-    here = data.subset(data.load(cifar, seed=5), 20).classes
+    here = data.subset(_datasets.load(cifar, seed=5), 20).classes
     code = textwrap.dedent(f"""
-        from search import data
-        print(list(data.subset(data.load({cifar!r}, seed=5), 20).classes))
+        from search import _datasets, data
+        print(list(data.subset(_datasets.load({cifar!r}, seed=5), 20).classes))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == str(list(here))
-    assert data.subset(data.load(cifar, seed=6), 20).classes != here
+    assert data.subset(_datasets.load(cifar, seed=6), 20).classes != here
 
 
 def test_classes_larger_than_the_data_set_is_a_clear_error(cifar):
     with pytest.raises(DataError, match=r"classes=120 but .* has 100 classes \(use 2..100\)"):
-        data.subset(data.load(cifar), 120)
+        data.subset(_datasets.load(cifar), 120)
 
 
 RESIZE_SPACE = textwrap.dedent('''
     import keras
-    from search import data
+    from search import _datasets, data
     def build(hp):
         ds = data.current(classes=hp.Choice("classes", [20, 40]))
         inputs = keras.Input(shape=ds.input_shape)
@@ -121,7 +122,7 @@ RESIZE_SPACE = textwrap.dedent('''
 def test_trials_with_different_resize_share_one_cached_load(cifar, tmp_path, store_url):
     space = tmp_path / "resize.py"
     space.write_text(RESIZE_SPACE)
-    prepared = prepare(StartOptions(str(space), storage=store_url, trials=2, epochs=1, data=cifar,
+    prepared = prepare(start_options(str(space), storage=store_url, trials=2, epochs=1, data=cifar,
                                     sampler="grid", fixed={"classes": "20"}))
     report = run_worker(store_url, prepared.study_name)
     assert report.trials == 2
@@ -129,8 +130,8 @@ def test_trials_with_different_resize_share_one_cached_load(cifar, tmp_path, sto
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert {t.params["resize"] for t in study.trials} == {8, 16}
     assert {t.user_attrs["hp_values"]["classes"] for t in study.trials} == {20}
-    assert data._load.cache_info().misses == 1  # one read of the files for the study and both trials
-    assert data._subset.cache_info().misses == 1  # one class subset, reused by both trials
+    assert _datasets._load.cache_info().misses == 1  # one read of the files for the study and both trials
+    assert _datasets._subset.cache_info().misses == 1  # one class subset, reused by both trials
 
 
 def test_npz_file_with_and_without_a_test_split(tmp_path):
@@ -139,14 +140,14 @@ def test_npz_file_with_and_without_a_test_split(tmp_path):
     y = np.arange(200) % 4
     np.savez(tmp_path / "two.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
     np.savez(tmp_path / "one.npz", x_train=x, y_train=y.reshape(-1, 1))
-    two = data.load(str(tmp_path / "two.npz"))
+    two = _datasets.load(str(tmp_path / "two.npz"))
     assert two.input_shape == (10, 10, 1) and len(two.x_test) == 40 and two.num_classes == 4
     assert len(two.x_train) + len(two.x_val) == 200
-    one = data.load(str(tmp_path / "one.npz"))
+    one = _datasets.load(str(tmp_path / "one.npz"))
     assert len(one.x_test) == 40 and len(one.x_train) + len(one.x_val) == 160  # a seeded 20% test split
     np.savez(tmp_path / "bad.npz", images=x)
     with pytest.raises(DataError, match="needs arrays x_train and y_train"):
-        data.load(str(tmp_path / "bad.npz"))
+        _datasets.load(str(tmp_path / "bad.npz"))
 
 
 def test_image_folder_of_class_subfolders(tmp_path):
@@ -160,7 +161,7 @@ def test_image_folder_of_class_subfolders(tmp_path):
             pixels[..., 0] = label * 100
             Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{i}.png")
     (tmp_path / "pets" / "notes.txt").write_text("not a class")
-    ds = data.load(str(tmp_path / "pets"))
+    ds = _datasets.load(str(tmp_path / "pets"))
     assert ds.num_classes == 3 and ds.input_shape == (12, 12, 3)
     assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 30
     assert (ds.x_train[..., 0].max(axis=(1, 2)) == ds.y_train * 100).all()  # sorted names -> labels
@@ -168,12 +169,12 @@ def test_image_folder_of_class_subfolders(tmp_path):
 
 def test_unknown_data_names_and_formats(tmp_path):
     with pytest.raises(DataError, match="unknown data set 'imagenet'"):
-        data.load("imagenet")
+        _datasets.load("imagenet")
     with pytest.raises(DataError, match="does not exist"):
-        data.load(str(tmp_path / "missing.npz"))
+        _datasets.load(str(tmp_path / "missing.npz"))
     (tmp_path / "table.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="unknown data format"):
-        data.load(str(tmp_path / "table.csv"))
+        _datasets.load(str(tmp_path / "table.csv"))
 
 
 def test_keras_dataset_offline_fails_the_start_with_one_line(tmp_path, tiny_space, store_url):

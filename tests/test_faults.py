@@ -245,7 +245,7 @@ def test_sqlite_store_file_gone_for_a_while_and_back(tiny_space, tmp_path):
     os.rename(db, away)
     try:
         with pytest.raises(SearchError, match="no store at .*does not exist"):
-            api.status("tiny", storage_url=url)  # a reader is told, and creates nothing
+            api.status("tiny", storage=url)  # a reader is told, and creates nothing
         time.sleep(2.0)
         assert not db.exists(), "an empty store was created in place of the missing file"
     finally:
@@ -375,12 +375,13 @@ def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_
 
     from search import api
     from search.cli import main
-    from search.commands.start import StartOptions, prepare
+    from search.commands.start import prepare
+    from search.options import start_options
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    prepare(StartOptions(space_file=str(tiny_space), storage=url, trials=2, epochs=2, keep_best=2,
-                         artifacts=str(full_disk))).handle.storage.engine.dispose()
-    report = api.worker("tiny", storage_url=url)
+    prepare(start_options(str(tiny_space), storage=url, trials=2, epochs=2, keep_best=2,
+                         artifacts=str(full_disk))).stored.storage.engine.dispose()
+    report = api.worker("tiny", storage=url)
     assert (report.complete, report.failed) == (2, 0)  # the worker went on
     trials = trials_of(url)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
@@ -394,11 +395,13 @@ def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_
 
 
 def test_trial_timeout_is_stored_with_the_study_and_checked():
-    from search.commands.start import StartOptions, _check_options
-    from search.errors import SearchError
-    from search.options import StudyConfig
+    from search.options import OptionError, StudyConfig, start_options
 
-    assert StudyConfig.from_dict({"space_path": "x.py", "data": "digits"}).trial_timeout_s is None
-    assert StudyConfig(space_path="x.py", data="digits", trial_timeout_s=5).to_dict()["trial_timeout_s"] == 5
-    with pytest.raises(SearchError, match="--trial-timeout must be a positive"):
-        _check_options(StartOptions(space_file="spaces/cnn.py", trial_timeout=0))
+    assert StudyConfig.from_dict({"space_path": "x.py", "data": "digits"}).trial_timeout is None
+    assert StudyConfig(space_path="x.py", data="digits", trial_timeout=5).to_dict()["trial_timeout"] == 5
+    # a store written before the stored keys were the option names
+    assert StudyConfig.from_dict({"space_path": "x.py", "data": "digits", "trial_timeout_s": 7,
+                                  "heartbeat_s": 2, "grace_s": 9}).trial_timeout == 7
+    with pytest.raises(OptionError, match="trial_timeout must be a positive") as raised:
+        start_options("spaces/cnn.py", trial_timeout=0)
+    assert raised.value.as_flag().startswith("--trial-timeout must be a positive")

@@ -127,7 +127,7 @@ def test_the_password_can_stay_out_of_the_url(postgres_server, tmp_path, monkeyp
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 0, result.stderr
     assert "No studies in this store yet" in result.stdout
-    store = storage.open_storage()
+    store = storage.open_storage(url)
     assert {"search_studies", "trials"} <= set(sqlalchemy.inspect(store.engine).get_table_names())
     store.engine.dispose()
 
@@ -140,13 +140,14 @@ PAYLOAD = "\nimport pathlib\npathlib.Path({marker!r}).write_text('the stored sou
 def tiny_study(tmp_path: Path) -> tuple[Path, str]:
     """The tiny space written to tmp_path and its study created in a SQLite store there, as
     ``search start`` creates it (no trial run): (space file, store URL)."""
-    from search.commands.start import StartOptions, prepare
+    from search.commands.start import prepare
+    from search.options import start_options
 
     space = tmp_path / "tiny.py"
     space.write_text(TINY_SPACE)
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    prepare(StartOptions(space_file=str(space), storage=url, trials=1, epochs=1)) \
-        .handle.storage.engine.dispose()
+    prepare(start_options(str(space), storage=url, trials=1, epochs=1)) \
+        .stored.storage.engine.dispose()
     return space, url
 
 
@@ -201,9 +202,9 @@ def test_worker_space_runs_when_the_stored_source_is_the_file(tmp_path):
 
 
 def test_local_workers_are_told_which_source_to_accept():
-    from search.commands.start import _worker_command
+    from search.execution.pool import worker_command
 
-    command = _worker_command("cnn", 0, "ab" * 32)
+    command = worker_command("cnn", 0, "ab" * 32)
     assert command[command.index("--space-sha256") + 1] == "ab" * 32
     assert not any("postgresql" in part or "sqlite" in part for part in command)  # URL via env only
 

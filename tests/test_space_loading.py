@@ -4,14 +4,14 @@ import textwrap
 
 import pytest
 
-from search import data
+from search import _datasets
 from search.errors import SpaceError
 from search.space.loader import discover, load_space, validate_fixed
 from tests.conftest import REPO
 
 GOOD_BUILD = '''
 import keras
-from search import data
+from search import _datasets, data
 def build(hp):
     ds = data.current()
     model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
@@ -48,13 +48,13 @@ def test_broken_spaces_are_one_line_errors(tmp_path, source, message):
 def test_build_raising_is_reported_at_discovery(tmp_path):
     space = load_space(write(tmp_path, "def build(hp):\n    raise RuntimeError('no model for you')\n"))
     with pytest.raises(SpaceError) as err:
-        discover(space, data.load("digits"))
+        discover(space, _datasets.load("digits"))
     assert "build() raised RuntimeError: no model for you" in str(err.value)
 
 
 def test_discovery_opens_conditional_scopes_and_keeps_defaults(tmp_path):
     space = load_space(write(tmp_path, GOOD_BUILD))
-    found = discover(space, data.load("digits"))
+    found = discover(space, _datasets.load("digits"))
     assert {hp.name for hp in found.hyperparameters.space} == {"optimizer", "momentum"}
     assert found.defaults == {"optimizer": "adam"}
     with pytest.raises(SpaceError, match="defines no hyperparameter 'nope'.*momentum, optimizer"):
@@ -65,7 +65,7 @@ def test_discovery_opens_conditional_scopes_and_keeps_defaults(tmp_path):
 def test_hypermodel_subclass_and_fit_parameters_are_found(tmp_path):
     source = '''
         import keras, keras_tuner
-        from search import data
+        from search import _datasets, data
         class Net(keras_tuner.HyperModel):
             def build(self, hp):
                 ds = data.current()
@@ -80,12 +80,12 @@ def test_hypermodel_subclass_and_fit_parameters_are_found(tmp_path):
     '''
     space = load_space(write(tmp_path, source))
     assert space.custom_fit
-    found = discover(space, data.load("digits"))
+    found = discover(space, _datasets.load("digits"))
     assert {hp.name for hp in found.hyperparameters.space} == {"units", "batch_size"}
 
 
 def test_the_cnn_space_loads_and_discovers():
     space = load_space(str(REPO / "spaces" / "cnn.py"))
     assert space.objective.name == "val_accuracy" and space.objective.direction == "max"
-    names = {hp.name for hp in discover(space, data.load("digits")).hyperparameters.space}
+    names = {hp.name for hp in discover(space, _datasets.load("digits")).hyperparameters.space}
     assert {"learning_rate", "optimizer", "batch_size", "momentum", "filters", "conv_blocks"} <= names

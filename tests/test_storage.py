@@ -5,14 +5,12 @@ import multiprocessing
 import pytest
 import sqlalchemy
 
-from search import storage
 from search.storage import (
     StoreError,
     StudyRecord,
     StudyRecords,
     mask_url,
     open_storage,
-    resolve_url,
 )
 
 
@@ -69,8 +67,11 @@ def test_mask_url_hides_the_password():
 
 
 def test_resolve_url_order(monkeypatch):
+    from search.options import DEFAULT_STORAGE
+    from search.options import resolve_storage as resolve_url
+
     monkeypatch.delenv("SEARCH_STORAGE", raising=False)
-    assert resolve_url(None) == storage.DEFAULT_URL == "sqlite:///search.db"
+    assert resolve_url(None) == DEFAULT_STORAGE == "sqlite:///search.db"
     monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///env.db")
     assert resolve_url(None) == "sqlite:///env.db"
     assert resolve_url("sqlite:///given.db") == "sqlite:///given.db"

@@ -19,13 +19,9 @@ from optuna.trial import TrialState
 from search import storage
 from search.errors import SearchError
 from search.execution.devices import plan_slots
-from search.execution.worker import (
-    StaleTrialRetry,
-    fail_stale_trials,
-    open_study_handle,
-    recount_claims,
-)
-from search.options import StudyConfig
+from search.execution.faults import StaleTrialRetry, fail_stale_trials, open_for_work
+from search.execution.worker import recount_claims
+from search.options import StudyConfig, check
 from search.space.pruners import make_pruner
 from tests.conftest import REPO, error_lines, run_cli
 
@@ -155,9 +151,11 @@ def test_slots_per_gpu_workers_and_cpu(monkeypatch):
     with pytest.raises(SearchError, match="no GPU 7"):
         plan_slots(gpus="0,7")
     for kwargs, message in [({"gpus": "0,,1"}, "comma-separated"), ({"gpus": "0,0"}, "listed twice"),
-                            ({"per_gpu": 0}, "at least 1"), ({"workers": 2, "per_gpu": 2}, "not both")]:
+                            ({"workers": 2, "per_gpu": 2}, "not both")]:
         with pytest.raises(SearchError, match=message):
             plan_slots(**kwargs)
+    with pytest.raises(SearchError, match="per_gpu must be at least 1"):
+        check("per_gpu", 0)  # --per-gpu is checked as an option, before any slot is planned
 
 
 @pytest.mark.parametrize("name, cls", [("none", optuna.pruners.NopPruner),
@@ -190,11 +188,11 @@ def test_a_stale_trial_is_failed_retried_once_and_gives_its_slot_back(tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     store = storage.open_storage(url)
     records = storage.StudyRecords(store.engine)
-    config = StudyConfig(space_path="x.py", data="digits", heartbeat_s=1, grace_s=1, max_retry=1)
+    config = StudyConfig(space_path="x.py", data="digits", heartbeat=1, grace=1, max_retry=1)
     records.add(storage.StudyRecord(study_name="s", space_path="x.py", space_sha256="0" * 64,
                                     space_source="", config=config.to_dict(), budget=3))
     optuna.create_study(study_name="s", storage=store)
-    handle = open_study_handle(url, "s", heartbeat=True)
+    handle = open_for_work(url, "s")
     assert isinstance(handle.storage.heartbeat_stale_trial_callback, StaleTrialRetry)
     study = optuna.load_study(study_name="s", storage=handle.storage)
     assert records.claim("s")
@@ -208,7 +206,7 @@ def test_a_stale_trial_is_failed_retried_once_and_gives_its_slot_back(tmp_path):
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[1].params == trials[0].params and trials[1].system_attrs["retry_history"] == [0]
     assert records.get("s").claimed == 0  # the retry runs on the dead trial's slot
-    assert recount_claims(handle, "s") == 0
+    assert recount_claims(handle) == 0
     # the retry dies too: max_retry=1 is spent, the failure keeps its slot
     assert records.claim("s")
     retry = study.ask()
@@ -217,7 +215,7 @@ def test_a_stale_trial_is_failed_retried_once_and_gives_its_slot_back(tmp_path):
     time.sleep(2.2)
     fail_stale_trials(study)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert records.get("s").claimed == 1 == recount_claims(handle, "s")
+    assert records.get("s").claimed == 1 == recount_claims(handle)
 
 
 # ---------------------------------------------------------------------------- whole studies
@@ -342,7 +340,9 @@ def test_bad_worker_options_are_one_line(store_url, args, message):
     ({"pruner": "sometimes"}, "unknown pruner"),
 ])
 def test_start_options_are_checked_before_anything_is_stored(options, message):
-    from search.commands.start import StartOptions, _check_options
+    from search.options import start_options
 
-    with pytest.raises(SearchError, match=message):
-        _check_options(StartOptions(space_file="spaces/cnn.py", **options))
+    with pytest.raises(SearchError) as raised:
+        start_options("spaces/cnn.py", **options)
+    shown = raised.value.as_flag() if hasattr(raised.value, "as_flag") else str(raised.value)
+    assert message in shown

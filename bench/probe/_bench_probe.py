@@ -68,7 +68,11 @@ def _skipped_collect(generation=2):
 
 
 def _role() -> str:
-    return "worker" if "worker" in sys.argv[1:] else ("start" if "start" in sys.argv[1:] else "other")
+    """``search worker``, a pool's worker process (``python -m search.execution.pool``), or
+    ``search start``."""
+    if "worker" in sys.argv[1:] or sys.argv[0].endswith(os.path.join("execution", "pool.py")):
+        return "worker"
+    return "start" if "start" in sys.argv[1:] else "other"
 
 
 def _dump() -> None:
@@ -109,14 +113,15 @@ def install() -> None:
     if os.environ.get("BENCH_BLOCK_TENSORFLOW") == "1":
         sys.meta_path.insert(0, _NoTensorFlow())
     import optuna
-    import storage.records
-    import storage.retry
-    import storage.workers
 
+    import search.execution.faults
     import search.execution.runner
     import search.execution.worker
     import search.space.bridge
     import search.space.loader
+    import search.storage.records
+    import search.storage.retry
+    import search.storage.workers
 
     def remember_trial(trial):
         STATE["trial"] = trial.number
@@ -130,11 +135,11 @@ def install() -> None:
     _patch(search.execution.worker, "fail_stale_trials", "reap")
     _patch(search.execution.worker, "run_trial", "run_trial")
     _patch(search.execution.worker, "record", "record")
-    _patch(search.execution.worker.Heartbeat, "beat", "beat")
-    _patch(storage.records.StudyRecords, "claim", "claim")
-    _patch(storage.records.StudyRecords, "get", "study_record")
-    _patch(storage.workers.WorkerRegistry, "set_state", "set_state")
-    _patch(storage.workers.WorkerRegistry, "register", "register")
+    _patch(search.execution.faults.Heartbeat, "beat", "beat")
+    _patch(search.storage.records.StudyRecords, "claim", "claim")
+    _patch(search.storage.records.StudyRecords, "get", "study_record")
+    _patch(search.storage.workers.WorkerRegistry, "set_state", "set_state")
+    _patch(search.storage.workers.WorkerRegistry, "register", "register")
     _patch(search.space.bridge.TrialHyperParameters, "_value_for", "bridge")
     _patch(search.space.loader.FunctionHyperModel, "build", "build")
     _patch(search.space.loader.FunctionHyperModel, "fit", "fit")
@@ -166,7 +171,7 @@ def install() -> None:
         search.execution.runner.gc = types.SimpleNamespace(collect=_timed("gc_collect", collect))
     _patch(keras.backend, "clear_session", "clear_session")
 
-    is_transient = storage.retry.is_transient
+    is_transient = search.storage.retry.is_transient
 
     def counting(exc):
         result = is_transient(exc)
@@ -176,5 +181,5 @@ def install() -> None:
                               "message": text[0][:200] if text else ""})
         return result
 
-    storage.retry.is_transient = counting
+    search.storage.retry.is_transient = counting
     atexit.register(_dump)

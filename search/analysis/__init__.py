@@ -8,13 +8,9 @@ Pure computation over a study's trials (no Keras, no store writes)::
     write_html(result, study, "reports/cnn.html")      # plotly and Jinja2, loaded here only
     trials_frame(study).to_csv("trials.csv", index=False)
 
-    from search.analysis import ablation
-    ablation.plan(best_values, hyperparameters, ["learning_rate", "optimizer"], repeats=3)
-
 The terminal tables of an analysis are ``search.console.analysis``.
 """
 
-from search.analysis import ablation
 from search.analysis.ablation_effects import AblationEffect
 from search.analysis.effects import ParamEffect
 from search.analysis.frame import trials_frame
@@ -26,7 +22,6 @@ __all__ = [
     "Analysis",
     "Importances",
     "ParamEffect",
-    "ablation",
     "analyze",
     "trials_frame",
     "write_html",

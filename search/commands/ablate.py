@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from search import trial_attrs
-from search.analysis import ablation
 from search.analysis import analyze as analyze_study
 from search.errors import SearchError
+from search.space import ablation
 from search.study import open_study
 
 DEFAULT_REPEATS = 2

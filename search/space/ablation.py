@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from search.errors import SearchError
+from search.space.bridge import param_mapping
 
 GRID_POINTS = 5
 MAX_STEPPED_POINTS = 7
@@ -27,10 +28,6 @@ def _kind(hp) -> str:
 
 
 def _stepped_values(hp) -> list:
-    from search.space.bridge import (
-        param_mapping,  # Keras Tuner's grid, with the bridge's fixes
-    )
-
     return list(param_mapping(hp).grid)
 
 
