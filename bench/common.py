@@ -116,13 +116,10 @@ def ms(seconds: float | None) -> float | None:
 
 
 def fmt(value, digits: int = 1, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isnan(value):
-        return "-"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value}{unit}"
-    return f"{value:.{digits}f}{unit}"
+    """A figure of a result table: ``search.console.format.fixed``, the service's own formatter."""
+    from search.console.format import fixed
+
+    return fixed(value, digits, unit)
 
 
 def epoch_seconds(value) -> float | None:

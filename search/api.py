@@ -14,6 +14,7 @@ import no Keras; the others load it when they run trials or models.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 from search.errors import SearchError
 from search.options import check as check_option
 from search.options import resolve_storage, start_options
-from search.storage import MissingStore, StudyRecords, open_storage
+from search.storage import MissingStore, StoreError, StudyRecords, open_storage
 from search.study import StudySnapshot, open_study, snapshot
 
 if TYPE_CHECKING:  # the modules behind these import Keras or plotly: loaded when called
@@ -30,6 +31,25 @@ if TYPE_CHECKING:  # the modules behind these import Keras or plotly: loaded whe
     from search.commands.best import BestTrials, TopTrial
     from search.commands.start import Prepared
     from search.execution.pool import WorkerReport
+
+
+def _store_errors(fn):
+    """A store that fails past its retries (``search.storage.retry``) is a ``StoreError`` with one
+    line, not a driver's traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import optuna
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return fn(*args, **kwargs)
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            cause = exc.__cause__ or exc
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise StoreError(f"the store failed and did not come back: {first}") from exc
+
+    return wrapper
 
 
 @dataclass
@@ -41,6 +61,7 @@ class StartResult:
     snapshot: StudySnapshot
 
 
+@_store_errors
 def start(space_file: str, *, fixed: dict | None = None,
           on_prepared: Callable[[Prepared], None] | None = None,
           on_progress: Callable[[StudySnapshot], None] | None = None, **options) -> StartResult:
@@ -65,6 +86,7 @@ def start(space_file: str, *, fixed: dict | None = None,
     return StartResult(prepared.study_name, prepared.resumed, prepared.notes, len(slots), final)
 
 
+@_store_errors
 def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
            per_gpu: int | None = None, space: str | None = None,
            on_trial: Callable | None = None, on_note: Callable[[str], None] | None = None,
@@ -101,6 +123,7 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     return pool_report(final, workers, [note] if note else [])
 
 
+@_store_errors
 def status(study: str | None = None, *, storage: str | None = None) -> list[StudySnapshot]:
     """Snapshots of one study (with its workers), or of every study search created in the store."""
     if study is not None:
@@ -113,6 +136,7 @@ def status(study: str | None = None, *, storage: str | None = None) -> list[Stud
     return [snapshot(open_study(storage, name, store)) for name in names]
 
 
+@_store_errors
 def analyze(study: str, *, storage: str | None = None,
             params: list[str] | None = None) -> StudyAnalysis:
     """What each hyperparameter did: ``.analysis`` (effect tables, verdicts, importances, ablation
@@ -123,6 +147,7 @@ def analyze(study: str, *, storage: str | None = None,
     return analyze_stored(study, storage=storage, params=params)
 
 
+@_store_errors
 def ablate(study: str, *, storage: str | None = None, params: list[str] | None = None,
            repeats: int | None = None) -> AblationQueued:
     """Queue one-factor-at-a-time trials around the best configuration; the study's workers run
@@ -134,6 +159,7 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
                           repeats=DEFAULT_REPEATS if repeats is None else repeats)
 
 
+@_store_errors
 def best(study: str, *, storage: str | None = None, top: int | None = None,
          evaluate: bool = False, export: str | None = None,
          on_trial: Callable[[TopTrial], None] | None = None) -> BestTrials:
@@ -143,6 +169,13 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
 
     return best_trials(study, storage=storage, top=top, evaluate=evaluate, export=export,
                        on_trial=on_trial)
+
+
+def check_html_path(path):
+    """An HTML report path checked before any work (not a folder); None stays None."""
+    from search.commands.analyze import check_html_path as check
+
+    return check(path)
 
 
 __all__ = ["SearchError", "StartResult", "ablate", "analyze", "best", "start", "status", "worker"]

@@ -34,10 +34,8 @@ def _fail(message: str, code: int = 1):
 
 
 def _run(fn):
-    """Call ``fn``; user errors become one line on stderr and a non-zero exit."""
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
+    """Call ``fn``; user errors (``SearchError``, ``StoreError``) become one line on stderr and a
+    non-zero exit."""
     from search.storage import StoreError
 
     try:
@@ -46,10 +44,6 @@ def _run(fn):
         _fail(exc.as_flag())
     except (SearchError, StoreError) as exc:
         _fail(str(exc))
-    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        cause = exc.__cause__ or exc
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        _fail(f"the store failed and did not come back: {first}")
 
 
 def _parse_set(values: tuple[str, ...]) -> dict:
@@ -118,16 +112,12 @@ def start(space_file, set_values, **options):
     from search import api
     from search.console.progress import StudyProgress, prepared_lines
     from search.console.status import print_study
-    from search.options import resolve_storage
-    from search.storage import mask_url
-
     fixed = _parse_set(set_values)
     progress = StudyProgress(console)
     shown = {}
 
     def on_prepared(prepared):
-        where = mask_url(resolve_storage(options["storage"]))
-        for line in prepared_lines(prepared, where, options["timeout"]):
+        for line in prepared_lines(prepared, options["timeout"]):
             console.print(line, highlight=False)
         shown["notes"] = len(prepared.notes)
         progress.start(prepared.stored.record.budget)
@@ -221,13 +211,12 @@ def analyze(study, storage, fmt, html_path, no_html, params):
     --html PATH or --no-html); json and csv write to stdout, and the report only with --html.
     """
     from search import api
-    from search.commands.analyze import check_html_path
     from search.console.analysis import render_text
 
     if html_path and no_html:
         _fail("--html and --no-html contradict each other: give one")
     names = _parse_names(params, "--params")
-    _run(lambda: check_html_path(html_path))
+    _run(lambda: api.check_html_path(html_path))
     result = _run(lambda: api.analyze(study, storage=storage, params=names))
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))

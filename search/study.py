@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import optuna
-import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from search import trial_attrs
@@ -27,6 +26,7 @@ from search.storage import (
     mask_url,
     open_storage,
     retrying,
+    url_of,
 )
 from search.storage.trial_reader import read_trials
 
@@ -56,6 +56,11 @@ class StoredStudy:
                 study_name=self.name, storage=self.storage,
                 sampler=optuna.samplers.RandomSampler()), "load study")
         return self._study
+
+    @property
+    def where(self) -> str:
+        """The store's URL with any password masked: safe to print."""
+        return mask_url(url_of(self.storage))
 
     def reload(self) -> StudyRecord:
         """The study's record as stored now (budget, claims, deadline, configuration)."""
@@ -122,17 +127,6 @@ class StudySnapshot:
         study anything (their trials were retried by the others)."""
         return self.claimed >= self.budget and self.states.get("RUNNING", 0) == 0 \
             and self.states.get("WAITING", 0) == 0
-
-    def trials_frame(self) -> pd.DataFrame:
-        """One row per trial: number, state, value, seconds, hyperparameter values, failure reason."""
-        rows = []
-        again = trial_attrs.requeued_as(self.trials)
-        for t in self.trials:
-            row = _trial_dict(t, again.get(t.number))
-            params = row.pop("params")
-            row.update({f"hp.{k}": v for k, v in params.items()})
-            rows.append(row)
-        return pd.DataFrame(rows)
 
     def to_dict(self) -> dict:
         best = None

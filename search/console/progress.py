@@ -16,12 +16,12 @@ from search import trial_attrs
 from search.console.format import metric
 
 
-def prepared_lines(prepared, where: str, timeout: float | None) -> list[str]:
+def prepared_lines(prepared, timeout: float | None) -> list[str]:
     """The created or resumed study (rich markup), its notes, and the deadline."""
     stored, config = prepared.stored, prepared.stored.config
     verb = "Resuming" if prepared.resumed else "Created"
     lines = [f"{verb} study [bold]{escape(prepared.study_name)}[/bold] in "
-             + escape(f"{where}: space {stored.record.space_path}, data {config.data}, "
+             + escape(f"{stored.where}: space {stored.record.space_path}, data {config.data}, "
                       f"{config.epochs} epochs per trial, {config.sampler} sampler, objective "
                       f"{config.objective} ({config.direction})")]
     lines += [f"note: {escape(note)}" for note in prepared.notes]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from search import trial_attrs
-from search.errors import SearchError, one_line
+from search.errors import SearchError
 from search.execution.devices import worker_env
 from search.execution.faults import fail_stale_trials, work_on
 from search.study import StoredStudy, StudySnapshot, snapshot
@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         _log.error("error: %s", exc)
         return 1
     except SQLAlchemyError as exc:
-        _log.error("error: the store failed and did not come back: %s", one_line(exc.__cause__ or exc))
+        cause = exc.__cause__ or exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        _log.error("error: the store failed and did not come back: %s", first)
         return 1
     except KeyboardInterrupt:
         return 130
