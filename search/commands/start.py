@@ -101,10 +101,13 @@ def _changeable_settings(config: StudyConfig, options: StartOptions, notes: list
         raise SearchError(f"--grace must be longer than the heartbeat interval ({heartbeat} s), "
                           f"got {grace}")
     changed.heartbeat, changed.grace = heartbeat, grace
-    if options.trial_timeout is not None and options.trial_timeout != config.trial_timeout:
-        changed.trial_timeout = options.trial_timeout
-        notes.append(f"trial timeout changed from {limit(config.trial_timeout)} to "
-                     f"{options.trial_timeout:g} s")
+    for key, value in options.given("changeable").items():
+        was = getattr(config, key)
+        if key in ("heartbeat", "grace") or value == was:
+            continue
+        setattr(changed, key, value)
+        shown = limit if OPTIONS[key].metavar == "SECONDS" else str
+        notes.append(f"{key.replace('_', ' ')} changed from {shown(was)} to {shown(value)}")
     return changed
 
 
@@ -118,8 +121,7 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
     hps = found.hyperparameters
     fixed = validate_fixed(hps, options.fixed)
     stored = {o.name: o.default for o in OPTIONS.values() if o.stored}
-    stored.update(options.given("fixed"), data=data_name, seed=seed,
-                  trial_timeout=options.trial_timeout)
+    stored.update(options.given("fixed"), **options.given("changeable"), data=data_name, seed=seed)
     config = StudyConfig(space_path=options.space_file, objective=space.objective.name,
                          direction=space.objective.direction, fixed=fixed, space=hps.get_config(),
                          **stored)
