@@ -24,8 +24,6 @@ DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband", "asha")
-# How often one trial is re-run after its worker died (a retry that dies too counts again).
-DEFAULT_MAX_RETRY = 3
 
 
 class OptionError(SearchError):
@@ -142,6 +140,8 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("grace", int, "A trial without a heartbeat for this long is failed and retried "
            "(default 60).", default=60, stored="changeable", check=at_least_seconds(1),
            metavar="SECONDS"),
+    Option("max_retry", int, "How often a trial whose worker died is run again (default 3).",
+           default=3, stored="changeable", check=zero_or_more, metavar="N"),
     Option("keep_best", int, "Keep the best-epoch weights of the K best trials (default 3; 0: none).",
            default=3, stored="fixed", check=zero_or_more, metavar="K"),
     Option("artifacts", str, "Artifact store for those weights (default: a folder next to a "
@@ -209,7 +209,7 @@ class StudyConfig:
     keep_best: int = OPTIONS["keep_best"].default  # checkpoints kept: the top K trials' weights
     artifacts: str | None = None  # artifact store: a folder or s3://bucket[/prefix]; None: next to the store
     trial_timeout: float | None = None  # a trial running longer is stopped and failed (None: no limit)
-    max_retry: int = DEFAULT_MAX_RETRY
+    max_retry: int = OPTIONS["max_retry"].default  # a retry that dies too counts again
     fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
 
