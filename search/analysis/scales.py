@@ -116,7 +116,12 @@ def group_keys(values: pd.Series, scale: Scale) -> tuple[pd.Series, list]:
             rest = sorted(rest)
         except TypeError:
             rest = sorted(rest, key=str)
-        return values, order + rest
+        rows = order + rest
+        # Each trial's key is its row's own value: a column that also holds missing values is a
+        # float column (32.0 for the choice 32), and a figure looks rows up by the key's repr.
+        keys = pd.Series([next((r for r in rows if _same(r, v)), v) if pd.notna(v) else None
+                          for v in values], index=values.index, dtype=object)
+        return keys, rows
     edges = bin_edges(values, scale)
     numbers = pd.to_numeric(values, errors="coerce")
     right = not scale.log
