@@ -1,11 +1,10 @@
 """Checkpoints of the top trials (Optuna artifacts) and `search best`: top K, test-split evaluation,
 export; a failing artifact store never costs a trial. Real training on digits, one-epoch trials run
-by an in-process worker."""
+by an in-process worker (the artifact store's settings: tests/unit/execution/test_checkpoints.py)."""
 
 import errno
 import json
 import sqlite3
-import textwrap
 from types import SimpleNamespace
 
 import keras
@@ -15,47 +14,21 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from search import _datasets, cli, data
-from search.commands.start import prepare
-from search.errors import SearchError
 from search.execution import checkpoints as artifacts
 from search.execution.worker import run_worker
-from search.options import normalize_location, start_options
 from search.storage import open_storage
+from search.testing.studies import new_subset_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# Trials train on a class subset chosen per trial, so evaluation must rebuild the same subset.
-SPACE = textwrap.dedent('''
-    import keras
-    from search import _datasets, data
-    def build(hp):
-        ds = data.current(classes=hp.Choice("classes", [4, 10]))
-        model = keras.Sequential([
-            keras.Input(shape=ds.input_shape),
-            keras.layers.Rescaling(1.0 / 255),
-            keras.layers.Flatten(),
-            keras.layers.Dense(hp.Int("units", 16, 64, step=16), activation="relu"),
-            keras.layers.Dense(ds.num_classes, activation="softmax"),
-        ])
-        model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-3, 3e-2, sampling="log")),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
-''')
+# Trials train on a class subset chosen per trial (search.testing.spaces.SUBSET_SPACE), so
+# evaluation must rebuild the same subset.
 TRIALS, KEEP = 4, 2
 
 
 def invoke(*args):
     result = CliRunner().invoke(cli.main, [str(a) for a in args])
     return result.exit_code, result.stdout, result.stderr
-
-
-def new_study(root, trials, **options):
-    space = root / "space.py"
-    space.write_text(SPACE)
-    url = f"sqlite:///{root / 'store.db'}"
-    prepare(start_options(str(space), storage=url, trials=trials, epochs=1,
-                         pruner="none", **options))
-    return url
 
 
 def load(url):
@@ -70,7 +43,7 @@ def ranked(url):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("best")
-    url = new_study(root, TRIALS, keep_best=KEEP)
+    url = new_subset_study(root, TRIALS, keep_best=KEEP)
     report = run_worker(url, "space")
     assert report.complete == TRIALS
     return SimpleNamespace(root=root, url=url, folder=root / "store-artifacts")
@@ -129,7 +102,7 @@ def test_a_failing_artifact_store_leaves_the_trials_complete(tmp_path, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(artifacts._FolderStore, "write", full_disk)
-    url = new_study(tmp_path, 2, keep_best=KEEP)
+    url = new_subset_study(tmp_path, 2, keep_best=KEEP)
     report = run_worker(url, "space")
     assert report.complete == 2 and report.failed == 0  # the worker went on to the next trial
     for t in load(url).get_trials():
@@ -142,27 +115,9 @@ def test_a_failing_artifact_store_leaves_the_trials_complete(tmp_path, monkeypat
     assert code == 0 and "missing" in out
 
 
-def test_artifact_store_settings(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    url = new_study(tmp_path, 1, artifacts="shared/ckpt", keep_best=1)
-    stored = json.loads(sqlite3.connect(tmp_path / "store.db").execute(
-        "select config_json from search_studies").fetchone()[0])
-    assert stored["artifacts"] == str(tmp_path / "shared" / "ckpt") and stored["keep_best"] == 1
-    with pytest.raises(SearchError, match="was created with --artifacts"):
-        prepare(start_options(str(tmp_path / "space.py"), storage=url, artifacts="other"))
-    with pytest.raises(SearchError, match="keep_best must be 0 or more"):
-        prepare(start_options(str(tmp_path / "space.py"), storage=url, keep_best=-1))
-    with pytest.raises(SearchError, match="unsupported scheme"):
-        normalize_location("ftp://host/x")
-    assert artifacts.default_location("postgresql://u@h/db") is None  # no local folder by default
-    s3 = artifacts.open_store("s3://bucket/runs/cnn")
-    assert s3.prefix == "runs/cnn" and s3._key("id") == "runs/cnn/id" and s3.store.bucket == "bucket"
-
-
 def test_evaluate_finds_a_moved_store_out_in_one_line(study, tmp_path):
     moved = tmp_path / "moved.db"
     with sqlite3.connect(study.root / "store.db") as source, sqlite3.connect(moved) as copy:
         source.backup(copy)  # the study without its artifact folder beside it
     code, _, err = invoke("best", "--study", "space", "--storage", f"sqlite:///{moved}", "--evaluate")
     assert code != 0 and "is not in the artifact store" in err and len(err.strip().splitlines()) == 1
-

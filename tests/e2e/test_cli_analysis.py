@@ -25,11 +25,11 @@ from search.execution.worker import run_worker, space_hyperparameters
 from search.options import start_options
 from search.space.bridge import REVERSE_LOG_SUFFIX, param_mapping
 from search.storage import StudyRecords, open_storage
-from tests.conftest import REPO
+from search.testing.cli import REPO
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# TINY_SPACE (tests/conftest.py) plus a reverse_log parameter, whose Optuna name is not its own.
+# TINY_SPACE (search/testing/spaces.py) plus a reverse_log parameter, whose Optuna name is not its own.
 SPACE = textwrap.dedent('''
     import keras
     from search import data

@@ -8,19 +8,19 @@ point (click's runner: the same parsing, messages and exit codes as the ``search
 Cases tested elsewhere (not repeated):
 
 - ``--set`` of an unknown name, a value outside the space, no ``=``:
-  tests/test_study.py::test_bad_set_is_one_line_and_creates_nothing
-- resuming with a different space file: tests/test_study.py::
+  tests/e2e/test_study.py::test_bad_set_is_one_line_and_creates_nothing
+- resuming with a different space file: tests/e2e/test_study.py::
   test_resume_with_changed_space_is_refused_and_touches_nothing; with a contradicting option:
   test_resume_with_contradicting_option_is_refused
 - ``--gpus`` malformed, ``--grace`` not above ``--heartbeat``:
-  tests/test_workers.py::test_bad_worker_options_are_one_line
+  tests/e2e/test_workers.py::test_bad_worker_options_are_one_line
 - a configuration that fails only some trials (OOM, NaN, build error): the trial fails with its
-  reason, the study goes on (tests/test_study.py, tests/test_workers.py)
-- ``search worker --space FILE`` whose stored source differs: tests/test_secrets.py
+  reason, the study goes on (tests/e2e/test_study.py, tests/e2e/test_workers.py)
+- ``search worker --space FILE`` whose stored source differs: tests/e2e/test_secrets.py
 - ``analyze``/``ablate``/``best`` options (unknown parameter, ``--html`` a folder, ``--top 0``, ...)
-  and ``ablate``/``best`` of a study without finished trials: tests/test_cli_analysis.py
+  and ``ablate``/``best`` of a study without finished trials: tests/e2e/test_cli_analysis.py
 - the HTML report's escaping of a study name, values and a failure reason on a synthetic study:
-  tests/test_report.py::test_user_strings_appear_only_escaped (here: the same through the CLI, and
+  tests/unit/analysis/test_report.py::test_user_strings_appear_only_escaped (here: the same through the CLI, and
   the terminal's markup)
 """
 
@@ -38,7 +38,9 @@ import pytest
 from click.testing import CliRunner
 
 from search.cli import main
-from tests.conftest import REPO, TINY_SPACE, error_lines
+from search.testing.cli import REPO, error_lines
+from search.testing.faults import assert_requeued_and_kept, interrupt_a_sleeping_trial
+from search.testing.spaces import TINY_SPACE
 
 CLASSES_SPACE = TINY_SPACE.replace("ds = data.current()",
                                    'ds = data.current(classes=hp.Choice("classes", [20, 40]))')
@@ -197,7 +199,7 @@ MARKUP_SPACE = textwrap.dedent('''
 def test_user_strings_are_shown_as_they_are_in_the_terminal_and_escaped_in_the_report(tmp_path):
     """A study name, hyperparameter values and a failure reason holding markup (rich's [tags],
     HTML) print literally in the terminal and appear only escaped in the HTML report
-    (tests/test_report.py checks the report's escaping on a synthetic study)."""
+    (tests/unit/analysis/test_report.py checks the report's escaping on a synthetic study)."""
     import html
 
     from search import api
@@ -293,8 +295,6 @@ def test_ctrl_c_twice_stops_at_once(tmp_path):
     """The first Ctrl-C waits for the end of the epoch; a second one does not: the coordinator
     exits promptly with 130, its workers are gone, the running trial is queued again with the same
     parameters, and every completed trial is kept."""
-    from tests.test_faults import assert_requeued_and_kept, interrupt_a_sleeping_trial
-
     url, proc, out, err, took, before, sleeping, pids = interrupt_a_sleeping_trial(
         tmp_path, [signal.SIGINT, signal.SIGINT])
     assert proc.returncode == 130, err[-3000:]

@@ -1,25 +1,18 @@
 """The HTML report: one valid, self-contained file (plotly.js inline, no network reference),
-every user-controlled string escaped, and every figure drawn by a real headless browser."""
+every user-controlled string escaped (every figure drawn by a real headless browser:
+tests/e2e/test_report.py)."""
 
 import html
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 
-from search.analysis import analyze, figures, write_html
-from search.testing.synthetic import build_study, space_config
+from search.analysis import figures
+from search.testing.reports import XSS, report_with_a_script
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-XSS = "<script>alert(1)</script>"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--enable-logging=stderr", "--v=0", "--virtual-time-budget=30000", "--dump-dom"]
 
 
 class Collector(HTMLParser):
@@ -49,23 +42,7 @@ class Collector(HTMLParser):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    study = build_study(120, seed=5, study_name=f"digits {XSS}")
-    attrs = {"hp_values": {"learning_rate": 1e-3, "optimizer": XSS, "batch_size": 32,
-                           "classes": 10, "dropout": 0.1, "beta": 0.95},
-             "fail_reason": f"fit: ValueError: {XSS}"}
-    study.add_trial(optuna.create_trial(
-        state=TrialState.FAIL, params={"learning_rate": 1e-3},
-        distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
-        user_attrs=attrs))
-    done = dict(attrs, fail_reason=None, history={"val_accuracy": [0.5, 0.6]}, epochs=2,
-                best_epoch=1, train_seconds=2.0, trainable_params=1000)
-    study.add_trial(optuna.create_trial(
-        value=0.6, params={"learning_rate": 1e-3},
-        distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
-        user_attrs=done))
-    result = analyze(study, space=space_config())
-    path = write_html(result, study, tmp_path_factory.mktemp("report") / "sub" / "report.html")
-    return result, path, path.read_text(encoding="utf-8")
+    return report_with_a_script(tmp_path_factory.mktemp("report"))
 
 
 def test_report_is_valid_html(report):
@@ -135,49 +112,3 @@ def test_pareto_front():
     value = pd.Series([0.5, 0.4, 0.7, 0.7, 0.9])
     assert figures.pareto_mask(cost, value, True).tolist() == [True, False, True, False, True]
     assert figures.pareto_mask(cost, value, False).tolist() == [True, True, False, False, False]
-
-
-# -- a real browser ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not shutil.which(path) and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=False, capture_output=True,
-                       timeout=600)
-    if not shutil.which(path):
-        pytest.skip("chromium is not installed and `apt-get install -y chromium` failed")
-    return path
-
-
-def browse(chromium, path, tmp_path):
-    """The DOM after the page ran, and the browser's console/script errors."""
-    result = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                             path.resolve().as_uri()], check=False, capture_output=True, text=True,
-                            timeout=300)
-    errors = [line for line in result.stderr.splitlines()
-              if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
-    return result.stdout, errors
-
-
-def test_browser_console_errors_are_detected(chromium, tmp_path):
-    page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><html><body><script>undefinedFunction()</script></body></html>")
-    _, errors = browse(chromium, page, tmp_path)
-    assert any("undefinedFunction" in e for e in errors)
-
-
-def test_every_figure_renders_in_a_headless_browser(report, chromium, tmp_path):
-    _, path, text = report
-    dom, errors = browse(chromium, path, tmp_path)
-    assert errors == []
-    ids = re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div', text)
-    starts = [(m.start(), m.group(1)) for m in
-              re.finditer(r'<div id="(fig-[^"]+)" class="plotly-graph-div[^"]*"', dom)]
-    assert [i for _, i in starts] == ids
-    for (start, div_id), (end, _) in zip(starts, [*starts[1:], (len(dom), None)]):
-        chunk = dom[start:end]
-        assert "js-plotly-plot" in chunk[:200], div_id         # plotly took the div over
-        assert 'class="main-svg"' in chunk, div_id             # and drew its SVG
-    assert XSS not in dom                                      # never became a script element
-    assert f"Study digits {html.escape(XSS)}" in dom           # shown as text

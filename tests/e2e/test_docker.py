@@ -1,6 +1,6 @@
 """docker/: the compose file and the image run only commands and flags the CLI has, the workers
 scale with a GPU each, no password is committed, and the workers' database role is least-privilege
-(checked on the real PostgreSQL server of tests/pg.py)."""
+(checked on the real PostgreSQL server of search/testing/postgres.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from search import storage
 from search.cli import main
-from tests.conftest import REPO
+from search.testing.cli import REPO
 
 DOCKER = REPO / "docker"
 

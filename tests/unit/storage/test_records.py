@@ -1,15 +1,16 @@
-"""The store: engine set-up, study records, exact budget claims under concurrency, masked URLs."""
+"""Study records beside Optuna's tables: exact budget claims, also across processes, and claims
+stopping at the deadline (the engine: tests/unit/storage/test_engine.py). Light imports: the
+spawned processes import this module."""
 
 import multiprocessing
+import time
 
-import pytest
 import sqlalchemy
 
+from search import storage
 from search.storage import (
-    StoreError,
     StudyRecord,
     StudyRecords,
-    mask_url,
     open_storage,
 )
 
@@ -17,13 +18,6 @@ from search.storage import (
 def make_record(name="s", budget=3):
     return StudyRecord(study_name=name, space_path="spaces/x.py", space_sha256="0" * 64,
                        space_source="print()", config={"epochs": 1}, budget=budget)
-
-
-def test_sqlite_store_uses_wal(tmp_path):
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    store = open_storage(url)
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_records_round_trip_and_claims_stop_at_the_budget(tmp_path):
@@ -61,32 +55,19 @@ def test_claims_are_exact_across_processes(tmp_path):
     assert StudyRecords(open_storage(url).engine).get("s").claimed == 200
 
 
-def test_mask_url_hides_the_password():
-    assert mask_url("postgresql://search:s3cret@db/search") == "postgresql://search:***@db/search"
-    assert mask_url("sqlite:///search.db") == "sqlite:///search.db"
-
-
-def test_resolve_url_order(monkeypatch):
-    from search.options import DEFAULT_STORAGE
-    from search.options import resolve_storage as resolve_url
-
-    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
-    assert resolve_url(None) == DEFAULT_STORAGE == "sqlite:///search.db"
-    monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///env.db")
-    assert resolve_url(None) == "sqlite:///env.db"
-    assert resolve_url("sqlite:///given.db") == "sqlite:///given.db"
-
-
-def test_bad_urls_are_one_line_errors(tmp_path):
-    with pytest.raises(StoreError, match="malformed storage URL"):
-        open_storage("not a url")
-    with pytest.raises(StoreError) as err:
-        open_storage(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
-    assert "\n" not in str(err.value)
-
-
 def test_records_live_beside_optunas_tables(tmp_path):
     store = open_storage(f"sqlite:///{tmp_path / 'a.db'}")
     StudyRecords(store.engine)
     names = sqlalchemy.inspect(store.engine).get_table_names()
     assert "search_studies" in names and "studies" in names and "trials" in names
+
+
+def test_claims_stop_at_the_deadline(tmp_path):
+    records = storage.StudyRecords(storage.open_storage(f"sqlite:///{tmp_path / 'a.db'}").engine)
+    records.add(storage.StudyRecord(study_name="s", space_path="x.py", space_sha256="0" * 64,
+                                    space_source="", config={}, budget=10, deadline=time.time() + 60))
+    assert records.claim("s")
+    records.update("s", deadline=time.time() - 1)
+    assert not records.claim("s") and records.get("s").past_deadline
+    records.update("s", deadline=None)  # a resume without --timeout
+    assert records.claim("s") and records.get("s").claimed == 2

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, error_lines, run_cli
+from search.testing.cli import REPO, error_lines, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 from search import _datasets
 from search.errors import SpaceError
 from search.space.loader import discover, load_space, validate_fixed
-from tests.conftest import REPO
+from search.testing.cli import REPO
 
 GOOD_BUILD = '''
 import keras

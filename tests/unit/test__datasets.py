@@ -1,54 +1,25 @@
 """Data sets from files in their real formats: CIFAR-100 pickles, .npz, image folders; class subsets,
-fixed splits, the per-process cache shared by trials that differ in resize; offline messages."""
+fixed splits, unknown names and formats (the cache shared by a study's trials and a Keras data set
+offline: tests/e2e/test_data.py)."""
 
-import os
-import pickle
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
-import optuna
 import pytest
-from optuna.trial import TrialState
 
 from search import _datasets, data
-from search.commands.start import prepare
 from search.errors import DataError
-from search.execution.worker import run_worker
-from search.options import start_options
-from tests.conftest import REPO, error_lines, run_cli
-
-TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 2
-
-
-def write_cifar100(folder, classes=100):
-    """A small data set in CIFAR-100's published format: ``cifar-100-python/{train,test,meta}``,
-    pickled dicts of 3072-byte rows (channel planes) and fine/coarse labels. Each image's red plane
-    holds its fine label, so tests can check images and labels stay together."""
-    root = folder / "cifar-100-python"
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(7)
-    for split, per_class in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
-        labels = rng.permutation(np.repeat(np.arange(classes), per_class))
-        rows = rng.integers(0, 256, (len(labels), 3, 32 * 32), dtype=np.uint8)
-        rows[:, 0, :] = labels[:, None]
-        with open(root / split, "wb") as f:
-            pickle.dump({b"data": rows.reshape(len(labels), 3072),
-                         b"fine_labels": labels.tolist(),
-                         b"coarse_labels": (labels // 5).tolist()}, f)
-    with open(root / "meta", "wb") as f:
-        pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(classes)]}, f)
-    return root
+from search.testing.cli import REPO
+from search.testing.datasets import TEST_PER_CLASS, TRAIN_PER_CLASS, clear_caches, write_cifar100
 
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    _datasets._load.cache_clear()
-    _datasets._subset.cache_clear()
+    clear_caches()
     yield
-    _datasets._load.cache_clear()
-    _datasets._subset.cache_clear()
+    clear_caches()
 
 
 @pytest.fixture
@@ -94,7 +65,7 @@ def test_class_subset_is_the_same_in_every_process_and_set_by_the_seed(cifar):
         print(list(data.subset(_datasets.load({cifar!r}, seed=5), 20).classes))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         timeout=300)
+                         timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == str(list(here))
     assert data.subset(_datasets.load(cifar, seed=6), 20).classes != here
@@ -103,35 +74,6 @@ def test_class_subset_is_the_same_in_every_process_and_set_by_the_seed(cifar):
 def test_classes_larger_than_the_data_set_is_a_clear_error(cifar):
     with pytest.raises(DataError, match=r"classes=120 but .* has 100 classes \(use 2..100\)"):
         data.subset(_datasets.load(cifar), 120)
-
-
-RESIZE_SPACE = textwrap.dedent('''
-    import keras
-    from search import _datasets, data
-    def build(hp):
-        ds = data.current(classes=hp.Choice("classes", [20, 40]))
-        inputs = keras.Input(shape=ds.input_shape)
-        x = data.resize(keras.layers.Rescaling(1.0 / 255)(inputs), hp.Choice("resize", [8, 16]))
-        x = keras.layers.Flatten()(x)
-        model = keras.Model(inputs, keras.layers.Dense(ds.num_classes, activation="softmax")(x))
-        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
-''')
-
-
-def test_trials_with_different_resize_share_one_cached_load(cifar, tmp_path, store_url):
-    space = tmp_path / "resize.py"
-    space.write_text(RESIZE_SPACE)
-    prepared = prepare(start_options(str(space), storage=store_url, trials=2, epochs=1, data=cifar,
-                                    sampler="grid", fixed={"classes": "20"}))
-    report = run_worker(store_url, prepared.study_name)
-    assert report.trials == 2
-    study = optuna.load_study(study_name="resize", storage=store_url)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    assert {t.params["resize"] for t in study.trials} == {8, 16}
-    assert {t.user_attrs["hp_values"]["classes"] for t in study.trials} == {20}
-    assert _datasets._load.cache_info().misses == 1  # one read of the files for the study and both trials
-    assert _datasets._subset.cache_info().misses == 1  # one class subset, reused by both trials
 
 
 def test_npz_file_with_and_without_a_test_split(tmp_path):
@@ -175,17 +117,3 @@ def test_unknown_data_names_and_formats(tmp_path):
     (tmp_path / "table.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="unknown data format"):
         _datasets.load(str(tmp_path / "table.csv"))
-
-
-def test_keras_dataset_offline_fails_the_start_with_one_line(tmp_path, tiny_space, store_url):
-    # An empty Keras cache and a proxy nobody listens on: the download fails at once, as offline.
-    env = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
-           "https_proxy": "http://127.0.0.1:9"}
-    result = run_cli("start", str(tiny_space), "--storage", store_url, "--data", "cifar100",
-                     "--trials", "1", env=env, timeout=300)
-    assert result.returncode != 0
-    lines = error_lines(result)
-    assert len(lines) == 1, result.stderr
-    assert "'cifar100' is not in ~/.keras/datasets" in lines[0] and "--data" in lines[0]
-    assert not os.path.exists(store_url.removeprefix("sqlite:///")) or "tiny" not in run_cli(
-        "status", "--storage", store_url).stdout

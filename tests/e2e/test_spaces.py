@@ -1,20 +1,15 @@
 """Every shipped space runs for real: 2 trials on digits through the CLI, on CPU, offline
-(``--set weights=none`` where a space has pretrained bases; digits upscaled by ``resize``)."""
-
-import ast
-from pathlib import Path
+(``--set weights=none`` where a space has pretrained bases; digits upscaled by ``resize``).
+Each space's docstring: tests/unit/test_spaces.py; pretrained bases offline: tests/unit/test_blocks.py."""
 
 import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, error_lines, run_cli
+from search.testing.cli import error_lines, run_cli
 
 pytestmark = pytest.mark.slow
-
-SPACES = sorted((REPO / "spaces").glob("*.py"))
-
 
 @pytest.fixture(scope="module")
 def few_digits(tmp_path_factory):
@@ -42,13 +37,6 @@ def assert_learned(trials, floor=0.0):
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), \
         [t.user_attrs.get("fail_reason") for t in trials]
     assert max(t.value for t in trials) > floor
-
-
-@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
-def test_each_space_starts_with_what_it_tunes_and_its_command(path: Path):
-    doc = ast.get_docstring(ast.parse(path.read_text()))
-    assert doc and ("Tunes" in doc or "tunes" in doc)
-    assert f"search start spaces/{path.name}" in doc
 
 
 def test_cnn(store_url):
@@ -90,15 +78,3 @@ def test_autoencoder_records_reconstruction_and_scores_the_classifier(store_url)
         metrics = t.user_attrs["metrics"]
         assert metrics["reconstruction_loss"] > 0 and metrics["val_reconstruction_loss"] > 0
         assert metrics["val_accuracy"] == pytest.approx(t.value)
-
-
-def test_imagenet_weights_offline_fail_with_what_to_do(monkeypatch, tmp_path):
-    from search import blocks
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty weights cache
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy nobody listens on: offline
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    with pytest.raises(RuntimeError, match=r"ImageNet weights for mobilenet_v2 cannot be downloaded "
-                                           r"here \(offline\?\); use --set weights=none"):
-        blocks.pretrained_base("mobilenet_v2", "imagenet", 32)
-    with pytest.raises(ValueError, match="below xception's minimum input size 71"):
-        blocks.pretrained_base("xception", "none", 32)

@@ -3,10 +3,11 @@
 - A storage URL's password is never printed, logged, stored (every table of the store is read
   back and searched), put on a worker's command line (visible to every user of the machine), or
   shown in the analysis (terminal, JSON, HTML report); it is masked as ``***`` where the URL is
-  shown.
+  shown (the masking itself: tests/unit/storage/test_engine.py; a local worker's command line:
+  tests/unit/execution/test_pool.py).
 - It can stay out of the URL: ``~/.pgpass`` (``PGPASSFILE``) or a service file (``PGSERVICEFILE``).
 - The compose file's passwords live in an env file git ignores, and the workers' role cannot
-  change the schema: tests/test_docker.py (test_no_password_is_committed,
+  change the schema: tests/e2e/test_docker.py (test_no_password_is_committed,
   test_the_workers_role_uses_rows_and_cannot_change_the_schema).
 - Workers execute the space source stored in the study: ``search worker --space FILE`` refuses to
   run a stored source that is not FILE's, and runs when it is.
@@ -29,8 +30,9 @@ from click.testing import CliRunner
 
 from search import storage
 from search.cli import main
-from tests.conftest import REPO, TINY_SPACE, error_lines
-from tests.test_workers import wait_for, worker_rows
+from search.testing.cli import REPO, error_lines
+from search.testing.spaces import TINY_SPACE
+from search.testing.studies import wait_for, worker_rows
 
 
 def every_row(url: str) -> str:
@@ -92,18 +94,6 @@ def test_the_password_is_never_printed_stored_or_on_a_command_line(postgres_serv
     stored = every_row(url)
     assert "tiny" in stored and "search_studies" in stored and "trials" in stored
     assert password not in stored  # no table holds it: configuration, user or system attrs, workers
-
-
-def test_the_password_is_masked_wherever_a_url_is_shown():
-    for url, shown in [
-        ("postgresql://search:s3cret@db/search", "postgresql://search:***@db/search"),
-        ("postgresql://search:s%40cret@db/search", "postgresql://search:***@db/search"),
-        ("postgresql://search@db/search?password=s3cret", "postgresql://search@db/search?password=***"),
-        ("postgresql://search:s@cret@db/search", "postgresql://search:***@db/search"),
-        ("postgresql//search:s3cret@db/search", "postgresql//search:***@db/search"),
-    ]:
-        assert storage.mask_url(url) == shown
-        assert "s3cret" not in shown and "cret" not in shown
 
 
 @pytest.mark.parametrize("how", ["pgpass", "service"])
@@ -199,14 +189,6 @@ def test_worker_space_runs_when_the_stored_source_is_the_file(tmp_path):
     missing = CliRunner().invoke(main, ["worker", "--study", "tiny", "--space", str(tmp_path / "no.py"),
                                         "--storage", url])
     assert missing.exit_code == 1 and "does not exist" in error_lines(missing)[0]
-
-
-def test_local_workers_are_told_which_source_to_accept():
-    from search.execution.pool import worker_command
-
-    command = worker_command("cnn", 0, "ab" * 32)
-    assert command[command.index("--space-sha256") + 1] == "ab" * 32
-    assert not any("postgresql" in part or "sqlite" in part for part in command)  # URL via env only
 
 
 def test_status_json_holds_no_url(tmp_path):

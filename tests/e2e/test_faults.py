@@ -3,15 +3,19 @@ values and history.
 
 Covered elsewhere (not repeated here):
 
-- SIGKILL of a worker mid-trial: tests/test_workers.py::test_sqlite_study_survives_a_killed_worker
-  and tests/test_postgres.py::test_postgres_study_survives_a_killed_worker;
+- SIGKILL of a worker mid-trial: tests/e2e/test_workers.py::test_sqlite_study_survives_a_killed_worker
+  and tests/e2e/test_postgres.py::test_postgres_study_survives_a_killed_worker;
 - the PostgreSQL server gone and back (restart, new connections refused meanwhile):
-  tests/test_postgres.py::test_postgres_restart_mid_study_and_the_workers_carry_on_to_exactly_the_budget;
-- a single Ctrl-C: tests/test_workers.py::test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them;
-  Ctrl-C twice: tests/test_catalogue.py::test_ctrl_c_twice_stops_at_once.
-
-- an artifact store that fails its writes (simulated): tests/test_best.py::
+  tests/e2e/test_postgres.py::test_postgres_restart_mid_study_and_the_workers_carry_on_to_exactly_the_budget;
+- a single Ctrl-C: tests/e2e/test_workers.py::test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them;
+  Ctrl-C twice: tests/e2e/test_catalogue.py::test_ctrl_c_twice_stops_at_once.
+- an artifact store that fails its writes (simulated): tests/e2e/test_best.py::
   test_a_failing_artifact_store_leaves_the_trials_complete.
+- a new connection to a missing store file waits for it: tests/unit/storage/test_retry.py;
+  --trial-timeout stored and checked: tests/unit/test_options.py.
+
+The faults themselves (a worker killed mid-trial, signals to the coordinator while a trial
+sleeps in fit()) are in search/testing/faults.py, shared with those tests.
 
 Here: SIGKILL of a worker in the middle of a write (its transaction open, the write lock held);
 SIGTERM of the coordinator; the SQLite store's file gone for a while and back; a trial that hangs
@@ -28,38 +32,22 @@ import sqlite3
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import TINY_SPACE, error_lines, run_cli
-from tests.test_workers import (
-    popen_cli,
+from search.testing.cli import error_lines, popen_cli, run_cli
+from search.testing.faults import assert_kept, assert_requeued_and_kept, interrupt_a_sleeping_trial
+from search.testing.studies import (
+    FAST_FAULTS,
+    completed,
+    integrity,
     retry_history,
     trials_of,
     wait_for,
-    worker_rows,
 )
 
 pytestmark = pytest.mark.slow
-
-FAST_FAULTS = ["--heartbeat", "1", "--grace", "4"]
-
-
-def completed(url: str, name: str = "tiny") -> dict[int, tuple]:
-    """Completed trials: number -> (value, params, history)."""
-    return {t.number: (t.value, t.params, t.user_attrs.get("history"))
-            for t in trials_of(url, name) if t.state == TrialState.COMPLETE}
-
-
-def assert_kept(url: str, before: dict[int, tuple], name: str = "tiny") -> None:
-    """Every trial completed before the fault is still there, unchanged, history and all."""
-    after = completed(url, name)
-    for number, (value, params, history) in before.items():
-        assert number in after, f"completed trial {number} was lost"
-        assert after[number] == (value, params, history)
-        assert history and len(history["val_accuracy"]) >= 1
 
 
 def assert_exact_budget(url: str, budget: int, name: str = "tiny") -> None:
@@ -69,19 +57,6 @@ def assert_exact_budget(url: str, budget: int, name: str = "tiny") -> None:
     assert len(counted) == budget
     assert all(t.state == TrialState.COMPLETE for t in counted), \
         [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in counted]
-
-
-def integrity(path: Path) -> str:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("PRAGMA integrity_check").fetchone()[0]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ SIGKILL in the middle of a write
@@ -155,57 +130,6 @@ def test_worker_killed_mid_write_leaves_the_store_whole(tiny_space, tmp_path):
 
 # ------------------------------------------------------------------ signals to the coordinator
 
-# Trials after the marker file appears sleep in fit() (as a long epoch would): only an
-# interruption that does not wait for the end of the epoch ends them promptly.
-SLOW_SPACE = TINY_SPACE.replace(
-    "def fit(hp, model, *args, **kwargs):\n",
-    "def fit(hp, model, *args, **kwargs):\n"
-    "    import os, time\n"
-    "    if os.path.exists(MARKER):\n"
-    "        open(MARKER + '.sleeping', 'w').close()\n"
-    "        time.sleep(300)\n")
-
-
-def interrupt_a_sleeping_trial(tmp_path, signals: list[int]):
-    """Start a study with one worker; once a trial completed, the next one sleeps in fit(); send
-    ``signals`` to the coordinator (1 s apart). Returns the process, its output, the seconds from
-    the last signal to its exit, the completed trials before, and the sleeping trial."""
-    marker = tmp_path / "slow"
-    space = tmp_path / "tiny.py"
-    space.write_text(f"MARKER = {str(marker)!r}\n" + SLOW_SPACE)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    proc = popen_cli("start", str(space), "--storage", url, "--trials", "4", "--epochs", "1",
-                     "--workers", "1", "--pruner", "none", *FAST_FAULTS)
-    wait_for(lambda: completed(url), 150, "a completed trial", proc)
-    marker.touch()
-    sleeping = Path(str(marker) + ".sleeping")
-    wait_for(sleeping.exists, 120, "a trial sleeping in fit()", proc)
-    before = completed(url)
-    running = [t for t in trials_of(url) if t.state == TrialState.RUNNING]
-    assert len(running) == 1
-    pids = {r.pid for r in worker_rows(url)}
-    for i, sig in enumerate(signals):
-        if i:
-            time.sleep(1.0)
-        proc.send_signal(sig)
-    sent = time.monotonic()
-    out, err = proc.communicate(timeout=120)
-    took = time.monotonic() - sent
-    return url, proc, out, err, took, before, running[0], pids
-
-
-def assert_requeued_and_kept(url, before, sleeping, pids):
-    assert_kept(url, before)
-    trials = {t.number: t for t in trials_of(url)}
-    stopped = trials[sleeping.number]
-    assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"] is True
-    assert stopped.user_attrs["fail_reason"] == "interrupted by the user"
-    copies = [t for t in trials.values() if retry_history(t) == [sleeping.number]]
-    assert [(c.state, c.params) for c in copies] == [(TrialState.WAITING, stopped.params)]
-    assert not any(pid_alive(pid) for pid in pids), "a worker outlived its coordinator"
-    assert all(r.state == "interrupted" for r in worker_rows(url))
-
-
 def test_sigterm_to_the_coordinator_stops_its_workers_and_requeues_their_trials(tmp_path):
     url, proc, out, err, took, before, sleeping, pids = interrupt_a_sleeping_trial(
         tmp_path, [signal.SIGTERM])
@@ -263,28 +187,6 @@ def test_sqlite_store_file_gone_for_a_while_and_back(tiny_space, tmp_path):
     assert integrity(db) == "ok"
     assert_kept(url, before)
     assert_exact_budget(url, 2)
-
-
-def test_a_new_connection_to_a_missing_store_file_waits_for_it(tmp_path):
-    """What a process that needs a new connection meets while the file is gone: a transient error,
-    retried until the file is back (and no empty database at its path meanwhile)."""
-    import threading
-
-    from search import storage
-    db = tmp_path / "store.db"
-    store = storage.open_storage(f"sqlite:///{db}")
-    storage.StudyRecords(store.engine)
-    store.engine.dispose()  # the next operation opens a new connection
-    os.rename(db, tmp_path / "away.db")
-    back = threading.Timer(1.5, lambda: os.rename(tmp_path / "away.db", db))
-    back.start()
-    try:
-        started = time.monotonic()
-        assert storage.retrying(lambda: store.get_all_studies(), budget_s=30) == []
-        assert time.monotonic() - started >= 1.0  # it waited for the file
-    finally:
-        back.join()
-    assert integrity(db) == "ok"
 
 
 # ------------------------------------------------------------------ a trial that hangs
@@ -354,7 +256,7 @@ def full_disk(tmp_path):
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'}); "
-                    "tests/test_best.py simulates the failing write instead")
+                    "tests/e2e/test_best.py simulates the failing write instead")
     try:
         (mount / "checkpoints").mkdir()
         try:
@@ -392,16 +294,3 @@ def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_
         assert "No space left on device" in checkpoint["reason"], checkpoint
     shown = CliRunner().invoke(main, ["best", "--study", "tiny", "--storage", url])
     assert shown.exit_code == 0 and "missing" in shown.stdout
-
-
-def test_trial_timeout_is_stored_with_the_study_and_checked():
-    from search.options import OptionError, StudyConfig, start_options
-
-    assert StudyConfig.from_dict({"space_path": "x.py", "data": "digits"}).trial_timeout is None
-    assert StudyConfig(space_path="x.py", data="digits", trial_timeout=5).to_dict()["trial_timeout"] == 5
-    # a store written before the stored keys were the option names
-    assert StudyConfig.from_dict({"space_path": "x.py", "data": "digits", "trial_timeout_s": 7,
-                                  "heartbeat_s": 2, "grace_s": 9}).trial_timeout == 7
-    with pytest.raises(OptionError, match="trial_timeout must be a positive") as raised:
-        start_options("spaces/cnn.py", trial_timeout=0)
-    assert raised.value.as_flag().startswith("--trial-timeout must be a positive")

@@ -1,4 +1,4 @@
-"""Several workers on a real PostgreSQL server (tests/pg.py starts one on loopback): the budget is
+"""Several workers on a real PostgreSQL server (search/testing/postgres.py starts one on loopback): the budget is
 exact, a worker killed with SIGKILL costs nothing, and a server restart mid-study is ridden out."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search import storage
-from tests.test_workers import (
-    kill_a_worker_mid_trial,
-    popen_cli,
+from search.testing.cli import popen_cli
+from search.testing.faults import kill_a_worker_mid_trial
+from search.testing.studies import (
     running_worker_after_a_completed_trial,
     trials_of,
     wait_for,

@@ -1,0 +1,114 @@
+"""A study's store read while a test runs it: its trials (:func:`trials_of`, :func:`completed`),
+its workers' rows (:func:`worker_rows`), retries (:func:`retry_history`), the SQLite file's
+integrity, and :func:`wait_for`, which polls a predicate over them until an event happened."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from search import storage
+
+# Heartbeat every second, a trial is taken for dead after 4 s without one.
+FAST_FAULTS = ["--heartbeat", "1", "--grace", "4"]
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    """Poll ``predicate()`` until it returns something truthy, and return that; fail the test
+    after ``timeout`` seconds, or as soon as ``proc`` (the command that should make it happen)
+    ended."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the command ended before {what}: {out[-2000:]} {err[-2000:]}")
+        time.sleep(0.3)
+    if proc is not None:
+        proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def trials_of(url: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    """The study's trials as Optuna reads them; none while the study does not exist yet."""
+    try:
+        return optuna.load_study(study_name=name, storage=url).trials
+    except KeyError:
+        return []
+
+
+def worker_rows(url: str, name: str = "tiny") -> list[storage.WorkerRow]:
+    """The study's rows in the workers table."""
+    store = storage.open_storage(url)
+    try:
+        return storage.WorkerRegistry(store.engine).list(name)
+    finally:
+        store.engine.dispose()
+
+
+def retry_history(t) -> list[int]:
+    """The numbers of the trials ``t`` re-runs (Optuna's retry of a failed or interrupted trial)."""
+    return t.system_attrs.get("retry_history", [])
+
+
+def completed(url: str, name: str = "tiny") -> dict[int, tuple]:
+    """Completed trials: number -> (value, params, history)."""
+    return {t.number: (t.value, t.params, t.user_attrs.get("history"))
+            for t in trials_of(url, name) if t.state == TrialState.COMPLETE}
+
+
+def integrity(path: Path) -> str:
+    """SQLite's ``PRAGMA integrity_check`` of the store file: ``"ok"`` when it is whole."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def running_worker_after_a_completed_trial(url: str, epochs: int | None = None):
+    """A live worker in the middle of a trial, once a trial has completed: one epoch reported
+    (``epochs`` given: at least three of them still to come)."""
+    trials = trials_of(url)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        return None
+    # epochs reported, more to come: the trial is surely still running when the kill lands
+    last = 1 if epochs is None else epochs - 3
+    reported = {t.number for t in trials
+                if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= last}
+    for row in worker_rows(url):
+        if row.state == "running" and row.trial_number in reported:
+            return row
+    return None
+
+
+def new_subset_study(root: Path, trials: int, **options) -> str:
+    """:data:`~search.testing.spaces.SUBSET_SPACE` written to ``root/space.py`` and its study
+    ``space`` created in ``root/store.db`` as ``search start`` creates it (one epoch a trial, no
+    pruner, no trial run): the store's URL. ``options``: more start options."""
+    from search.commands.start import prepare
+    from search.options import start_options
+    from search.testing.spaces import SUBSET_SPACE
+
+    space = root / "space.py"
+    space.write_text(SUBSET_SPACE)
+    url = f"sqlite:///{root / 'store.db'}"
+    prepare(start_options(str(space), storage=url, trials=trials, epochs=1,
+                         pruner="none", **options))
+    return url

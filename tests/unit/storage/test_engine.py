@@ -1,0 +1,39 @@
+"""The store's engine: SQLite in WAL mode, one-line errors for bad URLs, passwords masked wherever
+a URL is shown."""
+
+import pytest
+
+from search import storage
+from search.storage import StoreError, mask_url, open_storage
+
+
+def test_sqlite_store_uses_wal(tmp_path):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    store = open_storage(url)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_mask_url_hides_the_password():
+    assert mask_url("postgresql://search:s3cret@db/search") == "postgresql://search:***@db/search"
+    assert mask_url("sqlite:///search.db") == "sqlite:///search.db"
+
+
+def test_bad_urls_are_one_line_errors(tmp_path):
+    with pytest.raises(StoreError, match="malformed storage URL"):
+        open_storage("not a url")
+    with pytest.raises(StoreError) as err:
+        open_storage(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    assert "\n" not in str(err.value)
+
+
+def test_the_password_is_masked_wherever_a_url_is_shown():
+    for url, shown in [
+        ("postgresql://search:s3cret@db/search", "postgresql://search:***@db/search"),
+        ("postgresql://search:s%40cret@db/search", "postgresql://search:***@db/search"),
+        ("postgresql://search@db/search?password=s3cret", "postgresql://search@db/search?password=***"),
+        ("postgresql://search:s@cret@db/search", "postgresql://search:***@db/search"),
+        ("postgresql//search:s3cret@db/search", "postgresql//search:***@db/search"),
+    ]:
+        assert storage.mask_url(url) == shown
+        assert "s3cret" not in shown and "cret" not in shown
