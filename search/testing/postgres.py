@@ -37,24 +37,12 @@ def _bin_dir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def _install() -> None:
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise PostgresUnavailable("PostgreSQL is not installed (apt-get install postgresql needs root)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "postgresql"]):
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise PostgresUnavailable(f"cannot install PostgreSQL: {' '.join(cmd)}: {last}")
-
-
 def find_binaries() -> Path:
+    """PostgreSQL's binaries (Debian's ``postgresql`` package, which ``.ci/run`` installs)."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        _install()
-        bin_dir = _bin_dir()
-    if bin_dir is None:
-        raise PostgresUnavailable("PostgreSQL binaries not found after installing postgresql")
+        raise PostgresUnavailable("PostgreSQL is not installed: apt-get install postgresql "
+                                  "(.ci/run installs it)")
     return bin_dir
 
 
