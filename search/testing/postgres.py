@@ -2,7 +2,7 @@
 loopback port, stopped (and its files removed) at the end of the session.
 
 Debian's ``postgresql`` package provides the binaries (``/usr/lib/postgresql/<version>/bin``);
-when they are missing and this is a root shell with apt, they are installed. The server runs as
+``.ci/run`` installs it, and without it the tests that need a server are skipped. The server runs as
 the ``postgres`` system user when the tests run as root (initdb refuses root). Connections use a
 password (scram-sha-256), as a real deployment does.
 """
