@@ -1,9 +1,14 @@
 """Start options: checked before anything is stored, stored with the study, the store's URL
 resolved from --storage and SEARCH_STORAGE."""
 
-import pytest
+import dataclasses
 
+import pytest
+from click.testing import CliRunner
+
+from search.cli import main
 from search.errors import SearchError
+from search.options import OPTIONS, START_OPTIONS, OptionError, StudyConfig, option_flag, start_options
 
 
 @pytest.mark.parametrize("options, message", [
@@ -44,3 +49,42 @@ def test_resolve_url_order(monkeypatch):
     monkeypatch.setenv("SEARCH_STORAGE", "sqlite:///env.db")
     assert resolve_url(None) == "sqlite:///env.db"
     assert resolve_url("sqlite:///given.db") == "sqlite:///given.db"
+
+
+def test_the_cli_flags_are_the_options():
+    shown = CliRunner().invoke(main, ["start", "--help"], terminal_width=200).output
+    for option in START_OPTIONS:
+        assert option_flag(option.name) in shown, option.name
+
+
+def test_a_stored_option_is_a_field_of_the_stored_config_with_the_same_default():
+    fields = {f.name: f for f in dataclasses.fields(StudyConfig)}
+    for option in START_OPTIONS:
+        if option.stored:
+            assert option.name in fields, option.name
+            stored_default = fields[option.name].default  # data has none: the space's DATA
+            assert stored_default in (option.default, dataclasses.MISSING), option.name
+
+
+@pytest.mark.parametrize("values, python, flag", [
+    ({"trials": 0}, "trials must be at least 1 (got 0)", "--trials must be at least 1 (got 0)"),
+    ({"keep_best": -1}, "keep_best must be 0 or more", "--keep-best must be 0 or more"),
+    ({"trial_timeout": 0}, "trial_timeout must be a positive number", "--trial-timeout must be a positive"),
+    ({"heartbeat": 0}, "heartbeat must be at least 1 second", "--heartbeat must be at least 1 second"),
+    ({"grace": 5, "heartbeat": 5}, "grace must be longer than the heartbeat", "--grace must be longer"),
+    ({"sampler": "bayes"}, "unknown sampler 'bayes'", "unknown sampler 'bayes'"),
+])
+def test_a_bad_value_is_named_as_the_caller_names_it(values, python, flag):
+    with pytest.raises(OptionError) as raised:
+        start_options("spaces/cnn.py", **values)
+    assert str(raised.value).startswith(python) and raised.value.as_flag().startswith(flag)
+
+
+def test_unknown_options_and_normalised_values():
+    with pytest.raises(SearchError, match="unknown option 'trails'"):
+        start_options("spaces/cnn.py", trails=3)
+    given = start_options("spaces/cnn.py", artifacts="runs/ckpt", trials=None, epochs=3)
+    assert given.artifacts.endswith("/runs/ckpt") and given.artifacts.startswith("/")
+    assert given.trials is None and given.epochs == 3 and given.given("fixed") == {
+        "epochs": 3, "artifacts": given.artifacts}
+    assert OPTIONS["trials"].stored is None  # the budget lives in the study's record
