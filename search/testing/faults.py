@@ -22,6 +22,7 @@ from search.testing.studies import (
     running_worker_after_a_completed_trial,
     trials_of,
     wait_for,
+    wait_for_trials,
     worker_rows,
 )
 
@@ -67,10 +68,15 @@ def kill_a_worker_mid_trial(url: str, space, workers: int, budget: int, epochs: 
     (after another trial completed), and check the study still completes exactly."""
     proc = popen_cli("start", str(space), "--storage", url, "--trials", str(budget), "--epochs",
                      str(epochs), "--workers", str(workers), "--pruner", "none", *FAST_FAULTS)
-    row = wait_for(lambda: running_worker_after_a_completed_trial(url, epochs), 150,
-                   "a worker in the middle of a trial", proc)
-    completed_before = {t.number: t.value for t in trials_of(url) if t.state == TrialState.COMPLETE}
+    def a_worker_mid_trial(trials):
+        row = running_worker_after_a_completed_trial(url, epochs, trials)
+        return (row, trials) if row is not None else None
+
+    row, seen = wait_for_trials(url, a_worker_mid_trial, 150, "a worker in the middle of a trial", proc)
+    # At once, while its trial has three epochs or more to go (a slow machine runs them while
+    # the trials are read again); what had completed is what that same read saw.
     os.kill(row.pid, signal.SIGKILL)
+    completed_before = {t.number: t.value for t in seen if t.state == TrialState.COMPLETE}
     killed = [t.number for t in trials_of(url) if t.state == TrialState.RUNNING
               and t.user_attrs.get("worker", {}).get("pid") == row.pid]
     assert killed == [row.trial_number]  # the kill landed mid-trial

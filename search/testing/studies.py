@@ -1,6 +1,7 @@
 """A study's store read while a test runs it: its trials (:func:`trials_of`, :func:`completed`),
 its workers' rows (:func:`worker_rows`), retries (:func:`retry_history`), the SQLite file's
-integrity, and :func:`wait_for`, which polls a predicate over them until an event happened."""
+integrity, and :func:`wait_for` (:func:`wait_for_trials`), which polls a predicate over them
+until an event happened."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from search import storage
 FAST_FAULTS = ["--heartbeat", "1", "--grace", "4"]
 
 
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    """Poll ``predicate()`` until it returns something truthy, and return that; fail the test
-    after ``timeout`` seconds, or as soon as ``proc`` (the command that should make it happen)
-    ended."""
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
+             interval: float = 0.3):
+    """Poll ``predicate()`` every ``interval`` seconds until it returns something truthy, and
+    return that; fail the test after ``timeout`` seconds, or as soon as ``proc`` (the command that
+    should make it happen) ended."""
     import pytest
 
     deadline = time.monotonic() + timeout
@@ -33,10 +35,33 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if proc is not None and proc.poll() is not None:
             out, err = proc.communicate()
             pytest.fail(f"the command ended before {what}: {out[-2000:]} {err[-2000:]}")
-        time.sleep(0.3)
+        time.sleep(interval)
     if proc is not None:
         proc.kill()
     pytest.fail(f"timed out waiting for {what}")
+
+
+def wait_for_trials(url: str, predicate, timeout: float, what: str,
+                    proc: subprocess.Popen | None = None, name: str = "tiny"):
+    """:func:`wait_for` ``predicate(trials)`` over the study's trials, read ten times a second
+    through one connection that stays open (a read then costs milliseconds, not a new engine):
+    a state of the trials that lasts a fraction of a second, such as a trial's first epochs on a
+    fast machine, is seen while it lasts."""
+    opened = {}
+
+    def read():
+        if "study" not in opened:
+            if not trials_of(url, name):  # the study exists (and its store: none is created here)
+                return None
+            opened["storage"] = optuna.storages.RDBStorage(url)
+            opened["study"] = optuna.load_study(study_name=name, storage=opened["storage"])
+        return predicate(opened["study"].get_trials(deepcopy=False))
+
+    try:
+        return wait_for(read, timeout, what, proc, interval=0.1)
+    finally:
+        if "storage" in opened:
+            opened["storage"].engine.dispose()
 
 
 def trials_of(url: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
@@ -82,20 +107,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def running_worker_after_a_completed_trial(url: str, epochs: int | None = None):
+def running_worker_after_a_completed_trial(url: str, epochs: int | None = None,
+                                           trials: list | None = None):
     """A live worker in the middle of a trial, once a trial has completed: one epoch reported
-    (``epochs`` given: at least three of them still to come)."""
-    trials = trials_of(url)
+    (``epochs`` given: at least three of them still to come); of several, the one whose trial has
+    the fewest epochs reported. ``trials``: the study's trials just read (read here if not given)."""
+    trials = trials_of(url) if trials is None else trials
     if not any(t.state == TrialState.COMPLETE for t in trials):
         return None
     # epochs reported, more to come: the trial is surely still running when the kill lands
     last = 1 if epochs is None else epochs - 3
-    reported = {t.number for t in trials
+    reported = {t.number: len(t.intermediate_values) for t in trials
                 if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= last}
-    for row in worker_rows(url):
-        if row.state == "running" and row.trial_number in reported:
-            return row
-    return None
+    if not reported:
+        return None
+    rows = [row for row in worker_rows(url) if row.state == "running" and row.trial_number in reported]
+    return min(rows, key=lambda row: reported[row.trial_number], default=None)
 
 
 def new_subset_study(root: Path, trials: int, **options) -> str:

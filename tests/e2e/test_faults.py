@@ -106,8 +106,8 @@ def test_worker_killed_mid_write_leaves_the_store_whole(tiny_space, tmp_path):
                      "--epochs", "1", "--workers", "2", "--pruner", "none", *FAST_FAULTS, env=env)
     frozen = freeze / "frozen"
     wait_for(frozen.exists, 150, "a worker frozen inside the write that completes a trial", proc)
-    time.sleep(0.2)
-    pid = int(frozen.read_text())
+    # the file is created first, then the frozen worker writes its pid into it
+    pid = int(wait_for(lambda: frozen.read_text().strip(), 30, "the frozen worker's pid", proc))
     before = completed(url)  # readers are not blocked by the open write (WAL)
     mid_write = [t for t in trials_of(url) if t.state == TrialState.RUNNING
                  and t.user_attrs.get("worker", {}).get("pid") == pid]

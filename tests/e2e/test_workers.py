@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from search.testing.cli import error_lines, popen_cli, run_cli
 from search.testing.faults import kill_a_worker_mid_trial
-from search.testing.studies import FAST_FAULTS, retry_history, trials_of, wait_for, worker_rows
+from search.testing.studies import FAST_FAULTS, retry_history, trials_of, wait_for_trials, worker_rows
 
 
 @pytest.mark.slow
@@ -29,12 +29,15 @@ def test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them(tiny_space, s
     proc = popen_cli("start", str(tiny_space), "--storage", store_url, "--trials", "4",
                      "--epochs", "5", "--workers", "2", "--pruner", "none", *FAST_FAULTS)
 
-    def two_trials_mid_training():
-        running = [t for t in trials_of(store_url)
-                   if t.state == TrialState.RUNNING and t.intermediate_values]
-        return running if len(running) == 2 else None
+    def two_trials_mid_training(trials):
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        # one of them with three epochs or more to go: a slow machine may run the other to its
+        # end before the Ctrl-C reaches the workers, not both
+        if len(running) == 2 and min(len(t.intermediate_values) for t in running) <= 2:
+            return running
+        return None
 
-    running = wait_for(two_trials_mid_training, 150, "two trials in training", proc)
+    running = wait_for_trials(store_url, two_trials_mid_training, 150, "two trials in training", proc)
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the terminal reaches the coordinator
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 130
