@@ -42,3 +42,21 @@ def postgres_server():
 def pg_url(postgres_server):
     """A fresh database on the session's server: its postgresql:// URL (with a password)."""
     return postgres_server.url(postgres_server.create_database())
+
+
+@pytest.fixture
+def fresh_caches():
+    """The data set caches of this process emptied before and after the test."""
+    from search.testing.datasets import clear_caches
+
+    clear_caches()
+    yield
+    clear_caches()
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    """A small CIFAR-100 folder in its published format: its path."""
+    from search.testing.datasets import write_cifar100
+
+    return str(write_cifar100(tmp_path))

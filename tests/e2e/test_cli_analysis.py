@@ -26,31 +26,16 @@ from search.options import start_options
 from search.space.bridge import REVERSE_LOG_SUFFIX, param_mapping
 from search.storage import StudyRecords, open_storage
 from search.testing.cli import REPO
+from search.testing.spaces import TINY_SPACE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# TINY_SPACE (search/testing/spaces.py) plus a reverse_log parameter, whose Optuna name is not its own.
-SPACE = textwrap.dedent('''
-    import keras
-    from search import data
-    def build(hp):
-        ds = data.current()
-        model = keras.Sequential([
-            keras.Input(shape=ds.input_shape),
-            keras.layers.Rescaling(1.0 / 255),
-            keras.layers.Flatten(),
-            keras.layers.Dense(hp.Int("units", 16, 64, step=16), activation="relu"),
-            keras.layers.Dense(ds.num_classes, activation="softmax"),
-        ])
-        beta = hp.Float("beta_1", 0.5, 0.99, sampling="reverse_log")
-        model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-3, 3e-2, sampling="log"),
-                                                      beta_1=beta),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
-
-    def fit(hp, model, *args, **kwargs):
-        return model.fit(*args, batch_size=hp.Choice("batch_size", [32, 64]), **kwargs)
-''')
+# TINY_SPACE plus a reverse_log parameter, whose Optuna name is not its own.
+SPACE = TINY_SPACE.replace(
+    "    model.compile(optimizer=keras.optimizers.Adam(",
+    '    beta = hp.Float("beta_1", 0.5, 0.99, sampling="reverse_log")\n'
+    "    model.compile(optimizer=keras.optimizers.Adam(beta_1=beta, learning_rate=",
+)
 SEARCH_TRIALS = 3
 REPEATS = 2
 

@@ -14,19 +14,8 @@ from search.commands.start import prepare
 from search.execution.worker import run_worker
 from search.options import start_options
 from search.testing.cli import error_lines, run_cli
-from search.testing.datasets import clear_caches, write_cifar100
 
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    clear_caches()
-    yield
-    clear_caches()
-
-
-@pytest.fixture
-def cifar(tmp_path):
-    return str(write_cifar100(tmp_path))
+pytestmark = pytest.mark.usefixtures("fresh_caches")  # tests/conftest.py; `cifar` too
 
 
 RESIZE_SPACE = textwrap.dedent('''

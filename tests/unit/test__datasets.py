@@ -12,19 +12,9 @@ import pytest
 from search import _datasets, data
 from search.errors import DataError
 from search.testing.cli import REPO
-from search.testing.datasets import TEST_PER_CLASS, TRAIN_PER_CLASS, clear_caches, write_cifar100
+from search.testing.datasets import TEST_PER_CLASS, TRAIN_PER_CLASS
 
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    clear_caches()
-    yield
-    clear_caches()
-
-
-@pytest.fixture
-def cifar(tmp_path):
-    return str(write_cifar100(tmp_path))
+pytestmark = pytest.mark.usefixtures("fresh_caches")  # tests/conftest.py; `cifar` too
 
 
 def test_cifar100_folder_loads_with_fixed_seeded_splits(cifar):
