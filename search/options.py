@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from search.errors import SearchError
 
@@ -185,10 +185,16 @@ def start_options(space_file: str, fixed: dict | None = None, **values) -> Start
         raise SearchError(f"unknown option {unknown[0]!r}: the options are {', '.join(OPTIONS)}")
     given = {k: OPTIONS[k].checked(v) for k, v in values.items() if v is not None}
     heartbeat, grace = given.get("heartbeat"), given.get("grace")
-    if heartbeat is not None and grace is not None and grace <= heartbeat:
+    if heartbeat is not None and grace is not None:
+        check_grace(heartbeat, grace)
+    return StartOptions(space_file, dict(fixed or {}), given)
+
+
+def check_grace(heartbeat: int, grace: int) -> None:
+    """The grace period must outlast a heartbeat (several, better: see ``heartbeat``)."""
+    if grace <= heartbeat:
         raise OptionError(OPTIONS["grace"], f"must be longer than the heartbeat interval "
                                             f"({heartbeat} s), got {grace}")
-    return StartOptions(space_file, dict(fixed or {}), given)
 
 
 @dataclass
@@ -214,7 +220,7 @@ class StudyConfig:
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
 
     # Keys of stores written before the option names were the stored names.
-    LEGACY_KEYS = {"heartbeat_s": "heartbeat", "grace_s": "grace", "trial_timeout_s": "trial_timeout"}
+    LEGACY_KEYS: ClassVar[dict] = {"heartbeat_s": "heartbeat", "grace_s": "grace", "trial_timeout_s": "trial_timeout"}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,6 +24,7 @@ from search.options import (
     OPTIONS,
     StartOptions,
     StudyConfig,
+    check_grace,
     option_flag,
     resolve_storage,
 )
@@ -97,9 +98,7 @@ def _changeable_settings(config: StudyConfig, options: StartOptions, notes: list
     heartbeat = options.heartbeat or config.heartbeat
     grace = options.grace or (config.grace if options.heartbeat is None
                               else max(OPTIONS["grace"].default, 2 * heartbeat))
-    if grace <= heartbeat:
-        raise SearchError(f"--grace must be longer than the heartbeat interval ({heartbeat} s), "
-                          f"got {grace}")
+    check_grace(heartbeat, grace)
     changed.heartbeat, changed.grace = heartbeat, grace
     for key, value in options.given("changeable").items():
         was = getattr(config, key)
