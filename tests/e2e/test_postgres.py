@@ -11,9 +11,8 @@ from search import storage
 from search.testing.cli import popen_cli
 from search.testing.faults import kill_a_worker_mid_trial
 from search.testing.studies import (
-    running_worker_after_a_completed_trial,
     trials_of,
-    wait_for,
+    wait_for_trials,
     worker_rows,
 )
 
@@ -38,10 +37,16 @@ def test_postgres_restart_mid_study_and_the_workers_carry_on_to_exactly_the_budg
     budget = 6
     # The grace period outlasts the outage, so no trial is taken for dead while the server is down.
     proc = popen_cli("start", str(tiny_space), "--storage", pg_url, "--trials", str(budget),
-                     "--epochs", "3", "--workers", "3", "--pruner", "none",
+                     "--epochs", "5", "--workers", "3", "--pruner", "none",
                      "--heartbeat", "1", "--grace", "20")
-    wait_for(lambda: running_worker_after_a_completed_trial(pg_url), 150,
-             "a worker in the middle of a trial", proc)
+
+    def mid_study(trials):
+        # a trial done and one in training, read through one open connection ten times a
+        # second: on a loaded machine a trial's first epochs pass between two slower reads
+        return any(t.state == TrialState.COMPLETE for t in trials) and any(
+            t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+
+    wait_for_trials(pg_url, mid_study, 150, "a worker in the middle of a trial", proc)
     postgres_server.restart(down_s=2.0)  # every connection is cut; new ones are refused for 2 s
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
