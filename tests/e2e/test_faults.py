@@ -45,6 +45,7 @@ from search.testing.studies import (
     retry_history,
     trials_of,
     wait_for,
+    wait_for_trials,
 )
 
 pytestmark = pytest.mark.slow
@@ -159,12 +160,11 @@ def test_sqlite_store_file_gone_for_a_while_and_back(tiny_space, tmp_path):
     proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", "2", "--epochs", "30",
                      "--workers", "1", "--pruner", "none", "--heartbeat", "1", "--grace", "30")
 
-    def a_trial_in_training_after_a_completed_one():
-        trials = trials_of(url)
+    def a_trial_in_training_after_a_completed_one(trials):
         return any(t.state == TrialState.COMPLETE for t in trials) and any(
             t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 5 for t in trials)
 
-    wait_for(a_trial_in_training_after_a_completed_one, 150, "a trial in training", proc)
+    wait_for_trials(url, a_trial_in_training_after_a_completed_one, 150, "a trial in training", proc)
     before = completed(url)
     os.rename(db, away)
     try:
