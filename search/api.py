@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from search.errors import SearchError
 from search.options import check as check_option
 from search.options import resolve_storage, start_options
-from search.storage import MissingStore, StoreError, StudyRecords, open_storage
+from search.storage import MissingStore, StudyRecords, open_storage, store_failed
 from search.study import StudySnapshot, open_study, snapshot
 
 if TYPE_CHECKING:  # the modules behind these import Keras or plotly: loaded when called
@@ -45,9 +45,7 @@ def _store_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            cause = exc.__cause__ or exc
-            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-            raise StoreError(f"the store failed and did not come back: {first}") from exc
+            raise store_failed(exc) from exc
 
     return wrapper
 
@@ -118,7 +116,7 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     note = local_space_note(stored.record) if space_sha256 is None else None
     if note and on_note is not None:
         on_note(note)
-    final, workers = run_local_workers(stored, resolve_storage(storage), slots, on_progress,
+    final, workers = run_local_workers(stored, slots, on_progress,
                                        space_sha256=space_sha256)
     return pool_report(final, workers, [note] if note else [])
 

@@ -31,7 +31,7 @@ from search.options import (
 from search.space.bridge import to_optuna_params
 from search.space.loader import discover, load_space, source_sha256, validate_fixed
 from search.space.samplers import grid_size
-from search.storage import StudyRecord, StudyRecords, open_storage, url_of
+from search.storage import StudyRecord, StudyRecords, open_storage
 from search.study import StoredStudy, StudySnapshot, open_study
 
 
@@ -162,7 +162,7 @@ def _fmt_fixed(fixed: dict) -> str:
 def run(prepared: Prepared, slots: list[str | None],
         on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
     """Run a worker per slot until the budget is spent; returns the final snapshot."""
-    final, workers = run_local_workers(prepared.stored, url_of(prepared.stored.storage), slots, on_progress,
+    final, workers = run_local_workers(prepared.stored, slots, on_progress,
                                        space_sha256=prepared.space_sha256)
     prepared.notes.extend(lost_workers(workers))
     return final

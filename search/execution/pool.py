@@ -32,6 +32,7 @@ from search import trial_attrs
 from search.errors import SearchError
 from search.execution.devices import worker_env
 from search.execution.faults import fail_stale_trials, work_on
+from search.storage import url_of
 from search.study import StoredStudy, StudySnapshot, snapshot
 
 POLL_SECONDS = 1.0
@@ -139,7 +140,7 @@ def stop_workers(workers: list[LocalWorker], grace: float = INTERRUPT_GRACE_SECO
     _wait_all(workers, TERMINATE_GRACE_SECONDS)
 
 
-def run_local_workers(stored: StoredStudy, storage_url: str, slots: list[str | None],
+def run_local_workers(stored: StoredStudy, slots: list[str | None],
                       on_progress: Callable[[StudySnapshot], None] | None = None,
                       on_started: Callable[[list[LocalWorker]], None] | None = None,
                       space_sha256: str | None = None,
@@ -154,7 +155,7 @@ def run_local_workers(stored: StoredStudy, storage_url: str, slots: list[str | N
     reaper = work_on(stored)
     log_dir = tempfile.mkdtemp(prefix=f"search-{stored.name}-workers-")
     with _terminate_as_interrupt():
-        workers = _spawn_workers(stored.name, storage_url, slots, log_dir, space_sha256)
+        workers = _spawn_workers(stored.name, url_of(stored.storage), slots, log_dir, space_sha256)
         if on_started is not None:
             on_started(workers)
         next_reap = next_progress = 0.0
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from search.execution.worker import run_worker
     from search.logs import configure_logging
-    from search.storage import StoreError
+    from search.storage import StoreError, store_failed
 
     parser = argparse.ArgumentParser(prog="python -m search.execution.pool")
     parser.add_argument("--study", required=True)
@@ -254,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         _log.error("error: %s", exc)
         return 1
     except SQLAlchemyError as exc:
-        cause = exc.__cause__ or exc
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        _log.error("error: the store failed and did not come back: %s", first)
+        _log.error("error: %s", store_failed(exc))
         return 1
     except KeyboardInterrupt:
         return 130

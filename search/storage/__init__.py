@@ -10,6 +10,7 @@ from search.storage.engine import (
     enable_heartbeat,
     mask_url,
     open_storage,
+    store_failed,
     url_of,
 )
 from search.storage.records import StudyRecord, StudyRecords
@@ -28,5 +29,6 @@ __all__ = [
     "mask_url",
     "open_storage",
     "retrying",
+    "store_failed",
     "url_of",
 ]

@@ -36,6 +36,13 @@ class StoreError(Exception):
     """The store cannot be opened or used; the message is one line for the user."""
 
 
+def store_failed(exc: BaseException) -> StoreError:
+    """A store that failed past its retries (``storage.retry``), as one line for the user."""
+    cause = exc.__cause__ or exc
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return StoreError(f"the store failed and did not come back: {first}")
+
+
 class MissingStore(StoreError):
     """A SQLite store's file does not exist (and was not to be created)."""
 
