@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.errors import DataError
+from search.errors import DataError, DownloadError
 
 DEFAULT_DATA = "digits"
 DEFAULT_VAL_FRACTION = 0.15
@@ -160,12 +160,20 @@ def _keras_dataset(name: str):
     try:
         (x_train, y_train), (x_test, y_test) = module.load_data()
     except Exception as exc:  # download failures surface as many exception types
-        raise DataError(
+        raise DownloadError(
             f"data set {name!r} is not in ~/.keras/datasets and could not be downloaded "
-            f"({type(exc).__name__}); point --data at a local copy (an .npz file, the "
+            f"({_reason(exc)}); point --data at a local copy (an .npz file, the "
             f"extracted CIFAR folder or a folder of class sub-folders)"
         ) from None
     return x_train, y_train, x_test, y_test
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a download failed, in a few words: Keras' ``URL fetch failure on URL: code -- reason``
+    keeps its reason; anything else its first line."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = text.rpartition(" -- ")[2] if " -- " in text else text
+    return reason[:120]
 
 
 def _cifar_folder(path: str):

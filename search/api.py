@@ -72,11 +72,14 @@ def start(space_file: str, *, fixed: dict | None = None,
     ``on_prepared`` sees the created or resumed study before the workers start, ``on_progress``
     each snapshot while they run.
     """
-    from search.commands import start as start_command
     from search.execution.devices import plan_slots
+    from search.space.source import check_space_file
 
-    checked = start_options(space_file, fixed, **options)
+    checked = start_options(space_file, fixed, **options)  # every check that needs no Keras first
+    check_space_file(space_file)
     slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
+    from search.commands import start as start_command  # imports Keras and the backend
+
     prepared = start_command.prepare(checked)
     if on_prepared is not None:
         on_prepared(prepared)
@@ -102,7 +105,7 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     from search.execution.devices import plan_slots
     from search.execution.pool import pool_report, run_local_workers
     from search.execution.worker import check_space_source, local_space_note, run_worker
-    from search.space.loader import read_source, source_sha256
+    from search.space.source import read_source, source_sha256
 
     per_gpu = check_option("per_gpu", per_gpu)
     space_sha256 = source_sha256(read_source(space)) if space is not None else None
@@ -140,9 +143,10 @@ def analyze(study: str, *, storage: str | None = None,
     """What each hyperparameter did: ``.analysis`` (effect tables, verdicts, importances, ablation
     effects), ``.to_dict()``, ``.trials_frame()``, ``.write_html(path)``. Reads the study only;
     imports no Keras."""
+    stored = open_study(storage, study)  # an unknown study is answered before pandas and scipy load
     from search.commands.analyze import analyze as analyze_stored
 
-    return analyze_stored(study, storage=storage, params=params)
+    return analyze_stored(stored, params=params)
 
 
 @_store_errors
@@ -150,6 +154,7 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
            repeats: int | None = None) -> AblationQueued:
     """Queue one-factor-at-a-time trials around the best configuration; the study's workers run
     them. Returns what was queued."""
+    open_study(storage, study)  # an unknown study is answered before Keras loads
     from search.commands.ablate import DEFAULT_REPEATS
     from search.commands.ablate import ablate as queue_ablation
 
@@ -163,6 +168,7 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
          on_trial: Callable[[TopTrial], None] | None = None) -> BestTrials:
     """The top trials with their kept checkpoints; ``evaluate`` measures them on the held-out
     test split, ``export`` writes their models and configurations to that folder."""
+    open_study(storage, study)  # an unknown study is answered before Keras loads
     from search.commands.best import best as best_trials
 
     return best_trials(study, storage=storage, top=top, evaluate=evaluate, export=export,

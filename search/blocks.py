@@ -13,6 +13,8 @@ from typing import Callable
 import keras
 from keras import layers
 
+from search.errors import DownloadError
+
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "sgd": keras.optimizers.SGD,
@@ -77,8 +79,8 @@ def pretrained_base(name: str, weights: str, size: int):
     except Exception as exc:
         if weights != "imagenet" or "fetch" not in str(exc):
             raise
-        raise RuntimeError(f"ImageNet weights for {name} cannot be downloaded here (offline?); "
-                           "use --set weights=none or --set weights=PATH") from None
+        raise DownloadError(f"ImageNet weights for {name} cannot be downloaded here (offline?); "
+                            "use --set weights=none or --set weights=PATH") from None
     model.trainable = False
     return model
 

@@ -8,6 +8,7 @@ a store that fails) becomes one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -69,9 +70,6 @@ class _OneLineErrors(click.Group):
     """Click's usage errors (a bad option value, a missing argument) as one line on stderr."""
 
     def main(self, *args, **kwargs):
-        from search.logs import configure_logging
-
-        configure_logging()
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
@@ -82,9 +80,29 @@ class _OneLineErrors(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _print_version(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from search.versions import versions
+
+    found = versions()
+    click.echo(f"search {found.pop('search')} (Keras backend: {found.pop('backend')})")
+    click.echo(", ".join(f"{name} {version}" for name, version in found.items()))
+    ctx.exit()
+
+
 @click.group(cls=_OneLineErrors)
-def main():
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the versions of search, Keras, its backend, Optuna and Keras Tuner.")
+@click.option("--verbose", is_flag=True,
+              help="Also show the libraries' start-up lines and INFO logs (here and in workers).")
+def main(verbose):
     """Hyperparameter search for Keras: Keras Tuner spaces, Optuna studies, many workers."""
+    from search.logs import VERBOSE_ENV, configure_logging
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # the workers this process starts inherit it
+    configure_logging()
 
 
 def _option(name: str):

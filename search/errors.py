@@ -13,6 +13,10 @@ class DataError(SearchError):
     """The data set cannot be found or read."""
 
 
+class DownloadError(DataError):
+    """Something a study needs (a data set, pre-trained weights) must be downloaded and cannot be."""
+
+
 def one_line(exc: BaseException) -> str:
     """``Type: first line of the message`` for an arbitrary exception."""
     text = str(exc).strip()

@@ -8,7 +8,9 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``hp_values``               every active hyperparameter value the trial used (fixed ones too)
 ``history``                 per-epoch curves of every metric
 ``metrics``                 the metrics at the best epoch
-``best_epoch``, ``epochs``  the best epoch (0-based) and how many epochs ran
+``best_epoch``, ``epochs``  the best epoch (stored 0-based, Keras' History index; read it with
+                            :func:`best_epoch`, counted from 1 as every output does) and how many
+                            epochs ran
 ``train_seconds``           seconds in ``fit``'s epochs; ``trial_seconds``: build and fit
 ``ms_per_step``             milliseconds per training step
 ``trainable_params``        and ``non_trainable_params``: parameter counts
@@ -62,6 +64,13 @@ LOST_WORKER_REASON = "worker lost (no heartbeat)"
 def hp_values(trial: FrozenTrial) -> dict:
     """The hyperparameter values a trial used (Optuna's params where the runner recorded none)."""
     return dict(trial.user_attrs.get(HP_VALUES) or trial.params)
+
+
+def best_epoch(trial: FrozenTrial) -> int | None:
+    """The best epoch counted from 1 ("epoch 3 of 10", as Keras' progress bar counts), the way
+    every table, JSON, CSV and report shows it."""
+    epoch = trial.user_attrs.get(BEST_EPOCH)
+    return epoch + 1 if isinstance(epoch, int) else None
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:

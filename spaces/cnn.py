@@ -5,7 +5,7 @@ block, L1/L2 weight decay, activation (relu, elu, leaky relu), global pooling vs
 head's units and dropout, optimizer, learning rate and batch size; on data with more than 20
 classes (CIFAR-100) also the number of classes trained on.
 
-    search start spaces/cnn.py                                  # digits, embedded, no download
+    search start spaces/cnn.py --trials 4 --epochs 5            # offline (digits, embedded)
     search start spaces/cnn.py --data cifar100 --trials 50      # CIFAR-100 class subsets
 """
 

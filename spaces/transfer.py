@@ -8,7 +8,7 @@ layers fine-tuned (0 = frozen ... 1 = all) with two-phase training, optimizer, l
 batch size.
 
     search start spaces/transfer.py --data cifar100 --trials 50
-    search start spaces/transfer.py --data digits --set weights=none --set base=mobilenet_v2 --trials 2 --epochs 2
+    search start spaces/transfer.py --data digits --set weights=none --set base=mobilenet_v2 --trials 2 --epochs 2  # offline
 """
 
 import keras

@@ -69,7 +69,7 @@ def _row(trial: FrozenTrial, train_metric: str, val_metric: str) -> dict:
         "datetime_complete": complete,
         "duration_s": (complete - start).total_seconds() if start and complete else None,
         "epochs": epochs,
-        "best_epoch": attrs.get(trial_attrs.BEST_EPOCH),
+        "best_epoch": trial_attrs.best_epoch(trial),
         "train_seconds": train_seconds,
         "trial_seconds": attrs.get(trial_attrs.TRIAL_SECONDS),
         "sec_per_epoch": train_seconds / epochs if epochs and train_seconds is not None else None,

@@ -114,11 +114,22 @@ def _hp_values(row: pd.Series) -> dict:
 def _overview(study, trials, frame: pd.DataFrame, maximize: bool, budget: int | None) -> dict:
     states = dict(Counter(frame["state"]))
     finished = int(frame["state"].isin(FINISHED_STATES).sum())
-    best = _best(frame[frame["ablation_param"].isna()], maximize)
+    best = _best(frame, maximize)  # the best completed trial, as status, best and Optuna say
+    best_search = _best(frame[frame["ablation_param"].isna()], maximize)
     baseline = frame[frame["baseline"]]
     reasons = frame["fail_reason"].dropna().value_counts().head(TOP_FAILURES)
     by_number = {t.number: t for t in trials}
-    best_trial = by_number.get(int(best["number"])) if best is not None else None
+
+    def described(row):
+        if row is None:
+            return None
+        trial = by_number.get(int(row["number"]))
+        return {"number": int(row["number"]), "value": float(row["value"]), "params": _hp_values(row),
+                "metrics": dict(trial.user_attrs.get(trial_attrs.METRICS) or {}) if trial else {},
+                "epochs": row["epochs"], "train_seconds": row["train_seconds"],
+                "ablation": row["ablation_param"] if isinstance(row["ablation_param"], str) else None}
+
+    same = best is not None and best_search is not None and best["number"] == best_search["number"]
     return {
         "trials": len(frame),
         "states": states,
@@ -129,12 +140,8 @@ def _overview(study, trials, frame: pd.DataFrame, maximize: bool, budget: int | 
         "ablation_trials": int(frame["ablation_param"].notna().sum()),
         "train_seconds": float(frame["train_seconds"].sum(skipna=True)),
         "trial_seconds": float(frame["trial_seconds"].sum(skipna=True)),
-        "best": None if best is None else {
-            "number": int(best["number"]), "value": float(best["value"]),
-            "params": _hp_values(best),
-            "metrics": dict(best_trial.user_attrs.get(trial_attrs.METRICS) or {}) if best_trial else {},
-            "epochs": best["epochs"], "train_seconds": best["train_seconds"],
-        },
+        "best": described(best),
+        "best_search": None if same else described(best_search),  # when an ablation trial is best
         "baseline": None if baseline.empty else {
             "number": int(baseline["number"].iloc[0]), "state": baseline["state"].iloc[0],
             "value": baseline["value"].iloc[0]},

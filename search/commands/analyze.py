@@ -11,14 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from search.analysis import Analysis, write_html
-from search.analysis import analyze as analyze_study
 from search.errors import SearchError, one_line
-from search.storage.trial_reader import read_trials
-from search.study import StoredStudy, open_study
+from search.study import StoredStudy
+
+if TYPE_CHECKING:  # pandas, scipy and plotly load when a study is analysed, not for a path check
+    import pandas as pd
+
+    from search.analysis import Analysis
 
 REPORTS_FOLDER = "reports"
 
@@ -38,6 +39,8 @@ class StudyAnalysis:
     def write_html(self, path=None) -> Path:
         """Write the self-contained HTML report (default ``reports/<study>.html``); a path that
         cannot be written is one clear error."""
+        from search.analysis import write_html
+
         target = check_html_path(path) or default_html_path(self.stored.name)
         try:
             return write_html(self.analysis, self.stored.study, target)
@@ -62,12 +65,12 @@ def default_html_path(study_name: str) -> Path:
     return Path(REPORTS_FOLDER) / f"{safe}.html"
 
 
-def analyze(study: str, *, storage: str | None = None,
-            params: list[str] | None = None) -> StudyAnalysis:
-    """Analyze the stored study ``study``: overview, effect tables with verdicts, importances,
-    ablation effects. Raises ``SearchError`` for an unknown study, an unknown parameter, or a
-    study without finished trials."""
-    stored = open_study(storage, study)
+def analyze(stored: StoredStudy, *, params: list[str] | None = None) -> StudyAnalysis:
+    """Analyze the stored study: overview, effect tables with verdicts, importances, ablation
+    effects. Raises ``SearchError`` for an unknown parameter or a study without finished trials."""
+    from search.analysis import analyze as analyze_study
+    from search.storage.trial_reader import read_trials
+
     trials = read_trials(stored.storage, stored.study_id)
     result = analyze_study(stored.study, stored.config.objective, params,
                            space=stored.config.space or None, budget=stored.record.budget,

@@ -102,7 +102,7 @@ def top_trials(stored: StoredStudy, top: int, checkpoints: Checkpoints) -> list[
         attrs = t.user_attrs
         rows.append(TopTrial(rank, t.number, float(t.value), trial_attrs.hp_values(t),
                              dict(attrs.get(trial_attrs.METRICS) or {}),
-                             attrs.get(trial_attrs.BEST_EPOCH), attrs.get(trial_attrs.EPOCHS),
+                             trial_attrs.best_epoch(t), attrs.get(trial_attrs.EPOCHS),
                              attrs.get(trial_attrs.TRAIN_SECONDS), _tags(t), state,
                              artifact_id, attrs.get(trial_attrs.TEST_METRICS), attrs.get(trial_attrs.TEST_SAMPLES)))
     return rows

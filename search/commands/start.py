@@ -17,7 +17,7 @@ import optuna
 
 from search import _datasets, trial_attrs
 from search.console.format import limit
-from search.errors import SearchError
+from search.errors import DownloadError, SearchError
 from search.execution.pool import lost_workers, run_local_workers
 from search.execution.worker import recount_claims
 from search.options import (
@@ -29,9 +29,10 @@ from search.options import (
     resolve_storage,
 )
 from search.space.bridge import to_optuna_params
-from search.space.loader import discover, load_space, source_sha256, validate_fixed
+from search.space.loader import discover, load_space, validate_fixed
 from search.space.samplers import grid_size
-from search.storage import StudyRecord, StudyRecords, open_storage
+from search.space.source import source_sha256
+from search.storage import MissingStore, StudyRecord, StudyRecords, open_storage
 from search.study import StoredStudy, StudySnapshot, open_study
 
 
@@ -52,9 +53,12 @@ def prepare(options: StartOptions) -> Prepared:
     space = load_space(options.space_file)
     name = options.study or Path(options.space_file).stem
     url = resolve_storage(options.storage)
-    store = open_storage(url)
-    records = StudyRecords(store.engine)
-    existing = records.get(name)
+    try:
+        store = open_storage(url, must_exist=True)
+    except MissingStore:  # created once the new study's space and data have loaded
+        store = None
+    records = StudyRecords(store.engine) if store is not None else None
+    existing = records.get(name) if records is not None else None
     notes: list[str] = []
     if existing is not None:
         _check_resume(name, existing, space.sha256, options)
@@ -70,10 +74,17 @@ def prepare(options: StartOptions) -> Prepared:
             notes.append("the previous --timeout no longer applies: no deadline")
         resumed = True
     else:
-        if name in {s.study_name for s in store.get_all_studies()}:
+        if store is not None and name in {s.study_name for s in store.get_all_studies()}:
             raise SearchError(f"the store already has an Optuna study {name!r} that search did not "
                               "create: choose another --study name")
-        config, budget, notes, baseline = _new_config(options, space)
+        try:
+            config, budget, notes, baseline = _new_config(options, space)
+        except DownloadError as exc:
+            offline = space.offline_command
+            raise DownloadError(f"{exc}. Without internet: {offline}" if offline else str(exc)) from None
+        if store is None:
+            store = open_storage(url)
+            records = StudyRecords(store.engine)
         records.add(StudyRecord(
             study_name=name, space_path=options.space_file, space_sha256=space.sha256,
             space_source=space.source, config=config.to_dict(), budget=budget))

@@ -33,10 +33,11 @@ def overview_table(analysis: Analysis) -> Table:
     table.add_row("training time", Text(f"{duration(o['train_seconds'])} in fit, "
                                         f"{duration(o['trial_seconds'])} in trials"))
     table.add_row("objective", Text(f"{analysis.objective} ({analysis.direction})"))
-    best = o["best"]
-    if best:
-        config = ", ".join(f"{k}={param_value(v)}" for k, v in best["params"].items())
-        table.add_row("best", Text(f"#{best['number']}: {number(best['value'], 4)}  ({config})"))
+    for label, best in (("best", o["best"]), ("best search trial", o.get("best_search"))):
+        if best:
+            config = ", ".join(f"{k}={param_value(v)}" for k, v in best["params"].items())
+            kind = f", ablation of {best['ablation']}" if best.get("ablation") else ""
+            table.add_row(label, Text(f"#{best['number']}: {number(best['value'], 4)}{kind}  ({config})"))
     if o["baseline"]:
         b = o["baseline"]
         table.add_row("baseline", Text(f"#{b['number']}: {number(b['value'], 4)} ({b['state'].lower()})"))

@@ -24,7 +24,7 @@ def best_table(result) -> Table:
                    "checkpoint"):
         table.add_column(column, justify="left" if column in ("test split", "checkpoint") else "right")
     for r in result.trials:
-        epoch = f"{r.best_epoch + 1} of {r.epochs}" if r.best_epoch is not None and r.epochs else "-"
+        epoch = f"{r.best_epoch} of {r.epochs}" if r.best_epoch is not None and r.epochs else "-"
         table.add_row(str(r.rank), str(r.number), metric(r.value), Text(_metrics_text(r.test_metrics)),
                       metric(r.test_samples), epoch, metric(r.train_seconds), Text(r.checkpoint))
     return table

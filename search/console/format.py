@@ -32,6 +32,22 @@ def fixed(value, digits: int = 1, unit: str = "") -> str:
     return f"{value:.{digits}f}{unit}"
 
 
+def significant(value, digits: int = 3) -> str:
+    """A measured amount by its significance: ``digits`` significant digits (``34.8``, ``3.30``,
+    ``0.0123``), whole numbers once they have more digits than that (``1967``); ``-`` for none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    value = float(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 10 ** digits:
+        return f"{value:.0f}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}" if decimals <= 6 else f"{value:.{digits}g}"
+
+
 def short(value: float) -> str:
     """A short number: 3 significant digits, powers of ten as ``1e-4``."""
     if value == 0:

@@ -11,13 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from search import trial_attrs
-from search.console.format import metric
+from search.console.format import metric, param_value, significant
 from search.trial_attrs import attempt, fail_reason, hp_values, requeued_as
 
 if TYPE_CHECKING:
     from search.study import StudySnapshot
 
 MAX_TRIAL_ROWS = 50
+WIDE = 120  # columns from which a trial's hyperparameters fit beside its figures
 
 
 def states_line(snap: StudySnapshot) -> str:
@@ -25,28 +26,46 @@ def states_line(snap: StudySnapshot) -> str:
     return f"{snap.finished} of {snap.budget} trials finished ({states})"
 
 
-def trials_table(snap: StudySnapshot, title: str = "Trials") -> Table:
+def trials_table(snap: StudySnapshot, title: str = "Trials", with_config: bool = True) -> Table:
+    """The trials, one row each; ``with_config=False`` leaves the hyperparameters to
+    :func:`configs_table` (a narrow terminal, a pipe)."""
     trials = sorted(snap.trials, key=lambda t: t.number)
     table = Table(title=title, title_justify="left")
     for col in ("#", "state", escape(snap.config.objective), "epochs", "train s", "ms/step"):
-        table.add_column(col, justify="right" if col != "state" else "left")
-    table.add_column("hyperparameters", ratio=1)
+        table.add_column(col, justify="right" if col != "state" else "left", no_wrap=col != "state")
+    if with_config:
+        table.add_column("hyperparameters", ratio=1)
     shown = trials[-MAX_TRIAL_ROWS:]
     again = requeued_as(trials)
     for t in shown:
         attrs = t.user_attrs
         tries = attempt(t)
         state = t.state.name.lower() + (f" (attempt {tries})" if tries > 1 else "")
-        table.add_row(str(t.number), state, metric(t.value), metric(attrs.get(trial_attrs.EPOCHS)),
-                      metric(attrs.get(trial_attrs.TRAIN_SECONDS)), metric(attrs.get(trial_attrs.MS_PER_STEP)),
-                      _config_text(hp_values(t), fail_reason(t, again.get(t.number))))
+        cells = [str(t.number), state, metric(t.value), significant(attrs.get(trial_attrs.EPOCHS)),
+                 significant(attrs.get(trial_attrs.TRAIN_SECONDS)),
+                 significant(attrs.get(trial_attrs.MS_PER_STEP))]
+        if with_config:
+            cells.append(_config_text(hp_values(t), fail_reason(t, again.get(t.number))))
+        table.add_row(*cells)
     if len(trials) > len(shown):
         table.caption = f"last {len(shown)} of {len(trials)} trials"
     return table
 
 
+def configs_table(snap: StudySnapshot) -> Table:
+    """Each shown trial's hyperparameters (and failure reason) on the full width."""
+    trials = sorted(snap.trials, key=lambda t: t.number)[-MAX_TRIAL_ROWS:]
+    again = requeued_as(snap.trials)
+    table = Table(title="Hyperparameters", title_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("hyperparameters", ratio=1, overflow="fold")
+    for t in trials:
+        table.add_row(str(t.number), _config_text(hp_values(t), fail_reason(t, again.get(t.number))))
+    return table
+
+
 def _config_text(values: dict, failure: str | None) -> str:
-    text = escape(", ".join(f"{k}={metric(v)}" for k, v in values.items()))
+    text = escape(", ".join(f"{k}={param_value(v)}" for k, v in values.items()))
     return f"{text}\n[red]{escape(failure)}[/red]" if failure else text
 
 
@@ -59,7 +78,7 @@ def best_table(snap: StudySnapshot) -> Table | None:
     table.add_column("hyperparameter")
     table.add_column("value", justify="right")
     for name, value in hp_values(best).items():
-        table.add_row(escape(name), escape(metric(value)))
+        table.add_row(escape(name), escape(param_value(value)))
     metrics = best.user_attrs.get(trial_attrs.METRICS, {})
     for name, value in sorted(metrics.items()):
         table.add_row(f"[dim]{escape(name)} (best epoch)[/dim]", metric(value))
@@ -108,7 +127,11 @@ def print_study(console: Console, snap: StudySnapshot) -> None:
     workers = workers_table(snap)
     if workers is not None:
         console.print(workers)
-    console.print(trials_table(snap))
+    if console.width >= WIDE:
+        console.print(trials_table(snap))
+    else:  # the hyperparameters get a table of their own rather than a column cut to fragments
+        console.print(trials_table(snap, with_config=False))
+        console.print(configs_table(snap))
     best = best_table(snap)
     if best is None:
         console.print("No trial has completed yet.")

@@ -55,9 +55,10 @@ from search.execution.faults import (
 from search.execution.pool import WorkerReport
 from search.execution.runner import TrialOutcome, record, run_trial
 from search.options import StudyConfig
-from search.space.loader import source_sha256, space_from_source
+from search.space.loader import space_from_source
 from search.space.pruners import make_pruner
 from search.space.samplers import make_sampler, worker_seed
+from search.space.source import source_sha256
 from search.storage import StudyRecord, StudyRecords, retrying
 from search.storage import workers as worker_states
 from search.study import StoredStudy

@@ -14,7 +14,6 @@ shape and number of classes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import types
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ import keras_tuner as kt
 from keras_tuner.src.engine.objective import create_objective
 
 from search import _datasets
-from search.errors import SpaceError, one_line
+from search.errors import DownloadError, SpaceError, one_line
 from search.space.bridge import TrialHyperParameters
+from search.space.source import compile_source, read_source, source_sha256
 
 
 class FunctionHyperModel(kt.HyperModel):
@@ -52,6 +52,16 @@ class Space:
     hypermodel: kt.HyperModel
     default_data: str
     objective: kt.Objective
+    doc: str = ""
+
+    @property
+    def offline_command(self) -> str | None:
+        """The command in the module's docstring marked ``# offline`` (runs without internet)."""
+        for line in self.doc.splitlines():
+            command, _, comment = line.strip().partition("#")
+            if command.startswith("search start") and comment.strip().startswith("offline"):
+                return command.strip()
+        return None
 
     @property
     def sha256(self) -> str:
@@ -65,22 +75,6 @@ class Space:
         return type(self.hypermodel).fit is not kt.HyperModel.fit
 
 
-def source_sha256(source: str) -> str:
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
-
-
-def read_source(path: str) -> str:
-    if not os.path.exists(path):
-        raise SpaceError(f"space file {path} does not exist")
-    if os.path.isdir(path) or not path.endswith(".py"):
-        raise SpaceError(f"space file {path} is not a Python file (.py)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpaceError(f"space file {path} cannot be read: {one_line(exc)}") from None
-
-
 def load_space(path: str) -> Space:
     """Load the space module at ``path``."""
     return space_from_source(read_source(path), path)
@@ -89,10 +83,7 @@ def load_space(path: str) -> Space:
 def space_from_source(source: str, path: str) -> Space:
     """Execute a space module's source (as stored in a study) and find its hypermodel."""
     name = "search_space_" + os.path.splitext(os.path.basename(path))[0]
-    try:
-        code = compile(source, path, "exec")
-    except SyntaxError as exc:
-        raise SpaceError(f"{path}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    code = compile_source(source, path)
     module = types.ModuleType(name)
     module.__file__ = path
     try:
@@ -116,6 +107,7 @@ def space_from_source(source: str, path: str) -> Space:
         hypermodel=hypermodel,
         default_data=str(getattr(module, "DATA", _datasets.DEFAULT_DATA)),
         objective=objective,
+        doc=module.__doc__ or "",
     )
 
 
@@ -188,7 +180,7 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
         hp.values.update(preset)
         try:
             model = space.hypermodel.build(hp)
-        except SpaceError:
+        except (SpaceError, DownloadError):
             raise
         except Exception as exc:
             raise SpaceError(f"{space.path}: build() raised {one_line(exc)}; nothing was stored "

@@ -3,6 +3,8 @@ size, a clear error."""
 
 import pytest
 
+from search.errors import DownloadError
+
 pytestmark = pytest.mark.slow
 
 
@@ -11,7 +13,7 @@ def test_imagenet_weights_offline_fail_with_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty weights cache
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy nobody listens on: offline
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    with pytest.raises(RuntimeError, match=r"ImageNet weights for mobilenet_v2 cannot be downloaded "
+    with pytest.raises(DownloadError, match=r"ImageNet weights for mobilenet_v2 cannot be downloaded "
                                            r"here \(offline\?\); use --set weights=none"):
         blocks.pretrained_base("mobilenet_v2", "imagenet", 32)
     with pytest.raises(ValueError, match="below xception's minimum input size 71"):
