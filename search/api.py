@@ -81,6 +81,7 @@ def start(space_file: str, *, fixed: dict | None = None,
     from search.commands import start as start_command  # imports Keras and the backend
 
     prepared = start_command.prepare(checked)
+    prepared.workers = len(slots)
     if on_prepared is not None:
         on_prepared(prepared)
     final = start_command.run(prepared, slots, on_progress)

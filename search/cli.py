@@ -122,23 +122,29 @@ def _options(names):
 
 
 @main.command()
-@click.argument("space_file", type=click.Path(dir_okay=False))
+@click.argument("space_file", required=False)
 @_options(o.name for o in START_OPTIONS)
 @click.option("--set", "set_values", multiple=True, metavar="NAME=VALUE", help="Fix a hyperparameter.")
 def start(space_file, set_values, **options):
     """Create (or resume) a study of SPACE_FILE and run it to its budget."""
     from search import api
-    from search.console.progress import StudyProgress, prepared_lines
+    from search.console.progress import StudyProgress, next_command, prepared_lines, resume_command
     from search.console.status import print_study
+    from search.storage import mask_url
+
+    if space_file is None or os.path.isdir(space_file):
+        _list_spaces(space_file)
     fixed = _parse_set(set_values)
     progress = StudyProgress(console)
     shown = {}
+    storage = mask_url(options["storage"]) if options["storage"] else None
 
     def on_prepared(prepared):
         for line in prepared_lines(prepared, options["timeout"]):
             console.print(line, highlight=False)
         shown["notes"] = len(prepared.notes)
-        progress.start(prepared.stored.record.budget)
+        shown["study"] = prepared.study_name
+        progress.start(prepared.stored.record.budget, workers=prepared.workers)
 
     try:
         result = _run(lambda: api.start(space_file, fixed=fixed, on_prepared=on_prepared,
@@ -146,13 +152,48 @@ def start(space_file, set_values, **options):
     except KeyboardInterrupt as exc:
         progress.stop()
         terminated = type(exc).__name__ == "Terminated"  # SIGTERM (search.execution.pool.Terminated)
-        _fail(f"{'terminated' if terminated else 'interrupted'}: finished trials are kept; "
-              f"interrupted ones run again on resume (search start {space_file})",
+        stopped = "terminated" if terminated else "interrupted"
+        if "study" not in shown:
+            _fail(f"{stopped} before the study was created: nothing was stored",
+                  code=143 if terminated else 130)
+        given = dict(options, storage=storage)
+        _fail(f"{stopped}: finished trials are kept; interrupted ones run again on resume: "
+              + resume_command(space_file, shown["study"], given, fixed, option_flag),
               code=143 if terminated else 130)
     progress.stop()
     for note in result.notes[shown["notes"]:]:
         console.print(f"note: {escape(note)}", highlight=False)
     print_study(console, result.snapshot)
+    console.print(escape(next_command(result.study_name, storage)), highlight=False)
+
+
+def _list_spaces(folder: str | None) -> None:
+    """``search start`` without a space file (or with a folder): the spaces there and an example."""
+    from pathlib import Path
+
+    where = Path(folder) if folder else Path("spaces")
+    if not where.is_dir() and folder is None:
+        where = Path(__file__).resolve().parent.parent / "spaces"  # the checkout's own spaces
+    found = sorted(where.glob("*.py")) if where.is_dir() else []
+    if not found:
+        _fail("give a space file: search start SPACE_FILE (a .py file defining build(hp) or a "
+              "keras_tuner.HyperModel)", code=2)
+    err_console.print(f"give a space file; the spaces in {where}:", highlight=False)
+    for path in found:
+        err_console.print(f"  {escape(str(path))}  {escape(_first_line(path))}", highlight=False)
+    err_console.print(f"for example: search start {escape(str(found[0]))} --trials 4 --epochs 5",
+                      highlight=False)
+    sys.exit(2)
+
+
+def _first_line(path) -> str:
+    import ast
+
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8-sig"))) or ""
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 @main.command()

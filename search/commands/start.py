@@ -42,6 +42,7 @@ class Prepared:
     resumed: bool
     notes: list[str]
     space_sha256: str | None = None  # of the space file this start loaded (its workers check it)
+    workers: int = 0  # local worker processes about to start
 
     @property
     def study_name(self) -> str:

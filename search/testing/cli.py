@@ -33,7 +33,6 @@ def popen_cli(*args, env=None) -> subprocess.Popen:
 
 
 def error_lines(result) -> list[str]:
-    """stderr lines that are ours (not the backend's C++ start-up chatter)."""
-    return [line for line in result.stderr.splitlines()
-            if line.strip() and "absl" not in line and "cudart" not in line and not line.startswith("I0000")
-            and not line.startswith("W0000") and not line.startswith("E0000")]
+    """Every non-empty stderr line: the product's own only (the libraries' start-up chatter is
+    filtered by ``search.logs``, so a test that counts lines sees any that leaks)."""
+    return [line for line in result.stderr.splitlines() if line.strip()]

@@ -59,3 +59,17 @@ def test_keras_dataset_offline_fails_the_start_with_one_line(tmp_path, tiny_spac
     assert "'cifar100' is not in ~/.keras/datasets" in lines[0] and "--data" in lines[0]
     assert not os.path.exists(store_url.removeprefix("sqlite:///")) or "tiny" not in run_cli(
         "status", "--storage", store_url).stdout
+
+
+def test_a_shipped_space_offline_names_its_offline_command_and_stores_nothing(tmp_path):
+    env = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9"}
+    store = tmp_path / "search.db"
+    result = run_cli("start", "spaces/vgg.py", "--storage", f"sqlite:///{store}", env=env, timeout=300)
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert "could not be downloaded (" in lines[0] and "(Exception)" not in lines[0]
+    assert lines[0].endswith("Without internet: search start spaces/vgg.py --data digits "
+                             "--set weights=none --trials 2 --epochs 2"), lines[0]
+    assert not store.exists()  # a start that failed created no store

@@ -1,13 +1,18 @@
-"""Every shipped space runs for real: 2 trials on digits through the CLI, on CPU, offline
-(``--set weights=none`` where a space has pretrained bases; digits upscaled by ``resize``).
+"""Every shipped space runs for real through the offline command its docstring documents (2 trials
+on digits through the CLI, on CPU; ``--set weights=none`` where a space has pretrained bases,
+digits upscaled by ``resize``).
 Each space's docstring: tests/unit/test_spaces.py; pretrained bases offline: tests/unit/test_blocks.py."""
+
+import ast
+import shlex
 
 import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.testing.cli import error_lines, run_cli
+from search.space.loader import Space
+from search.testing.cli import REPO, error_lines, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +30,24 @@ def few_digits(tmp_path_factory):
     return str(path)
 
 
-def run_space(space, store_url, *extra, epochs="2", trials="2", data="digits"):
-    result = run_cli("start", f"spaces/{space}.py", "--storage", store_url, "--data", data,
-                     "--trials", trials, "--epochs", epochs, *extra, timeout=900)
+def offline_command(space: str) -> list[str]:
+    """The command a space's docstring marks ``# offline`` (the one its download error names)."""
+    source = (REPO / "spaces" / f"{space}.py").read_text()
+    command = Space(path="", source=source, hypermodel=None, default_data="", objective=None,
+                    doc=ast.get_docstring(ast.parse(source))).offline_command
+    assert command, f"spaces/{space}.py documents no offline command"
+    return shlex.split(command)
+
+
+def run_space(space, store_url, *extra, epochs="2", trials="2", data=None):
+    """The space's documented offline command, on this test's store, with the test's budget (and
+    a smaller data set where ImageNet-sized bases would take minutes an epoch on CPU)."""
+    words = offline_command(space)
+    assert words[:3] == ["search", "start", f"spaces/{space}.py"]
+    result = run_cli(*words[1:], "--storage", store_url, "--trials", trials, "--epochs", epochs,
+                     *(("--data", data) if data else ()), *extra, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert error_lines(result) == [], result.stderr[-3000:]  # no line that is not the product's own
     return optuna.load_study(study_name=space, storage=store_url).trials
 
 

@@ -7,10 +7,12 @@ execution/test_devices.py, space/test_pruners.py)."""
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import textwrap
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -25,8 +27,8 @@ def test_sqlite_study_survives_a_killed_worker(tiny_space, store_url):
 
 
 @pytest.mark.slow
-def test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them(tiny_space, store_url):
-    proc = popen_cli("start", str(tiny_space), "--storage", store_url, "--trials", "4",
+def test_ctrl_c_requeues_the_running_trials_and_its_resume_command_runs_them(tiny_space, store_url):
+    proc = popen_cli("start", str(tiny_space), "--study", "ctrlc", "--storage", store_url, "--trials", "4",
                      "--epochs", "5", "--workers", "2", "--pruner", "none", *FAST_FAULTS)
 
     def two_trials_mid_training(trials):
@@ -37,13 +39,14 @@ def test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them(tiny_space, s
             return running
         return None
 
-    running = wait_for_trials(store_url, two_trials_mid_training, 150, "two trials in training", proc)
+    running = wait_for_trials(store_url, two_trials_mid_training, 150, "two trials in training", proc,
+                              name="ctrlc")
     proc.send_signal(signal.SIGINT)  # Ctrl-C in the terminal reaches the coordinator
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 130
     lines = error_lines(subprocess.CompletedProcess([], 130, out, err))
     assert len(lines) == 1 and "interrupted" in lines[0], err
-    trials = {t.number: t for t in trials_of(store_url)}
+    trials = {t.number: t for t in trials_of(store_url, "ctrlc")}
     copies = [t for t in trials.values() if t.state == TrialState.WAITING]
     stopped = [trials[t.number] for t in running if trials[t.number].state == TrialState.FAIL]
     assert stopped, "no trial was interrupted"  # (one at its last epoch may complete instead)
@@ -51,11 +54,16 @@ def test_ctrl_c_requeues_the_running_trials_and_a_resume_runs_them(tiny_space, s
         assert t.user_attrs["interrupted"] is True
         assert len(t.intermediate_values) < 5  # stopped at an epoch's end, not run to the end
         assert [c.params for c in copies if retry_history(c) == [t.number]] == [t.params]
-    assert all(w.state == "interrupted" for w in worker_rows(store_url))
-    # the resume runs the queued copies first and ends with exactly the budget
-    result = run_cli("start", str(tiny_space), "--storage", store_url)
+    assert all(w.state == "interrupted" for w in worker_rows(store_url, "ctrlc"))
+    # the printed command, run verbatim, resumes this study: it runs the queued copies first and
+    # ends with exactly the budget
+    command = shlex.split(lines[0].split("run again on resume: ", 1)[1])
+    assert command[:3] == ["search", "start", str(tiny_space)] and "ctrlc" in command
+    result = run_cli(*command[1:])
     assert result.returncode == 0, result.stderr
-    trials = trials_of(store_url)
+    assert "Resuming study ctrlc" in result.stdout
+    assert [s.study_name for s in optuna.get_all_study_summaries(store_url)] == ["ctrlc"]
+    trials = trials_of(store_url, "ctrlc")
     superseded = {n for t in trials for n in retry_history(t)}
     counted = [t for t in trials if t.number not in superseded]
     assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
