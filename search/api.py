@@ -15,6 +15,7 @@ import no Keras; the others load it when they run trials or models.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,15 +23,14 @@ from typing import TYPE_CHECKING
 from search.errors import SearchError
 from search.options import check as check_option
 from search.options import resolve_storage, start_options
-from search.storage import MissingStore, StudyRecords, open_storage, store_failed
-from search.study import StudySnapshot, open_study, snapshot
 
-if TYPE_CHECKING:  # the modules behind these import Keras or plotly: loaded when called
+if TYPE_CHECKING:  # the modules behind these import Optuna, Keras or plotly: loaded when called
     from search.commands.ablate import AblationQueued
     from search.commands.analyze import StudyAnalysis
     from search.commands.best import BestTrials, TopTrial
     from search.commands.start import Prepared
     from search.execution.pool import WorkerReport
+    from search.study import StudySnapshot
 
 
 def _store_errors(fn):
@@ -39,13 +39,19 @@ def _store_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import optuna
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
             return fn(*args, **kwargs)
-        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            raise store_failed(exc) from exc
+        except Exception as exc:
+            if "optuna" not in sys.modules:  # no store was opened: not a store's error
+                raise
+            import optuna
+            from sqlalchemy.exc import SQLAlchemyError
+
+            from search.storage import store_failed
+
+            if isinstance(exc, (SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+                raise store_failed(exc) from exc
+            raise
 
     return wrapper
 
@@ -74,9 +80,11 @@ def start(space_file: str, *, fixed: dict | None = None,
     """
     from search.execution.devices import plan_slots
     from search.space.source import check_space_file
+    from search.versions import check_backend
 
     checked = start_options(space_file, fixed, **options)  # every check that needs no Keras first
     check_space_file(space_file)
+    check_backend()
     slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
     from search.commands import start as start_command  # imports Keras and the backend
 
@@ -107,14 +115,18 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     from search.execution.pool import pool_report, run_local_workers
     from search.execution.worker import check_space_source, local_space_note, run_worker
     from search.space.source import read_source, source_sha256
+    from search.versions import check_backend
 
     per_gpu = check_option("per_gpu", per_gpu)
+    check_backend()
     space_sha256 = source_sha256(read_source(space)) if space is not None else None
     slots = plan_slots(gpus, per_gpu)
     if len(slots) == 1:
         return run_worker(storage, study, gpu=slots[0], on_trial=on_trial, on_note=on_note,
                           expected_sha256=space_sha256, expected_from=space,
                           restart_when_stuck=restart_when_stuck)
+    from search.study import open_study
+
     stored = open_study(storage, study)
     check_space_source(stored.record, space_sha256, space)
     note = local_space_note(stored.record) if space_sha256 is None else None
@@ -128,6 +140,9 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
 @_store_errors
 def status(study: str | None = None, *, storage: str | None = None) -> list[StudySnapshot]:
     """Snapshots of one study (with its workers), or of every study search created in the store."""
+    from search.storage import MissingStore, StudyRecords, open_storage
+    from search.study import open_study, snapshot
+
     if study is not None:
         return [snapshot(open_study(storage, study))]
     try:
@@ -144,6 +159,8 @@ def analyze(study: str, *, storage: str | None = None,
     """What each hyperparameter did: ``.analysis`` (effect tables, verdicts, importances, ablation
     effects), ``.to_dict()``, ``.trials_frame()``, ``.write_html(path)``. Reads the study only;
     imports no Keras."""
+    from search.study import open_study
+
     stored = open_study(storage, study)  # an unknown study is answered before pandas and scipy load
     from search.commands.analyze import analyze as analyze_stored
 
@@ -155,6 +172,8 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
            repeats: int | None = None) -> AblationQueued:
     """Queue one-factor-at-a-time trials around the best configuration; the study's workers run
     them. Returns what was queued."""
+    from search.study import open_study
+
     open_study(storage, study)  # an unknown study is answered before Keras loads
     from search.commands.ablate import DEFAULT_REPEATS
     from search.commands.ablate import ablate as queue_ablation
@@ -169,6 +188,8 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
          on_trial: Callable[[TopTrial], None] | None = None) -> BestTrials:
     """The top trials with their kept checkpoints; ``evaluate`` measures them on the held-out
     test split, ``export`` writes their models and configurations to that folder."""
+    from search.study import open_study
+
     open_study(storage, study)  # an unknown study is answered before Keras loads
     from search.commands.best import best as best_trials
 

@@ -37,14 +37,18 @@ def _fail(message: str, code: int = 1):
 def _run(fn):
     """Call ``fn``; user errors (``SearchError``, ``StoreError``) become one line on stderr and a
     non-zero exit."""
-    from search.storage import StoreError
-
     try:
         return fn()
     except OptionError as exc:
         _fail(exc.as_flag())
-    except (SearchError, StoreError) as exc:
+    except SearchError as exc:
         _fail(str(exc))
+    except Exception as exc:
+        from search.storage import StoreError  # (a store's errors: imported once there is one)
+
+        if isinstance(exc, StoreError):
+            _fail(str(exc))
+        raise
 
 
 def _parse_set(values: tuple[str, ...]) -> dict:
@@ -130,14 +134,17 @@ def start(space_file, set_values, **options):
     from search import api
     from search.console.progress import StudyProgress, next_command, prepared_lines, resume_command
     from search.console.status import print_study
-    from search.storage import mask_url
 
     if space_file is None or os.path.isdir(space_file):
         _list_spaces(space_file)
     fixed = _parse_set(set_values)
     progress = StudyProgress(console)
     shown = {}
-    storage = mask_url(options["storage"]) if options["storage"] else None
+
+    def storage():  # as given, its password masked
+        from search.storage import mask_url
+
+        return mask_url(options["storage"]) if options["storage"] else None
 
     def on_prepared(prepared):
         for line in prepared_lines(prepared, options["timeout"]):
@@ -156,7 +163,7 @@ def start(space_file, set_values, **options):
         if "study" not in shown:
             _fail(f"{stopped} before the study was created: nothing was stored",
                   code=143 if terminated else 130)
-        given = dict(options, storage=storage)
+        given = dict(options, storage=storage())
         _fail(f"{stopped}: finished trials are kept; interrupted ones run again on resume: "
               + resume_command(space_file, shown["study"], given, fixed, option_flag),
               code=143 if terminated else 130)
@@ -164,7 +171,7 @@ def start(space_file, set_values, **options):
     for note in result.notes[shown["notes"]:]:
         console.print(f"note: {escape(note)}", highlight=False)
     print_study(console, result.snapshot)
-    console.print(escape(next_command(result.study_name, storage)), highlight=False)
+    console.print(escape(next_command(result.study_name, storage())), highlight=False)
 
 
 def _list_spaces(folder: str | None) -> None:

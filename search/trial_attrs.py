@@ -32,7 +32,10 @@ the trials a retry re-runs.
 
 from __future__ import annotations
 
-from optuna.trial import FrozenTrial, TrialState
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the readers take Optuna's trials; reading the keys imports nothing
+    from optuna.trial import FrozenTrial
 
 HP_VALUES = "hp_values"
 HISTORY = "history"
@@ -105,9 +108,10 @@ def interrupted(trial: FrozenTrial) -> bool:
 def fail_reason(trial: FrozenTrial, requeued: int | None = None) -> str | None:
     """Why a trial failed: the runner's reason, or a lost worker (failed for a stale heartbeat)."""
     reason = trial.user_attrs.get(FAIL_REASON)
-    if trial.state == TrialState.FAIL and reason is None:
+    failed = trial.state.name == "FAIL"
+    if failed and reason is None:
         reason = LOST_WORKER_REASON
-    if trial.state == TrialState.FAIL and requeued is not None:
+    if failed and requeued is not None:
         reason = f"{reason}; re-run as trial {requeued}"
     return reason
 

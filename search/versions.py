@@ -23,6 +23,25 @@ def keras_backend() -> str:
         return "tensorflow"
 
 
+BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy",
+                    "openvino": "openvino"}
+
+
+def check_backend() -> None:
+    """Keras' backend is installed: else one line saying which install adds it (before Keras
+    is imported, whose own error is a traceback)."""
+    import importlib.util
+
+    from search.errors import SearchError
+
+    backend = keras_backend()
+    package = BACKEND_PACKAGES.get(backend, backend)
+    if importlib.util.find_spec(package) is None:
+        raise SearchError(f"Keras' backend {backend!r} is not installed: pip install "
+                          f"'search[{package}]' (from a checkout: pip install -e \".[{package}]\"), or "
+                          f"set KERAS_BACKEND to an installed one (jax, torch, tensorflow)")
+
+
 def versions() -> dict[str, str]:
     """``{"search": ..., "keras": ..., "backend": ..., ...}``; a library not installed is left out."""
     found = {"search": _version("search") or "unknown"}

@@ -20,6 +20,7 @@ times ``analyze`` + ``to_dict`` + ``write_html`` on it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import time
 
@@ -153,6 +154,23 @@ def build_study(n_trials: int, *, storage=None, study_name: str = "synthetic", s
                                           params={"learning_rate": 1e-3},
                                           distributions={"learning_rate": DISTRIBUTIONS["learning_rate"]}))
     study.add_trials(trials)
+    return study
+
+
+def build_search_study(n_trials: int, storage: str, study_name: str = "synthetic",
+                       seed: int = 0) -> optuna.Study:
+    """:func:`build_study`, registered as ``search start`` registers a study (its record: the
+    space, the configuration, the budget), so the ``search`` commands read it."""
+    from search.options import StudyConfig
+    from search.storage import StudyRecord, StudyRecords, open_storage
+
+    study = build_study(n_trials, storage=storage, study_name=study_name, seed=seed)
+    source = "# synthetic: no space module; trials made by search.testing.synthetic\n"
+    config = StudyConfig(space_path="synthetic.py", data="synthetic", space=space_config())
+    StudyRecords(open_storage(storage).engine).add(StudyRecord(
+        study_name=study_name, space_path="synthetic.py",
+        space_sha256=hashlib.sha256(source.encode()).hexdigest(), space_source=source,
+        config=config.to_dict(), budget=n_trials, claimed=n_trials))
     return study
 
 
