@@ -108,9 +108,9 @@ def trial_line(trial, objective: str | None = None, requeued: int | None = None,
         parts.append(f"{objective or 'value'} {metric(trial.value)}")
     epochs, seconds = attrs.get(trial_attrs.EPOCHS), attrs.get(trial_attrs.TRAIN_SECONDS)
     if epochs:
-        parts.append(f"{'at epoch' if state == 'pruned' else 'after'} {epochs} "
-                     f"epoch{'' if epochs == 1 or state == 'pruned' else 's'}"
-                     + (f", {significant(seconds)} s" if seconds is not None else ""))
+        counted = f"at epoch {epochs}" if state == "pruned" else \
+            f"after {epochs} epoch{'' if epochs == 1 else 's'}"
+        parts.append(counted + (f", {significant(seconds)} s" if seconds is not None else ""))
     tries = trial_attrs.attempt(trial)
     line = ", ".join(parts) + (f" (attempt {tries})" if tries > 1 else "")
     reason = trial_attrs.fail_reason(trial, requeued)

@@ -64,7 +64,8 @@ def test_the_image_is_a_tensorflow_gpu_worker():
     base = next(line for line in text.splitlines() if line.startswith("FROM")).split()[1]
     assert base.startswith("tensorflow/tensorflow:") and base.endswith("-gpu")
     assert _entrypoint() == ["search", "worker"]
-    assert re.search(r"pip install .*\.\[postgres\]", text)  # the project, with its Postgres driver
+    # the project, with its Keras backend and its Postgres driver
+    assert re.search(r"pip install .*\.\[tensorflow,postgres\]", text)
 
 
 def test_workers_scale_with_a_gpu_each(compose):
