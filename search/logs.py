@@ -98,36 +98,47 @@ def _on_import(name: str, *, after=None, around=None) -> None:
 
 
 class _FirstImport(importlib.abc.MetaPathFinder):
-    """Finds module ``name`` by the other finders and wraps its loading, the first time only."""
+    """Finds module ``name`` by the other finders and wraps its loading; it leaves
+    ``sys.meta_path`` once the module is loaded (a ``find_spec`` alone, which loads nothing,
+    keeps it in place)."""
 
     def __init__(self, name, after, around):
         self.name, self.after, self.around = name, after, around
+        self._finding = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.name:
+        if fullname != self.name or self._finding:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
         if spec is not None and spec.loader is not None:
-            spec.loader = _WrappedLoader(spec.loader, self.after, self.around)
+            spec.loader = _WrappedLoader(spec.loader, self)
         return spec
+
+    def loaded(self, module) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        if self.after is not None:
+            self.after(module)
 
 
 class _WrappedLoader(importlib.abc.Loader):
-    def __init__(self, loader, after, around):
-        self._loader, self._after, self._around = loader, after, around
+    def __init__(self, loader, finder: _FirstImport):
+        self._loader, self._finder = loader, finder
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        if self._around is not None:
-            with self._around():
+        if self._finder.around is not None:
+            with self._finder.around():
                 self._loader.exec_module(module)
         else:
             self._loader.exec_module(module)
-        if self._after is not None:
-            self._after(module)
+        self._finder.loaded(module)
 
     def __getattr__(self, attr):  # is_package, get_resource_reader, ... as the real loader
         return getattr(self._loader, attr)
