@@ -3,7 +3,12 @@
 Creating a study loads its space and data once to discover the full space (for ``--set`` and the
 grid), then stores the configuration and the space's source with the study. Resuming checks that
 the space source is unchanged and that no stored setting is contradicted, sets the budget (trials
-and the wall-clock deadline), and recounts the slots in use.
+and the wall-clock deadline), recounts the slots in use, and clears a stop (a Keras Tuner
+``FatalError``, too many failed trials in a row) so the study runs again.
+
+Running ends as Keras Tuner's ``search()`` ends: a stopped study raises
+:class:`~search.errors.StudyStopped` with the stored reason, and a study that ended with no
+completed trial raises a ``SearchError`` with its first failure's reason.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import optuna
 
 from search import _datasets, trial_attrs
 from search.console.format import limit
-from search.errors import SearchError
+from search.errors import SearchError, StudyStopped
 from search.execution.pool import lost_workers, run_local_workers
 from search.execution.worker import recount_claims
 from search.options import (
@@ -29,7 +34,7 @@ from search.options import (
     resolve_storage,
 )
 from search.space.bridge import to_optuna_params
-from search.space.loader import discover, load_space, source_sha256, validate_fixed
+from search.space.loader import discover, load_space, source_sha256, study_objective, validate_fixed
 from search.space.samplers import grid_size
 from search.storage import StudyRecord, StudyRecords, open_storage
 from search.study import StoredStudy, StudySnapshot, open_study
@@ -68,6 +73,9 @@ def prepare(options: StartOptions) -> Prepared:
         if options.timeout is None and existing.deadline is not None:
             records.update(name, deadline=None)
             notes.append("the previous --timeout no longer applies: no deadline")
+        if existing.stopped:
+            records.update(name, stopped=None)
+            notes.append(f"the study had stopped ({existing.stopped}); it runs again")
         resumed = True
     else:
         if name in {s.study_name for s in store.get_all_studies()}:
@@ -121,9 +129,10 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
     fixed = validate_fixed(hps, options.fixed)
     stored = {o.name: o.default for o in OPTIONS.values() if o.stored}
     stored.update(options.given("fixed"), **options.given("changeable"), data=data_name, seed=seed)
-    config = StudyConfig(space_path=options.space_file, objective=space.objective.name,
-                         direction=space.objective.direction, fixed=fixed, space=hps.get_config(),
-                         **stored)
+    objective = study_objective(space, options.objective, options.direction, found.fit_returns)
+    stored.update(objective=objective.name, direction=objective.direction)
+    config = StudyConfig(space_path=options.space_file, fixed=fixed, space=hps.get_config(),
+                         fit_returns=found.fit_returns, **stored)
     config = _changeable_settings(config, options, [])
     budget = options.trials or OPTIONS["trials"].default
     notes = []
@@ -161,8 +170,26 @@ def _fmt_fixed(fixed: dict) -> str:
 
 def run(prepared: Prepared, slots: list[str | None],
         on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
-    """Run a worker per slot until the budget is spent; returns the final snapshot."""
-    final, workers = run_local_workers(prepared.stored, slots, on_progress,
-                                       space_sha256=prepared.space_sha256)
+    """Run a worker per slot until the budget is spent; returns the final snapshot. Raises
+    StudyStopped when the study stopped, and SearchError when it ended with no completed trial."""
+    stored = prepared.stored
+    try:
+        final, workers = run_local_workers(stored, slots, on_progress,
+                                           space_sha256=prepared.space_sha256)
+    except SearchError:
+        _raise_if_stopped(stored)
+        raise
     prepared.notes.extend(lost_workers(workers))
+    _raise_if_stopped(stored)
+    if final.done and not final.states.get("COMPLETE"):
+        failed = sorted((t for t in final.trials if trial_attrs.fail_reason(t)), key=lambda t: t.number)
+        if failed:
+            raise SearchError(f"no trial of study {stored.name!r} completed ({len(failed)} failed); "
+                              f"the first, trial {failed[0].number}: {trial_attrs.fail_reason(failed[0])}")
     return final
+
+
+def _raise_if_stopped(stored: StoredStudy) -> None:
+    record = stored.reload()
+    if record.stopped:
+        raise StudyStopped(stored.name, record.stopped)

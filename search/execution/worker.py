@@ -19,6 +19,11 @@ Faults (see ``search.execution.faults`` for heartbeats, timeouts and signals):
   retried: the configuration is what hangs) and the worker goes on with the next trial.
 - The space source: workers execute the source stored with the study (whoever can write to the
   store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's.
+- Stopping the study (Keras Tuner's rules): a trial that fails as fatal (``FatalError``), or the
+  ``max_consecutive_failures``-th failed trial in a row (Keras Tuner's
+  ``max_consecutive_failed_trials``), stops the study: the reason is stored with it, no worker
+  claims another trial (others finish the one they run), and every worker raises
+  :class:`~search.errors.StudyStopped` with the reason. A resume clears the stop.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from search import _datasets, trial_attrs
-from search.errors import SearchError
+from search.errors import SearchError, StudyStopped
 from search.execution.checkpoints import Checkpoints
 from search.execution.devices import pin_this_process, pinned_gpu
 from search.execution.faults import (
@@ -115,6 +120,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     pin_this_process(gpu)
     stored = open_for_work(storage_url, study_name)
     check_space_source(stored.record, expected_sha256, expected_from)
+    if stored.record.stopped:
+        raise StudyStopped(study_name, stored.record.stopped)
     config = stored.config
     report = WorkerReport()
     notes = [] if expected_sha256 else [local_space_note(stored.record)]
@@ -173,6 +180,9 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
     while not stop.is_set():
         fail_stale_trials(study)
         if not stored.records.claim(study_name):
+            stopped = stored.records.get(study_name).stopped
+            if stopped:
+                raise StudyStopped(study_name, stopped)
             if _others_may_need_a_retry(stored):
                 stored.workers.set_state(worker_id, worker_states.WAITING)
                 stop.wait(config.heartbeat)
@@ -224,6 +234,25 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
                       finished.value)
             if on_trial is not None:
                 on_trial(finished)
+            if outcome.state == TrialState.FAIL:
+                reason = stop_reason(stored, finished, outcome)
+                if reason:
+                    raise StudyStopped(study_name, stored.records.stop(study_name, reason))
+
+
+def stop_reason(stored: StoredStudy, trial: optuna.trial.FrozenTrial, outcome: TrialOutcome) -> str | None:
+    """Why the study stops after this failed trial (Keras Tuner's rules), or None."""
+    if outcome.fatal:
+        return f"trial {trial.number} failed with a fatal error: {outcome.reason}"
+    limit = stored.config.max_consecutive_failures
+    if not limit:
+        return None
+    run = trial_attrs.failed_in_a_row(stored.storage.get_all_trials(stored.study_id, deepcopy=False))
+    if len(run) < limit:
+        return None
+    return (f"{len(run)} trials failed in a row (--max-consecutive-failures {limit}, Keras Tuner's "
+            f"max_consecutive_failed_trials); the last, trial {trial.number}: "
+            f"{trial_attrs.fail_reason(trial)}")
 
 
 def _others_may_need_a_retry(stored: StoredStudy) -> bool:

@@ -6,10 +6,15 @@ Contract (see the README): the module defines one of
 - a ``keras_tuner.HyperModel`` subclass (instantiated with no arguments),
 - ``build(hp)`` returning a compiled Keras model, with an optional ``fit(hp, model, *args, **kwargs)``,
 
-and optionally ``DATA`` (the default data set name or path), ``OBJECTIVE`` (default
-``val_accuracy``; a name or a ``keras_tuner.Objective``) and ``DIRECTION`` ("max"/"min", inferred
-from the name as Keras Tuner does). ``search.data.current()`` gives ``build`` the data set's input
-shape and number of classes.
+and optionally ``DATA`` (the default data set name or path), ``OBJECTIVE`` (a name or a
+``keras_tuner.Objective``, as Keras Tuner's ``objective=``), ``DIRECTION`` ("max"/"min", inferred
+from the name as Keras Tuner does) and ``LABELS`` ("sparse" or "one_hot"; by default one-hot for a
+model compiled with a categorical loss: ``search.space.labels``). ``search.data.current()`` gives
+``build`` the data set's input shape and number of classes.
+
+The study's objective (:func:`study_objective`): ``search start --objective NAME [--direction]``,
+else the space's ``OBJECTIVE``, else ``val_accuracy``, or, where ``fit()`` returns a number and no
+objective is named, Keras Tuner's ``default_objective`` (that number, minimised).
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from dataclasses import dataclass
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src.engine.objective import create_objective
+import numpy as np
+from keras_tuner.src.engine.objective import DefaultObjective, MultiObjective, create_objective
 
 from search import _datasets
-from search.errors import SpaceError, one_line
+from search.errors import SearchError, SpaceError, one_line
+from search.space import labels
 from search.space.bridge import TrialHyperParameters
+
+DEFAULT_OBJECTIVE = "val_accuracy"  # where neither the study nor the space names one
 
 
 class FunctionHyperModel(kt.HyperModel):
@@ -51,7 +60,8 @@ class Space:
     source: str
     hypermodel: kt.HyperModel
     default_data: str
-    objective: kt.Objective
+    objective: kt.Objective | None  # the space's OBJECTIVE (None: it names none)
+    labels: str | None = None  # the space's LABELS: "sparse", "one_hot", or None (by the loss)
 
     @property
     def sha256(self) -> str:
@@ -100,23 +110,62 @@ def space_from_source(source: str, path: str) -> Space:
     except Exception as exc:
         raise SpaceError(f"{path}: importing the space raised {one_line(exc)}") from None
     hypermodel = _find_hypermodel(module, path)
-    objective = getattr(module, "OBJECTIVE", "val_accuracy")
+    objective = getattr(module, "OBJECTIVE", None)
     direction = getattr(module, "DIRECTION", None)
-    if isinstance(objective, str) and direction is not None:
-        objective = kt.Objective(objective, direction)
-    try:
-        objective = create_objective(objective)
-    except (TypeError, ValueError) as exc:
-        raise SpaceError(f"{path}: bad OBJECTIVE: {one_line(exc)}") from None
-    if isinstance(objective, list) or objective.direction not in ("min", "max"):
-        raise SpaceError(f"{path}: OBJECTIVE must be one metric with direction 'min' or 'max'")
+    if objective is not None:
+        objective = _objective(objective, direction, f"{path}: OBJECTIVE")
+    elif direction is not None:
+        raise SpaceError(f"{path}: DIRECTION without OBJECTIVE: name the metric it applies to")
+    encoding = getattr(module, "LABELS", None)
+    if encoding is not None and encoding not in labels.ENCODINGS:
+        raise SpaceError(f"{path}: LABELS must be one of {', '.join(map(repr, labels.ENCODINGS))} "
+                         f"(got {encoding!r})")
     return Space(
         path=path,
         source=source,
         hypermodel=hypermodel,
         default_data=str(getattr(module, "DATA", _datasets.DEFAULT_DATA)),
         objective=objective,
+        labels=encoding,
     )
+
+
+def _objective(objective, direction: str | None, where: str) -> kt.Objective:
+    """One Keras Tuner objective from a name (direction given or inferred) or an Objective."""
+    if isinstance(objective, str) and direction is not None:
+        objective = kt.Objective(objective, direction)
+    try:
+        objective = create_objective(objective)
+    except ValueError:  # Keras Tuner cannot infer the direction of an unknown metric
+        raise SearchError(f"{where} {objective!r}: the direction of an unknown metric cannot be "
+                          "inferred: give it (min or max)") from None
+    except TypeError as exc:
+        raise SearchError(f"{where}: {one_line(exc)}") from None
+    if isinstance(objective, list) or isinstance(objective, MultiObjective) \
+            or objective.direction not in ("min", "max"):
+        raise SearchError(f"{where} must be one metric with direction 'min' or 'max'")
+    return objective
+
+
+def study_objective(space: Space, name: str | None, direction: str | None,
+                    fit_returns: str | None) -> kt.Objective:
+    """The objective a new study optimizes: ``--objective NAME`` (``--direction``, else the
+    space's direction for that name, else Keras Tuner's inference), else the space's
+    ``OBJECTIVE``, else ``val_accuracy``; a ``fit()`` that returns a number with no objective
+    named optimizes Keras Tuner's ``default_objective`` (that number), minimised."""
+    if name is None and direction is not None:
+        if space.objective is None:
+            raise SearchError("--direction without --objective: name the metric it applies to")
+        name = space.objective.name
+    if name is not None:
+        if direction is None and space.objective is not None and space.objective.name == name:
+            return space.objective
+        return _objective(name, direction, "--objective")
+    if space.objective is not None:
+        return space.objective
+    if fit_returns == "number":
+        return DefaultObjective()
+    return kt.Objective(DEFAULT_OBJECTIVE, "max")
 
 
 def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
@@ -148,27 +197,48 @@ def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
     )
 
 
-def _register_fit_parameters(space: Space, hp, model, dataset) -> None:
+_NOT_TRAINED = object()  # what the model's fit returns while a space's fit() is discovered
+
+
+def fit_returns(returned) -> str | None:
+    """What kind of result a ``fit()`` gave: "history" (what ``model.fit`` returned), "number",
+    "dict", or None (unknown)."""
+    if returned is _NOT_TRAINED or isinstance(returned, keras.callbacks.History):
+        return "history"
+    if isinstance(returned, (int, float, np.floating)) and not isinstance(returned, bool):
+        return "number"
+    if isinstance(returned, dict):
+        return "dict"
+    return None
+
+
+def _register_fit_parameters(space: Space, hp, model, dataset) -> str | None:
     """Run the hypermodel's ``fit`` against a model that does not train, so parameters it defines
-    (batch size, epochs, ...) join the discovered space. Errors there are ignored: the parameters
-    reached before them are already registered, the rest appear when a trial reaches them."""
+    (batch size, epochs, ...) join the discovered space; returns what kind of result it gave
+    (:func:`fit_returns`). Errors there are ignored: the parameters reached before them are
+    already registered, the rest appear when a trial reaches them."""
     if not space.custom_fit:
-        return
-    model.fit = lambda *args, **kwargs: None
+        return "history"
+    model.fit = lambda *args, **kwargs: _NOT_TRAINED
+    encoding = labels.encoding_for(model, space.labels)
     try:
-        space.hypermodel.fit(hp, model, dataset.x_train[:2], dataset.y_train[:2],
-                             validation_data=(dataset.x_val[:2], dataset.y_val[:2]), epochs=0,
-                             callbacks=[], verbose=0)
+        returned = space.hypermodel.fit(
+            hp, model, dataset.x_train[:2], labels.encode(dataset.y_train[:2], dataset.num_classes, encoding),
+            validation_data=(dataset.x_val[:2],
+                             labels.encode(dataset.y_val[:2], dataset.num_classes, encoding)),
+            epochs=0, callbacks=[], verbose=0)
     except SpaceError:
         raise  # a bad --set value met in fit()
     except Exception:
-        pass
+        return None
+    return fit_returns(returned)
 
 
 @dataclass
 class Discovery:
     hyperparameters: kt.HyperParameters  # every parameter the space defines
     defaults: dict  # the default configuration (the values of the first build)
+    fit_returns: str | None = None  # what the default configuration's fit() gave (fit_returns)
 
 
 def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None) -> Discovery:
@@ -183,6 +253,7 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
     once_active: list = []
     preset: dict = {}
     defaults: dict | None = None
+    returns: str | None = None
     for _ in range(100):  # bounded: each round opens at least one new scope
         hp = TrialHyperParameters(fixed=fixed)
         hp.values.update(preset)
@@ -193,10 +264,13 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
         except Exception as exc:
             raise SpaceError(f"{space.path}: build() raised {one_line(exc)}; nothing was stored "
                              "(fix the space or the --set values)") from None
-        _register_fit_parameters(space, hp, model, dataset)
+        if not isinstance(model, keras.Model):
+            raise SpaceError(f"{space.path}: build() returned {type(model).__name__}, not a Keras "
+                             "model; nothing was stored")
+        returned = _register_fit_parameters(space, hp, model, dataset)
         keras.backend.clear_session()
         if defaults is None:
-            defaults = dict(hp.values)
+            defaults, returns = dict(hp.values), returned
         for item in hp.space:
             if not full._exists(item.name, item.conditions):
                 full._register(item)
@@ -212,7 +286,7 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
             break
         preset = {c.name: c.values[0] for c in never_active[0]}
         once_active.append(never_active.pop(0))
-    return Discovery(full, defaults or {})
+    return Discovery(full, defaults or {}, returns)
 
 
 def validate_fixed(space_hps: kt.HyperParameters, fixed: dict, known_names: set[str] = frozenset()) -> dict:
