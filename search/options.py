@@ -234,6 +234,11 @@ class StudyConfig:
     max_consecutive_failures: int = OPTIONS["max_consecutive_failures"].default
     # what the space's fit() returns (found at start: "history", "number", "dict"; None: unknown)
     fit_returns: str | None = None
+    fit_kwargs: dict = field(default_factory=dict)  # search.Tuner.search()'s other fit() arguments
+    # what the stored source is: "space" (a space module), "script" (the script that ran a
+    # search.Tuner: its hypermodel is the tuner's) or "notebook" (no source: only the tuner's
+    # own process can run the trials)
+    source_kind: str = "space"
     fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
 

@@ -34,7 +34,7 @@ from search.options import (
     resolve_storage,
 )
 from search.space.bridge import to_optuna_params
-from search.space.loader import discover, load_space, source_sha256, study_objective, validate_fixed
+from search.space.loader import Space, discover, load_space, source_sha256, study_objective, validate_fixed
 from search.space.samplers import grid_size
 from search.storage import StudyRecord, StudyRecords, open_storage
 from search.study import StoredStudy, StudySnapshot, open_study
@@ -52,9 +52,14 @@ class Prepared:
         return self.stored.name
 
 
-def prepare(options: StartOptions) -> Prepared:
-    """Create the study, or check and resume it. Touches nothing when it raises."""
-    space = load_space(options.space_file)
+def prepare(options: StartOptions, space: Space | None = None, source_kind: str = "space",
+            fit_kwargs: dict | None = None) -> Prepared:
+    """Create the study, or check and resume it. Touches nothing when it raises.
+
+    ``space``: the space itself instead of loading ``options.space_file`` (``search.Tuner``, whose
+    stored source is its script, ``source_kind`` "script", or none, "notebook"); ``fit_kwargs``:
+    more arguments for every trial's ``fit()``, stored with a new study."""
+    space = space or load_space(options.space_file)
     name = options.study or Path(options.space_file).stem
     url = resolve_storage(options.storage)
     store = open_storage(url)
@@ -82,6 +87,7 @@ def prepare(options: StartOptions) -> Prepared:
             raise SearchError(f"the store already has an Optuna study {name!r} that search did not "
                               "create: choose another --study name")
         config, budget, notes, baseline = _new_config(options, space)
+        config.source_kind, config.fit_kwargs = source_kind, dict(fit_kwargs or {})
         records.add(StudyRecord(
             study_name=name, space_path=options.space_file, space_sha256=space.sha256,
             space_source=space.source, config=config.to_dict(), budget=budget))
@@ -180,13 +186,19 @@ def run(prepared: Prepared, slots: list[str | None],
         _raise_if_stopped(stored)
         raise
     prepared.notes.extend(lost_workers(workers))
+    check_ended(stored, final)
+    return final
+
+
+def check_ended(stored: StoredStudy, final: StudySnapshot) -> None:
+    """Keras Tuner's end of a search: StudyStopped for a stopped study, a SearchError with the
+    first failure's reason for a finished study with no completed trial."""
     _raise_if_stopped(stored)
     if final.done and not final.states.get("COMPLETE"):
         failed = sorted((t for t in final.trials if trial_attrs.fail_reason(t)), key=lambda t: t.number)
         if failed:
             raise SearchError(f"no trial of study {stored.name!r} completed ({len(failed)} failed); "
                               f"the first, trial {failed[0].number}: {trial_attrs.fail_reason(failed[0])}")
-    return final
 
 
 def _raise_if_stopped(stored: StoredStudy) -> None:

@@ -36,6 +36,7 @@ other type) fails the trial as fatal (``TrialOutcome.fatal``): the worker stops 
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import numbers
@@ -152,8 +153,10 @@ def _fit_labels(space: Space, model, data: _datasets.Dataset) -> tuple[np.ndarra
 
 
 def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
-              config: StudyConfig) -> TrialOutcome:
-    """Build, fit and score one trial; never raises for a failing configuration."""
+              config: StudyConfig, callbacks: list | tuple = ()) -> TrialOutcome:
+    """Build, fit and score one trial; never raises for a failing configuration. ``callbacks``
+    (a ``search.Tuner.search()`` caller's) are copied for the trial and run before ours, as
+    Keras Tuner runs them."""
     keras.backend.clear_session()  # also runs a full gc.collect() (Keras 3: free_memory=True)
     seed = trial_seed(config.seed, trial.number)
     keras.utils.set_random_seed(seed)
@@ -174,10 +177,13 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         attrs[trial_attrs.TRAINABLE_PARAMS] = _count_params(model.trainable_weights)
         attrs[trial_attrs.NON_TRAINABLE_PARAMS] = _count_params(model.non_trainable_weights)
         y_train, y_val, encoding = _fit_labels(space, model, trained_on)
-        kwargs = dict(validation_data=(trained_on.x_val, y_val), epochs=config.epochs,
-                      callbacks=[callback], verbose=0)
+        kwargs = dict(epochs=config.epochs, callbacks=[*copy.deepcopy(list(callbacks)), callback],
+                      verbose=0)
+        if len(trained_on.x_val):
+            kwargs["validation_data"] = (trained_on.x_val, y_val)
         if not space.custom_fit and "batch_size" in hp.values:
             kwargs["batch_size"] = hp.values["batch_size"]
+        kwargs.update(config.fit_kwargs)
         try:
             returned = space.hypermodel.fit(hp, model, trained_on.x_train, y_train, **kwargs)
         except TrialStopped:  # a later fit() of a multi-phase trial, after pruning or NaN

@@ -60,7 +60,7 @@ from search.execution.faults import (
 from search.execution.pool import WorkerReport
 from search.execution.runner import TrialOutcome, record, run_trial
 from search.options import StudyConfig
-from search.space.loader import source_sha256, space_from_source
+from search.space.loader import Space, source_sha256, space_from_source
 from search.space.pruners import make_pruner
 from search.space.samplers import make_sampler, worker_seed
 from search.storage import StudyRecord, StudyRecords, retrying
@@ -102,20 +102,35 @@ def local_space_note(record: StudyRecord) -> str | None:
             "running the stored source")
 
 
+def stored_space(stored: StoredStudy) -> Space:
+    """The study's space from its stored source (a space module, or a tuner's script)."""
+    record, config = stored.record, stored.config
+    if config.source_kind == "notebook":
+        raise SearchError(
+            f"study {record.study_name!r} was started by search.Tuner in a notebook: its hypermodel "
+            "has no source file, so only that notebook's tuner.search() runs its trials; to add "
+            "workers, move the hypermodel into a .py file (a space module: search start FILE, or a "
+            "script that runs the tuner)")
+    return space_from_source(record.space_source, record.space_path,
+                             script_of=record.study_name if config.source_kind == "script" else None)
+
+
 def run_worker(storage_url: str | None, study_name: str, slot: int | None = None,
                gpu: str | None = None,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                on_note: Callable[[str], None] | None = None,
                stop: threading.Event | None = None, expected_sha256: str | None = None,
                expected_from: str | None = None,
-               restart_when_stuck: bool = False) -> WorkerReport:
+               restart_when_stuck: bool = False, space: Space | None = None,
+               callbacks: list | tuple = ()) -> WorkerReport:
     """Take trials until the study's budget is spent; returns what this worker ran.
 
     ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
     current epoch of its running trial (which is queued again). ``expected_sha256``: refuse to
     run unless the study's stored space source has this hash (``expected_from`` names its file).
     ``restart_when_stuck``: when a trial overruns its timeout where no signal stops it, fail it
-    and start this process afresh (``exec``: command-line workers only).
+    and start this process afresh (``exec``: command-line workers only). ``space``: run this
+    space instead of the stored source, with ``callbacks`` in every trial (``search.Tuner``).
     """
     pin_this_process(gpu)
     stored = open_for_work(storage_url, study_name)
@@ -133,7 +148,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
         report.notes.append(note)
         if on_note is not None:
             on_note(note)
-    space = space_from_source(stored.record.space_source, stored.record.space_path)
+    if space is None:
+        space = stored_space(stored)
     dataset = _datasets.load(config.data, config.seed)
     if slot is None:
         slot = os.getpid()
@@ -154,7 +170,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     final_state = worker_states.EXITED
     try:
         with StopSignals(stop):
-            _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial)
+            _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial,
+                  callbacks)
     except KeyboardInterrupt:
         report.interrupted = True
         final_state = worker_states.INTERRUPTED
@@ -174,7 +191,7 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
 
 def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
           worker_id: int, heartbeat: Heartbeat, stop: threading.Event, report: WorkerReport,
-          on_trial) -> None:
+          on_trial, callbacks=()) -> None:
     config, study_name = stored.config, stored.name
     checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)  # best-epoch weights, top K kept
     while not stop.is_set():
@@ -202,7 +219,7 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
             heartbeat.stuck_after = time.monotonic() + timeout + config.grace
         try:
             with trial_alarm(timeout):
-                outcome = run_trial(trial, space, dataset, config)
+                outcome = run_trial(trial, space, dataset, config, callbacks)
         except TrialTimeout as exc:
             outcome = TrialOutcome(TrialState.FAIL, reason=timeout_reason(exc.seconds),
                                    attrs={trial_attrs.FAIL_REASON: timeout_reason(exc.seconds),

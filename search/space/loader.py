@@ -96,20 +96,55 @@ def load_space(path: str) -> Space:
     return space_from_source(read_source(path), path)
 
 
-def space_from_source(source: str, path: str) -> Space:
-    """Execute a space module's source (as stored in a study) and find its hypermodel."""
-    name = "search_space_" + os.path.splitext(os.path.basename(path))[0]
+class SpaceCaptured(BaseException):
+    """Raised by ``search.Tuner.search()`` while a stored tuner script runs as a space: the
+    tuner's hypermodel is captured, and nothing after ``search()`` runs."""
+
+
+_captured: list | None = None  # (project_name, hypermodel) offered by tuners while a script runs
+
+
+def capturing() -> bool:
+    """Whether a stored tuner script is running as a space (its tuners only offer their hypermodel)."""
+    return _captured is not None
+
+
+def offer(project_name: str, hypermodel: kt.HyperModel) -> None:
+    """A ``search.Tuner`` built while a script runs as a space gives its hypermodel here."""
+    if _captured is not None:
+        _captured.append((project_name, hypermodel))
+
+
+def space_from_source(source: str, path: str, script_of: str | None = None) -> Space:
+    """Execute a space module's source (as stored in a study) and find its hypermodel.
+
+    ``script_of``: the source is the script that ran ``search.Tuner(project_name=script_of)``; it
+    runs as ``__main__`` up to that tuner's ``search()``, and the tuner's hypermodel is the space's."""
+    global _captured
+    name = "__main__" if script_of else "search_space_" + os.path.splitext(os.path.basename(path))[0]
     try:
         code = compile(source, path, "exec")
     except SyntaxError as exc:
         raise SpaceError(f"{path}: syntax error at line {exc.lineno}: {exc.msg}") from None
     module = types.ModuleType(name)
     module.__file__ = path
+    outer, _captured = _captured, ([] if script_of else None)
     try:
         exec(code, module.__dict__)
+    except SpaceCaptured:
+        pass
     except Exception as exc:
         raise SpaceError(f"{path}: importing the space raised {one_line(exc)}") from None
-    hypermodel = _find_hypermodel(module, path)
+    finally:
+        captured, _captured = _captured, outer
+    if script_of:
+        mine = [hm for project, hm in captured or [] if project == script_of]
+        if not mine:
+            raise SpaceError(f"{path}: the script no longer builds search.Tuner(project_name="
+                             f"{script_of!r}) before its search(): nothing to run")
+        hypermodel = mine[-1]
+    else:
+        hypermodel = _find_hypermodel(module, path)
     objective = getattr(module, "OBJECTIVE", None)
     direction = getattr(module, "DIRECTION", None)
     if objective is not None:

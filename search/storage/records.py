@@ -192,6 +192,12 @@ class StudyRecords:
             )
 
     @retried
+    def delete(self, study_name: str) -> None:
+        """Remove the study's record (its Optuna study is removed by the caller)."""
+        with self.engine.begin() as conn:
+            conn.execute(study_records.delete().where(study_records.c.study_name == study_name))
+
+    @retried
     def names(self) -> list[str]:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(sa.select(study_records.c.study_name))]
