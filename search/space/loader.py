@@ -2,7 +2,8 @@
 
 Contract (see the README): the module defines one of
 
-- ``HYPERMODEL``: a ``keras_tuner.HyperModel`` instance (e.g. from ``keras_tuner.applications``),
+- ``HYPERMODEL``: a ``keras_tuner.HyperModel`` instance (e.g. from ``keras_tuner.applications``)
+  or a build function, what a Keras Tuner user passes to a tuner,
 - a ``keras_tuner.HyperModel`` subclass (instantiated with no arguments),
 - ``build(hp)`` returning a compiled Keras model, with an optional ``fit(hp, model, *args, **kwargs)``,
 
@@ -206,8 +207,14 @@ def study_objective(space: Space, name: str | None, direction: str | None,
 def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
     explicit = getattr(module, "HYPERMODEL", None)
     if explicit is not None:
+        if isinstance(explicit, type) and issubclass(explicit, kt.HyperModel):
+            raise SpaceError(f"{path}: HYPERMODEL is the class {explicit.__name__}: set it to an "
+                             f"instance, {explicit.__name__}()")
+        if not isinstance(explicit, kt.HyperModel) and callable(explicit):
+            return FunctionHyperModel(explicit)  # a build function, as Keras Tuner's tuners take
         if not isinstance(explicit, kt.HyperModel):
-            raise SpaceError(f"{path}: HYPERMODEL must be a keras_tuner.HyperModel instance")
+            raise SpaceError(f"{path}: HYPERMODEL must be a keras_tuner.HyperModel instance or a "
+                             "build(hp) function")
         return explicit
     subclasses = [
         obj for obj in vars(module).values()
