@@ -168,15 +168,24 @@ def build_model(hp):
 
 HYPERMODEL = build_model
 ''', ("val_accuracy", "max"), one_hot=True, trials=6),
-    # Every trial fails: Keras Tuner stops after max_consecutive_failed_trials (3).
+    # Every trial fails (in fit: the default configuration builds, so the study is created):
+    # Keras Tuner stops after max_consecutive_failed_trials (3).
     "always_fails": Pattern("always_fails", '''
 import keras
+import keras_tuner
+from keras import layers
 
-def build_model(hp):
-    hp.Int("units", 32, 128, step=32)
-    raise ValueError("no configuration builds")
+class AlwaysFails(keras_tuner.HyperModel):
+    def build(self, hp):
+        model = keras.Sequential([layers.Flatten(), layers.Dense(hp.Int("units", 32, 128, step=32)),
+                                  layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
 
-HYPERMODEL = build_model
+    def fit(self, hp, model, *args, **kwargs):
+        raise ValueError("no configuration trains")
+
+HYPERMODEL = AlwaysFails()
 ''', ("val_accuracy", "max"), one_hot=True, trials=6),
     # keras_tuner.applications on the digits (8x8 grey images, 10 classes).
     "hyper_xception": Pattern("hyper_xception", '''

@@ -115,7 +115,6 @@ def test_a_fatal_error_stops_the_search_with_its_reason(backend, tmp_path, store
     trials = study.trials
     assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["fatal"] is True
     assert all(t.user_attrs["hp_values"]["units"] == 32 for t in trials[:-1])  # no trial after it
-    assert len(trials) < PATTERNS["fatal_error"].trials
     # the stop is stored: another worker refuses with the same reason, before any trial
     worker = run_cli("worker", "--study", "fatal_error", "--storage", store_url.replace("store", "cli"))
     assert worker.returncode != 0 and error_lines(worker) == lines
@@ -131,7 +130,7 @@ def test_every_trial_failing_stops_after_keras_tuners_three_in_a_row(tmp_path, s
     lines = error_lines(result)
     assert len(lines) == 1 and "3 trials failed in a row (--max-consecutive-failures 3" in lines[0], lines
     assert [t.state.name for t in study.trials] == states(reference) == ["FAIL"] * 3
-    assert "ValueError: no configuration builds" in lines[0]
+    assert "fit: ValueError: no configuration trains" in lines[0]
 
 
 def test_a_study_ending_with_no_completed_trial_exits_with_the_first_failure(tmp_path, store_url):
@@ -141,7 +140,7 @@ def test_a_study_ending_with_no_completed_trial_exits_with_the_first_failure(tmp
     assert result.returncode != 0
     lines = error_lines(result)
     assert lines == ["error: no trial of study 'always_fails' completed (2 failed); the first, trial 0: "
-                     "build: ValueError: no configuration builds"], lines
+                     "fit: ValueError: no configuration trains"], lines
 
 
 def test_xception_from_keras_tuner_applications_runs_on_the_digits(tmp_path, store_url):
