@@ -27,6 +27,7 @@ _EXPORTS = {
     "ablate": "search.api",
     "best": "search.api",
     "StartResult": "search.api",
+    "Tuner": "search.commands.tuner",
     "SearchError": "search.errors",
     "StudySnapshot": "search.study",
     "WorkerReport": "search.execution.pool",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,6 +146,8 @@ def _npz(path: str):
             if "x_train" not in f or "y_train" not in f:
                 raise DataError(f"{path}: an .npz data file needs arrays x_train and y_train "
                                 f"(found {', '.join(f.files) or 'none'})")
+            if "x_val" in f and "y_val" in f:  # the splits as given (search.Tuner writes these)
+                return _Given(*(f[k] if k in f else None for k in _Given._fields))
             x_test = f["x_test"] if "x_test" in f else None
             y_test = f["y_test"] if "y_test" in f else None
             return f["x_train"], f["y_train"], x_test, y_test
@@ -252,6 +255,38 @@ def _split(x, y, fraction: float, seed: int):
     return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
 
 
+class _Given(typing.NamedTuple):
+    """An .npz file with its own validation split: used as given, labels as they are (integers,
+    one-hot rows or regression targets), nothing held out that the file does not hold out."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def _num_classes(*ys: np.ndarray) -> int:
+    """Classes of integer labels (max + 1) or one-hot rows (their width); 0 for other targets."""
+    ys = [y for y in ys if y is not None and len(y)]
+    if not ys:
+        return 0
+    if all(y.ndim == 2 and y.shape[1] > 1 for y in ys):
+        return int(ys[0].shape[1])
+    if all(y.ndim == 1 and np.issubdtype(y.dtype, np.integer) for y in ys):
+        return int(max(y.max() for y in ys)) + 1
+    return 0
+
+
+def _as_given(name: str, given: _Given, seed: int) -> Dataset:
+    x_test = given.x_test if given.x_test is not None else given.x_train[:0]
+    y_test = given.y_test if given.y_test is not None else given.y_train[:0]
+    return Dataset(name=name, x_train=given.x_train, y_train=given.y_train, x_val=given.x_val,
+                   y_val=given.y_val, x_test=x_test, y_test=y_test,
+                   num_classes=_num_classes(given.y_train, given.y_val), seed=seed)
+
+
 def load(name: str = DEFAULT_DATA, seed: int = 0, val_fraction: float = DEFAULT_VAL_FRACTION) -> Dataset:
     """Load and split a data set; cached per process, so trials of a worker share one copy."""
     return _load(name, int(seed), float(val_fraction))  # one cache key however it is called
@@ -259,7 +294,10 @@ def load(name: str = DEFAULT_DATA, seed: int = 0, val_fraction: float = DEFAULT_
 
 @functools.lru_cache(maxsize=2)
 def _load(name: str, seed: int, val_fraction: float) -> Dataset:
-    x, y, x_test, y_test = _read(name)
+    read = _read(name)
+    if isinstance(read, _Given):
+        return _as_given(name, read, seed)
+    x, y, x_test, y_test = read
     x = _as_images(np.asarray(x))
     y = np.asarray(y).reshape(-1).astype(np.int64)
     if len(x) != len(y):

@@ -9,6 +9,15 @@ class SpaceError(SearchError):
     """The space module cannot be loaded or used."""
 
 
+class StudyStopped(SearchError):
+    """The study was stopped (a Keras Tuner ``FatalError``, too many failed trials in a row): no
+    worker starts a trial of it until a resume."""
+
+    def __init__(self, study_name: str, reason: str):
+        self.study_name, self.reason = study_name, reason
+        super().__init__(f"study {study_name!r} stopped: {reason}")
+
+
 class DataError(SearchError):
     """The data set cannot be found or read."""
 

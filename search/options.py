@@ -24,6 +24,8 @@ DEFAULT_STORAGE = "sqlite:///search.db"
 STORAGE_ENV = "SEARCH_STORAGE"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband", "asha")
+DIRECTIONS = ("min", "max")
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 3  # Keras Tuner's max_consecutive_failed_trials
 
 
 class OptionError(SearchError):
@@ -149,6 +151,18 @@ START_OPTIONS: tuple[Option, ...] = (
            metavar="PATH|s3://BUCKET[/PREFIX]"),
     Option("trial_timeout", float, "A trial running longer is stopped and failed with its reason "
            "(default: no limit).", stored="changeable", check=positive_seconds, metavar="SECONDS"),
+    # The objective, as Keras Tuner's `objective=`: a metric name (its direction inferred as
+    # Keras Tuner infers it, or given), else the space's OBJECTIVE, else val_accuracy (or
+    # default_objective, minimised, when fit() returns a number).
+    Option("objective", str, "The metric to optimize (default: the space's OBJECTIVE, else "
+           "val_accuracy).", default="val_accuracy", stored="fixed", metavar="NAME"),
+    Option("direction", str, "min or max for --objective (default: inferred as Keras Tuner does).",
+           default="max", stored="fixed", choices=DIRECTIONS, check=one_of(DIRECTIONS, "direction"),
+           labelled=False),
+    Option("max_consecutive_failures", int, "Stop the study after this many failed trials in a row "
+           "(Keras Tuner's max_consecutive_failed_trials; default 3, 0: never).",
+           default=DEFAULT_MAX_CONSECUTIVE_FAILURES, stored="changeable", check=zero_or_more,
+           metavar="N"),
 )
 OPTIONS = {o.name: o for o in START_OPTIONS}
 WORKER_OPTIONS = ("storage", "gpus", "per_gpu")  # the start options `search worker` shares
@@ -204,8 +218,8 @@ class StudyConfig:
 
     space_path: str
     data: str
-    objective: str = "val_accuracy"
-    direction: str = "max"
+    objective: str = "val_accuracy"  # the metric optimized (Keras Tuner's Objective name)
+    direction: str = "max"  # "min" or "max"
     epochs: int = OPTIONS["epochs"].default
     sampler: str = OPTIONS["sampler"].default
     seed: int = OPTIONS["seed"].default
@@ -216,6 +230,15 @@ class StudyConfig:
     artifacts: str | None = None  # artifact store: a folder or s3://bucket[/prefix]; None: next to the store
     trial_timeout: float | None = None  # a trial running longer is stopped and failed (None: no limit)
     max_retry: int = OPTIONS["max_retry"].default  # a retry that dies too counts again
+    # failed trials in a row that stop the study (0: never)
+    max_consecutive_failures: int = OPTIONS["max_consecutive_failures"].default
+    # what the space's fit() returns (found at start: "history", "number", "dict"; None: unknown)
+    fit_returns: str | None = None
+    fit_kwargs: dict = field(default_factory=dict)  # search.Tuner.search()'s other fit() arguments
+    # what the stored source is: "space" (a space module), "script" (the script that ran a
+    # search.Tuner: its hypermodel is the tuner's) or "notebook" (no source: only the tuner's
+    # own process can run the trials)
+    source_kind: str = "space"
     fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
 

@@ -106,6 +106,7 @@ class StudySnapshot:
     best: FrozenTrial | None = None
     workers: list[WorkerRow] = field(default_factory=list)  # every worker the study has had
     deadline: float | None = None  # seconds since the epoch
+    stopped: str | None = None  # why the study stopped (no trial starts until a resume)
 
     @property
     def live_workers(self) -> list[WorkerRow]:
@@ -142,6 +143,7 @@ class StudySnapshot:
             "budget": self.budget,
             "states": self.states,
             "deadline": self.deadline,
+            "stopped": self.stopped,
             "best": best,
             "workers": [dict(w.to_dict(), live=w.live(self.config.grace)) for w in self.workers],
             "trials": [_trial_dict(t, again.get(t.number)) for t in self.trials],
@@ -184,4 +186,5 @@ def snapshot(stored: StoredStudy) -> StudySnapshot:
         best=best_trial(trials, config.direction),
         workers=stored.workers.list(stored.name),
         deadline=record.deadline,
+        stopped=record.stopped,
     )

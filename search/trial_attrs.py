@@ -16,6 +16,7 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``trainable_params``        and ``non_trainable_params``: parameter counts
 ``seed``                    the seed of the trial's weights and shuffling
 ``fail_reason``             one line, when the trial failed
+``fatal``                   the failure stopped the study (Keras Tuner's ``FatalError``)
 ``interrupted``             the trial was stopped by the user and queued again
 ``timed_out``               the trial overran ``--trial-timeout``
 ``attempt``                 1 for a first run, 2 for its first retry, ...
@@ -49,6 +50,7 @@ TRAINABLE_PARAMS = "trainable_params"
 NON_TRAINABLE_PARAMS = "non_trainable_params"
 SEED = "seed"
 FAIL_REASON = "fail_reason"
+FATAL = "fatal"
 INTERRUPTED = "interrupted"
 TIMED_OUT = "timed_out"
 ATTEMPT = "attempt"
@@ -118,3 +120,21 @@ def fail_reason(trial: FrozenTrial, requeued: int | None = None) -> str | None:
 
 def worker_pid(trial: FrozenTrial) -> int | None:
     return (trial.user_attrs.get(WORKER) or {}).get("pid")
+
+
+def failed_in_a_row(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The failed trials at the end of the study's finished trials in the order they finished
+    (Keras Tuner's consecutive failures), last first. Trials queued again and interrupted ones
+    are left out, and so are those failed for a lost worker (no reason of their own): they say
+    nothing about the configurations."""
+    again = superseded(trials)
+    ended = sorted((t for t in trials if t.state.is_finished() and t.datetime_complete is not None
+                    and t.number not in again and not interrupted(t)),
+                   key=lambda t: (t.datetime_complete, t.number))
+    run = []
+    for t in reversed(ended):
+        if t.state.name != "FAIL":
+            break
+        if t.user_attrs.get(FAIL_REASON) is not None:
+            run.append(t)
+    return run

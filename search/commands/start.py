@@ -3,7 +3,12 @@
 Creating a study loads its space and data once to discover the full space (for ``--set`` and the
 grid), then stores the configuration and the space's source with the study. Resuming checks that
 the space source is unchanged and that no stored setting is contradicted, sets the budget (trials
-and the wall-clock deadline), and recounts the slots in use.
+and the wall-clock deadline), recounts the slots in use, and clears a stop (a Keras Tuner
+``FatalError``, too many failed trials in a row) so the study runs again.
+
+Running ends as Keras Tuner's ``search()`` ends: a stopped study raises
+:class:`~search.errors.StudyStopped` with the stored reason, and a study that ended with no
+completed trial raises a ``SearchError`` with its first failure's reason.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import optuna
 
 from search import _datasets, trial_attrs
 from search.console.format import limit
-from search.errors import DownloadError, SearchError
+from search.errors import DownloadError, SearchError, StudyStopped
 from search.execution.pool import lost_workers, run_local_workers
 from search.execution.worker import recount_claims
 from search.options import (
@@ -29,7 +34,7 @@ from search.options import (
     resolve_storage,
 )
 from search.space.bridge import to_optuna_params
-from search.space.loader import discover, load_space, validate_fixed
+from search.space.loader import Space, discover, load_space, study_objective, validate_fixed
 from search.space.samplers import grid_size
 from search.space.source import source_sha256
 from search.storage import MissingStore, StudyRecord, StudyRecords, open_storage
@@ -49,9 +54,14 @@ class Prepared:
         return self.stored.name
 
 
-def prepare(options: StartOptions) -> Prepared:
-    """Create the study, or check and resume it. Touches nothing when it raises."""
-    space = load_space(options.space_file)
+def prepare(options: StartOptions, space: Space | None = None, source_kind: str = "space",
+            fit_kwargs: dict | None = None) -> Prepared:
+    """Create the study, or check and resume it. Touches nothing when it raises.
+
+    ``space``: the space itself instead of loading ``options.space_file`` (``search.Tuner``, whose
+    stored source is its script, ``source_kind`` "script", or none, "notebook"); ``fit_kwargs``:
+    more arguments for every trial's ``fit()``, stored with a new study."""
+    space = space or load_space(options.space_file)
     name = options.study or Path(options.space_file).stem
     url = resolve_storage(options.storage)
     try:
@@ -73,6 +83,9 @@ def prepare(options: StartOptions) -> Prepared:
         if options.timeout is None and existing.deadline is not None:
             records.update(name, deadline=None)
             notes.append("the previous --timeout no longer applies: no deadline")
+        if existing.stopped:
+            records.update(name, stopped=None)
+            notes.append(f"the study had stopped ({existing.stopped}); it runs again")
         resumed = True
     else:
         if store is not None and name in {s.study_name for s in store.get_all_studies()}:
@@ -83,6 +96,7 @@ def prepare(options: StartOptions) -> Prepared:
         except DownloadError as exc:
             offline = space.offline_command
             raise DownloadError(f"{exc}. Without internet: {offline}" if offline else str(exc)) from None
+        config.source_kind, config.fit_kwargs = source_kind, dict(fit_kwargs or {})
         if store is None:
             store = open_storage(url)
             records = StudyRecords(store.engine)
@@ -133,9 +147,10 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
     fixed = validate_fixed(hps, options.fixed)
     stored = {o.name: o.default for o in OPTIONS.values() if o.stored}
     stored.update(options.given("fixed"), **options.given("changeable"), data=data_name, seed=seed)
-    config = StudyConfig(space_path=options.space_file, objective=space.objective.name,
-                         direction=space.objective.direction, fixed=fixed, space=hps.get_config(),
-                         **stored)
+    objective = study_objective(space, options.objective, options.direction, found.fit_returns)
+    stored.update(objective=objective.name, direction=objective.direction)
+    config = StudyConfig(space_path=options.space_file, fixed=fixed, space=hps.get_config(),
+                         fit_returns=found.fit_returns, **stored)
     config = _changeable_settings(config, options, [])
     budget = options.trials or OPTIONS["trials"].default
     notes = []
@@ -173,8 +188,32 @@ def _fmt_fixed(fixed: dict) -> str:
 
 def run(prepared: Prepared, slots: list[str | None],
         on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
-    """Run a worker per slot until the budget is spent; returns the final snapshot."""
-    final, workers = run_local_workers(prepared.stored, slots, on_progress,
-                                       space_sha256=prepared.space_sha256)
+    """Run a worker per slot until the budget is spent; returns the final snapshot. Raises
+    StudyStopped when the study stopped, and SearchError when it ended with no completed trial."""
+    stored = prepared.stored
+    try:
+        final, workers = run_local_workers(stored, slots, on_progress,
+                                           space_sha256=prepared.space_sha256)
+    except SearchError:
+        _raise_if_stopped(stored)
+        raise
     prepared.notes.extend(lost_workers(workers))
+    check_ended(stored, final)
     return final
+
+
+def check_ended(stored: StoredStudy, final: StudySnapshot) -> None:
+    """Keras Tuner's end of a search: StudyStopped for a stopped study, a SearchError with the
+    first failure's reason for a finished study with no completed trial."""
+    _raise_if_stopped(stored)
+    if final.done and not final.states.get("COMPLETE"):
+        failed = sorted((t for t in final.trials if trial_attrs.fail_reason(t)), key=lambda t: t.number)
+        if failed:
+            raise SearchError(f"no trial of study {stored.name!r} completed ({len(failed)} failed); "
+                              f"the first, trial {failed[0].number}: {trial_attrs.fail_reason(failed[0])}")
+
+
+def _raise_if_stopped(stored: StoredStudy) -> None:
+    record = stored.reload()
+    if record.stopped:
+        raise StudyStopped(stored.name, record.stopped)

@@ -2,6 +2,8 @@
 
 Each epoch it records every metric (learning curves), reports the objective to the trial so a
 pruner can stop it, keeps the best epoch by the objective (Keras Tuner's rule for a trial's score)
+when the epoch logs it (a ``fit()`` may compute its objective after training and return it, as
+Keras Tuner allows: then nothing is reported and the epochs are recorded only)
 and, when asked, a copy of the model's weights at that epoch (the trial's checkpoint, so nothing
 is re-trained to get it), times the training steps, and stops training when the loss becomes NaN.
 """
@@ -81,8 +83,11 @@ class StepTimer(keras.callbacks.Callback):
 
 class TrialCallback(StepTimer):
     def __init__(self, trial: optuna.Trial, objective: str, direction: str,
-                 keep_weights: bool = False):
+                 keep_weights: bool = False, require_objective: bool = True):
+        """``require_objective``: the fit's result is its History, so an epoch that does not log
+        the objective stops the trial (it can never be scored)."""
         super().__init__()
+        self.require_objective = require_objective
         self.keep_weights = keep_weights
         self.best_weights: list | None = None  # the weights at the best epoch (keep_weights=True)
         self.best_weights_of: keras.Model | None = None  # the model they belong to
@@ -120,8 +125,9 @@ class TrialCallback(StepTimer):
             self.model.stop_training = True
             return
         if self.objective not in logs:
-            self.missing_objective = sorted(logs)
-            self.model.stop_training = True
+            if self.require_objective:
+                self.missing_objective = sorted(logs)
+                self.model.stop_training = True
             return
         value = float(logs[self.objective])
         if self._better(value):

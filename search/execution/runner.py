@@ -20,12 +20,23 @@ calls it for the trials whose checkpoint it keeps (``search.execution.checkpoint
 
 A space's ``fit`` may run several phases (``model.fit`` more than once with the callbacks it was
 given, e.g. frozen base then fine-tuning); the epochs count on across phases, and once a trial is
-pruned or diverged, a later phase does not start. It may return a History, a dict with the
-objective, a number, or a dict of extra metrics to record beside the reported epochs.
+pruned or diverged, a later phase does not start.
+
+What ``fit`` receives and returns is Keras Tuner's (``Tuner.run_trial``, ``HyperModel.fit``):
+``x, y`` positionally, ``validation_data``, ``epochs``, ``callbacks`` and ``verbose`` as keywords;
+the labels one-hot where the model is compiled with a categorical loss or the space says
+``LABELS = "one_hot"`` (``search.space.labels``). It may return a History (scored by its best
+epoch), a dict of metrics holding the objective, a number (the objective's value), or a list of
+these (averaged, as Keras Tuner averages executions); a dict without the objective is extra
+metrics beside epochs that logged it. As in Keras Tuner: ``keras_tuner.errors.FailedTrialError``
+(or any other exception) fails the trial and the study goes on; ``FatalError``, a ``build()``
+that returns no model, or a result Keras Tuner rejects (None, a dict without the objective, any
+other type) fails the trial as fatal (``TrialOutcome.fatal``): the worker stops the study.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import numbers
@@ -34,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
+import keras_tuner as kt
 import numpy as np
 import optuna
 from optuna.trial import TrialState
@@ -42,6 +54,7 @@ from search import _datasets, trial_attrs
 from search.errors import one_line
 from search.execution.callbacks import TrialCallback, TrialStopped
 from search.options import StudyConfig
+from search.space import labels
 from search.space.bridge import TrialHyperParameters
 from search.space.loader import Space
 
@@ -54,10 +67,15 @@ class TrialOutcome:
     attrs: dict = field(default_factory=dict)
     save_weights: Callable[[str], None] | None = field(default=None, repr=False)
     checkpoint_problem: str | None = None  # why a completed trial has no best-epoch weights
+    fatal: bool = False  # Keras Tuner's FatalError: the study stops (the reason says why)
 
 
 class TrialFailed(Exception):
     """The trial cannot be scored; the message is the stored reason."""
+
+
+class FatalResult(kt.errors.FatalError):
+    """A result Keras Tuner rejects as fatal (``validate_trial_results``): the study stops."""
 
 
 def _plain(value):
@@ -71,65 +89,110 @@ def _count_params(weights) -> int:
     return int(sum(math.prod(w.shape) for w in weights))
 
 
-def _score_from_return(returned, callback: TrialCallback, objective: str, direction: str):
-    """The trial's value from what ``fit`` returned: a History, a dict or a number (as Keras Tuner)."""
-    if isinstance(returned, numbers.Real) and not isinstance(returned, bool):
-        return float(returned), {objective: float(returned)}
-    if isinstance(returned, dict) and objective not in returned and callback.best_value is not None:
+def _float_metrics(returned: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in returned.items()}
+
+
+def _score_history(history: keras.callbacks.History, callback: TrialCallback, objective: str):
+    """A History a custom fit returned without passing our callbacks on: scored after the fact by
+    its best epoch (Keras Tuner's rule)."""
+    for name, values in history.history.items():
+        callback.history[name] = [float(v) for v in values]
+    for epoch, value in enumerate(callback.history.get(objective, [])):
+        if callback._better(value):
+            callback.best_value, callback.best_epoch = value, epoch
+
+
+def _score_from_return(returned, callback: TrialCallback, objective: str):
+    """The trial's value and metrics from what ``fit`` returned (Keras Tuner's
+    ``convert_to_metrics_dict``, checked as its ``validate_trial_results``)."""
+    if isinstance(returned, list) and returned:  # several executions: their metrics averaged
+        scored = [_score_from_return(r, callback, objective)[1] for r in returned]
+        metrics = {k: float(np.mean([m[k] for m in scored if k in m])) for k in scored[0]}
+        return metrics[objective], metrics
+    if isinstance(returned, (numbers.Real, np.floating)) and not isinstance(returned, bool):
+        return float(returned), {**callback.metrics_at_best_epoch(), objective: float(returned)}
+    if isinstance(returned, dict):
+        if objective in returned:
+            return float(returned[objective]), _float_metrics(returned)
+        if callback.best_value is None:
+            raise FatalResult(f"fit() returned a dict without the objective {objective!r} "
+                              f"(keys: {', '.join(sorted(returned)) or 'none'}): return it, or set "
+                              "--objective to one of the keys")
         # Extra metrics of a multi-phase fit (e.g. an autoencoder's reconstruction loss) beside the
         # epochs it reported through the callbacks.
-        return callback.best_value, {**callback.metrics_at_best_epoch(),
-                                     **{k: float(v) for k, v in returned.items()}}
-    if isinstance(returned, dict):
-        if objective not in returned:
-            raise TrialFailed(f"fit() returned a dict without the objective {objective!r} "
-                              f"(keys: {', '.join(sorted(returned))})")
-        return float(returned[objective]), {k: float(v) for k, v in returned.items()}
-    if callback.epochs_run == 0 and isinstance(returned, keras.callbacks.History):
-        # A custom fit that did not pass our callbacks on: score its History after the fact.
-        for name, values in returned.history.items():
-            callback.history[name] = [float(v) for v in values]
-        values = callback.history.get(objective, [])
-        for epoch, value in enumerate(values):
-            if callback._better(value):
-                callback.best_value, callback.best_epoch = value, epoch
-    if callback.best_value is None:
-        raise TrialFailed(f"the objective {objective!r} was never reported "
-                          "(compile the model with the matching metric and pass validation data)")
-    return callback.best_value, callback.metrics_at_best_epoch()
+        return callback.best_value, {**callback.metrics_at_best_epoch(), **_float_metrics(returned)}
+    if isinstance(returned, keras.callbacks.History):
+        if callback.epochs_run == 0:
+            _score_history(returned, callback, objective)
+        if callback.best_value is None:
+            logged = sorted(returned.history) or sorted(callback.history)
+            raise TrialFailed(_not_logged(objective, logged))
+        return callback.best_value, callback.metrics_at_best_epoch()
+    if returned is None and callback.best_value is not None:
+        return callback.best_value, callback.metrics_at_best_epoch()  # reported through the callbacks
+    if returned is None:
+        raise FatalResult("fit() returned None: return the History of model.fit(), a dict of "
+                          "metrics or the objective's value")
+    raise FatalResult(f"fit() returned a {type(returned).__name__}: expected a History, a dict "
+                      "of metrics, a number or a list of them")
+
+
+def _not_logged(objective: str, logged) -> str:
+    names = ", ".join(logged) or "none"
+    return (f"the objective {objective!r} is not among the metrics the model logs ({names}): "
+            "set --objective to one of them, or compile the model with the metric (and pass "
+            "validation data for a val_ metric)")
+
+
+def _fit_labels(space: Space, model, data: _datasets.Dataset) -> tuple[np.ndarray, np.ndarray, str]:
+    """The training and validation labels as the model wants them (``search.space.labels``)."""
+    encoding = labels.encoding_for(model, space.labels)
+    return (labels.encode(data.y_train, data.num_classes, encoding),
+            labels.encode(data.y_val, data.num_classes, encoding), encoding)
 
 
 def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
-              config: StudyConfig) -> TrialOutcome:
-    """Build, fit and score one trial; never raises for a failing configuration."""
+              config: StudyConfig, callbacks: list | tuple = ()) -> TrialOutcome:
+    """Build, fit and score one trial; never raises for a failing configuration. ``callbacks``
+    (a ``search.Tuner.search()`` caller's) are copied for the trial and run before ours, as
+    Keras Tuner runs them."""
     keras.backend.clear_session()  # also runs a full gc.collect() (Keras 3: free_memory=True)
     seed = trial_seed(config.seed, trial.number)
     keras.utils.set_random_seed(seed)
     _datasets.activate(dataset)
     hp = TrialHyperParameters(trial, fixed=config.fixed)
+    # A History result can only be scored from its epochs: an epoch without the objective ends it.
+    history_result = not space.custom_fit or config.fit_returns == "history"
     callback = TrialCallback(trial, config.objective, config.direction,
-                             keep_weights=config.keep_best > 0)
+                             keep_weights=config.keep_best > 0, require_objective=history_result)
     attrs: dict = {}
+    encoding = labels.SPARSE
     started = time.perf_counter()
     try:
         model = space.hypermodel.build(hp)
+        if not isinstance(model, keras.Model):
+            raise FatalResult(f"build() returned {type(model).__name__}, not a Keras model")
         trained_on = _datasets.in_use()  # the class subset build() selected, or the whole set
         attrs[trial_attrs.TRAINABLE_PARAMS] = _count_params(model.trainable_weights)
         attrs[trial_attrs.NON_TRAINABLE_PARAMS] = _count_params(model.non_trainable_weights)
-        kwargs = dict(validation_data=(trained_on.x_val, trained_on.y_val), epochs=config.epochs,
-                      callbacks=[callback], verbose=0)
+        y_train, y_val, encoding = _fit_labels(space, model, trained_on)
+        kwargs = dict(epochs=config.epochs, callbacks=[*copy.deepcopy(list(callbacks)), callback],
+                      verbose=0)
+        if len(trained_on.x_val):
+            kwargs["validation_data"] = (trained_on.x_val, y_val)
         if not space.custom_fit and "batch_size" in hp.values:
             kwargs["batch_size"] = hp.values["batch_size"]
+        kwargs.update(config.fit_kwargs)
         try:
-            returned = space.hypermodel.fit(hp, model, trained_on.x_train, trained_on.y_train, **kwargs)
+            returned = space.hypermodel.fit(hp, model, trained_on.x_train, y_train, **kwargs)
         except TrialStopped:  # a later fit() of a multi-phase trial, after pruning or NaN
             returned = None
         if callback.nan_epoch is not None:
             raise TrialFailed(f"diverged: the loss became NaN at epoch {callback.nan_epoch + 1}")
         if callback.missing_objective is not None:
-            raise TrialFailed(f"the objective {config.objective!r} is not among the logged metrics "
-                              f"({', '.join(callback.missing_objective)})")
-        value, metrics = _score_from_return(returned, callback, config.objective, config.direction)
+            raise TrialFailed(_not_logged(config.objective, callback.missing_objective))
+        value, metrics = _score_from_return(returned, callback, config.objective)
         if not math.isfinite(value):
             raise TrialFailed(f"the objective {config.objective!r} is {value}")
         state = TrialState.PRUNED if callback.pruned else TrialState.COMPLETE
@@ -147,7 +210,12 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         raise
     except Exception as exc:  # a configuration that cannot be built or trained fails its trial only
         where = "build" if trial_attrs.TRAINABLE_PARAMS not in attrs else "fit"
-        outcome = TrialOutcome(TrialState.FAIL, reason=f"{where}: {one_line(exc)}")
+        fatal = isinstance(exc, kt.errors.FatalError)
+        shown = str(exc) if isinstance(exc, FatalResult) else one_line(exc)
+        reason = f"{where}: {shown}"
+        if where == "fit" and not fatal:
+            reason += labels.hint(exc, encoding)
+        outcome = TrialOutcome(TrialState.FAIL, reason=reason, fatal=fatal)
     attrs.update({
         trial_attrs.SEED: seed,
         trial_attrs.HP_VALUES: {k: _plain(v) for k, v in hp.values.items()},
@@ -160,6 +228,8 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
     })
     if outcome.reason:
         attrs[trial_attrs.FAIL_REASON] = outcome.reason
+    if outcome.fatal:
+        attrs[trial_attrs.FATAL] = True
     outcome.attrs = attrs
     return outcome
 

@@ -19,6 +19,11 @@ Faults (see ``search.execution.faults`` for heartbeats, timeouts and signals):
   retried: the configuration is what hangs) and the worker goes on with the next trial.
 - The space source: workers execute the source stored with the study (whoever can write to the
   store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's.
+- Stopping the study (Keras Tuner's rules): a trial that fails as fatal (``FatalError``), or the
+  ``max_consecutive_failures``-th failed trial in a row (Keras Tuner's
+  ``max_consecutive_failed_trials``), stops the study: the reason is stored with it, no worker
+  claims another trial (others finish the one they run), and every worker raises
+  :class:`~search.errors.StudyStopped` with the reason. A resume clears the stop.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from search import _datasets, trial_attrs
-from search.errors import SearchError
+from search.errors import SearchError, StudyStopped
 from search.execution.checkpoints import Checkpoints
 from search.execution.devices import pin_this_process, pinned_gpu
 from search.execution.faults import (
@@ -55,7 +60,7 @@ from search.execution.faults import (
 from search.execution.pool import WorkerReport
 from search.execution.runner import TrialOutcome, record, run_trial
 from search.options import StudyConfig
-from search.space.loader import space_from_source
+from search.space.loader import Space, space_from_source
 from search.space.pruners import make_pruner
 from search.space.samplers import make_sampler, worker_seed
 from search.space.source import source_sha256
@@ -98,24 +103,41 @@ def local_space_note(record: StudyRecord) -> str | None:
             "running the stored source")
 
 
+def stored_space(stored: StoredStudy) -> Space:
+    """The study's space from its stored source (a space module, or a tuner's script)."""
+    record, config = stored.record, stored.config
+    if config.source_kind == "notebook":
+        raise SearchError(
+            f"study {record.study_name!r} was started by search.Tuner in a notebook: its hypermodel "
+            "has no source file, so only that notebook's tuner.search() runs its trials; to add "
+            "workers, move the hypermodel into a .py file (a space module: search start FILE, or a "
+            "script that runs the tuner)")
+    return space_from_source(record.space_source, record.space_path,
+                             script_of=record.study_name if config.source_kind == "script" else None)
+
+
 def run_worker(storage_url: str | None, study_name: str, slot: int | None = None,
                gpu: str | None = None,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                on_note: Callable[[str], None] | None = None,
                stop: threading.Event | None = None, expected_sha256: str | None = None,
                expected_from: str | None = None,
-               restart_when_stuck: bool = False) -> WorkerReport:
+               restart_when_stuck: bool = False, space: Space | None = None,
+               callbacks: list | tuple = ()) -> WorkerReport:
     """Take trials until the study's budget is spent; returns what this worker ran.
 
     ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
     current epoch of its running trial (which is queued again). ``expected_sha256``: refuse to
     run unless the study's stored space source has this hash (``expected_from`` names its file).
     ``restart_when_stuck``: when a trial overruns its timeout where no signal stops it, fail it
-    and start this process afresh (``exec``: command-line workers only).
+    and start this process afresh (``exec``: command-line workers only). ``space``: run this
+    space instead of the stored source, with ``callbacks`` in every trial (``search.Tuner``).
     """
     pin_this_process(gpu)
     stored = open_for_work(storage_url, study_name)
     check_space_source(stored.record, expected_sha256, expected_from)
+    if stored.record.stopped:
+        raise StudyStopped(study_name, stored.record.stopped)
     config = stored.config
     report = WorkerReport()
     notes = [] if expected_sha256 else [local_space_note(stored.record)]
@@ -127,7 +149,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
         report.notes.append(note)
         if on_note is not None:
             on_note(note)
-    space = space_from_source(stored.record.space_source, stored.record.space_path)
+    if space is None:
+        space = stored_space(stored)
     dataset = _datasets.load(config.data, config.seed)
     if slot is None:
         slot = os.getpid()
@@ -148,7 +171,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     final_state = worker_states.EXITED
     try:
         with StopSignals(stop):
-            _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial)
+            _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial,
+                  callbacks)
     except KeyboardInterrupt:
         report.interrupted = True
         final_state = worker_states.INTERRUPTED
@@ -168,12 +192,15 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
 
 def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
           worker_id: int, heartbeat: Heartbeat, stop: threading.Event, report: WorkerReport,
-          on_trial) -> None:
+          on_trial, callbacks=()) -> None:
     config, study_name = stored.config, stored.name
     checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)  # best-epoch weights, top K kept
     while not stop.is_set():
         fail_stale_trials(study)
         if not stored.records.claim(study_name):
+            stopped = stored.records.get(study_name).stopped
+            if stopped:
+                raise StudyStopped(study_name, stopped)
             if _others_may_need_a_retry(stored):
                 stored.workers.set_state(worker_id, worker_states.WAITING)
                 stop.wait(config.heartbeat)
@@ -193,7 +220,7 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
             heartbeat.stuck_after = time.monotonic() + timeout + config.grace
         try:
             with trial_alarm(timeout):
-                outcome = run_trial(trial, space, dataset, config)
+                outcome = run_trial(trial, space, dataset, config, callbacks)
         except TrialTimeout as exc:
             outcome = TrialOutcome(TrialState.FAIL, reason=timeout_reason(exc.seconds),
                                    attrs={trial_attrs.FAIL_REASON: timeout_reason(exc.seconds),
@@ -225,6 +252,25 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
                       finished.value)
             if on_trial is not None:
                 on_trial(finished)
+            if outcome.state == TrialState.FAIL:
+                reason = stop_reason(stored, finished, outcome)
+                if reason:
+                    raise StudyStopped(study_name, stored.records.stop(study_name, reason))
+
+
+def stop_reason(stored: StoredStudy, trial: optuna.trial.FrozenTrial, outcome: TrialOutcome) -> str | None:
+    """Why the study stops after this failed trial (Keras Tuner's rules), or None."""
+    if outcome.fatal:
+        return f"trial {trial.number} failed with a fatal error: {outcome.reason}"
+    limit = stored.config.max_consecutive_failures
+    if not limit:
+        return None
+    run = trial_attrs.failed_in_a_row(stored.storage.get_all_trials(stored.study_id, deepcopy=False))
+    if len(run) < limit:
+        return None
+    return (f"{len(run)} trials failed in a row (--max-consecutive-failures {limit}, Keras Tuner's "
+            f"max_consecutive_failed_trials); the last, trial {trial.number}: "
+            f"{trial_attrs.fail_reason(trial)}")
 
 
 def _others_may_need_a_retry(stored: StoredStudy) -> bool:

@@ -2,14 +2,20 @@
 
 Contract (see the README): the module defines one of
 
-- ``HYPERMODEL``: a ``keras_tuner.HyperModel`` instance (e.g. from ``keras_tuner.applications``),
+- ``HYPERMODEL``: a ``keras_tuner.HyperModel`` instance (e.g. from ``keras_tuner.applications``)
+  or a build function, what a Keras Tuner user passes to a tuner,
 - a ``keras_tuner.HyperModel`` subclass (instantiated with no arguments),
 - ``build(hp)`` returning a compiled Keras model, with an optional ``fit(hp, model, *args, **kwargs)``,
 
-and optionally ``DATA`` (the default data set name or path), ``OBJECTIVE`` (default
-``val_accuracy``; a name or a ``keras_tuner.Objective``) and ``DIRECTION`` ("max"/"min", inferred
-from the name as Keras Tuner does). ``search.data.current()`` gives ``build`` the data set's input
-shape and number of classes.
+and optionally ``DATA`` (the default data set name or path), ``OBJECTIVE`` (a name or a
+``keras_tuner.Objective``, as Keras Tuner's ``objective=``), ``DIRECTION`` ("max"/"min", inferred
+from the name as Keras Tuner does) and ``LABELS`` ("sparse" or "one_hot"; by default one-hot for a
+model compiled with a categorical loss: ``search.space.labels``). ``search.data.current()`` gives
+``build`` the data set's input shape and number of classes.
+
+The study's objective (:func:`study_objective`): ``search start --objective NAME [--direction]``,
+else the space's ``OBJECTIVE``, else ``val_accuracy``, or, where ``fit()`` returns a number and no
+objective is named, Keras Tuner's ``default_objective`` (that number, minimised).
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from dataclasses import dataclass
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src.engine.objective import create_objective
+import numpy as np
+from keras_tuner.src.engine.objective import DefaultObjective, MultiObjective, create_objective
 
 from search import _datasets
-from search.errors import DownloadError, SpaceError, one_line
+from search.errors import DownloadError, SearchError, SpaceError, one_line
+from search.space import labels
 from search.space.bridge import TrialHyperParameters
 from search.space.source import compile_source, read_source, source_sha256
+
+DEFAULT_OBJECTIVE = "val_accuracy"  # where neither the study nor the space names one
 
 
 class FunctionHyperModel(kt.HyperModel):
@@ -51,7 +61,8 @@ class Space:
     source: str
     hypermodel: kt.HyperModel
     default_data: str
-    objective: kt.Objective
+    objective: kt.Objective | None  # the space's OBJECTIVE (None: it names none)
+    labels: str | None = None  # the space's LABELS: "sparse", "one_hot", or None (by the loss)
     doc: str = ""
 
     @property
@@ -80,42 +91,122 @@ def load_space(path: str) -> Space:
     return space_from_source(read_source(path), path)
 
 
-def space_from_source(source: str, path: str) -> Space:
-    """Execute a space module's source (as stored in a study) and find its hypermodel."""
-    name = "search_space_" + os.path.splitext(os.path.basename(path))[0]
+class SpaceCaptured(BaseException):
+    """Raised by ``search.Tuner.search()`` while a stored tuner script runs as a space: the
+    tuner's hypermodel is captured, and nothing after ``search()`` runs."""
+
+
+_captured: list | None = None  # (project_name, hypermodel) offered by tuners while a script runs
+
+
+def capturing() -> bool:
+    """Whether a stored tuner script is running as a space (its tuners only offer their hypermodel)."""
+    return _captured is not None
+
+
+def offer(project_name: str, hypermodel: kt.HyperModel) -> None:
+    """A ``search.Tuner`` built while a script runs as a space gives its hypermodel here."""
+    if _captured is not None:
+        _captured.append((project_name, hypermodel))
+
+
+def space_from_source(source: str, path: str, script_of: str | None = None) -> Space:
+    """Execute a space module's source (as stored in a study) and find its hypermodel.
+
+    ``script_of``: the source is the script that ran ``search.Tuner(project_name=script_of)``; it
+    runs as ``__main__`` up to that tuner's ``search()``, and the tuner's hypermodel is the space's."""
+    global _captured
+    name = "__main__" if script_of else "search_space_" + os.path.splitext(os.path.basename(path))[0]
     code = compile_source(source, path)
     module = types.ModuleType(name)
     module.__file__ = path
+    outer, _captured = _captured, ([] if script_of else None)
     try:
         exec(code, module.__dict__)
+    except SpaceCaptured:
+        pass
     except Exception as exc:
         raise SpaceError(f"{path}: importing the space raised {one_line(exc)}") from None
-    hypermodel = _find_hypermodel(module, path)
-    objective = getattr(module, "OBJECTIVE", "val_accuracy")
+    finally:
+        captured, _captured = _captured, outer
+    if script_of:
+        mine = [hm for project, hm in captured or [] if project == script_of]
+        if not mine:
+            raise SpaceError(f"{path}: the script no longer builds search.Tuner(project_name="
+                             f"{script_of!r}) before its search(): nothing to run")
+        hypermodel = mine[-1]
+    else:
+        hypermodel = _find_hypermodel(module, path)
+    objective = getattr(module, "OBJECTIVE", None)
     direction = getattr(module, "DIRECTION", None)
-    if isinstance(objective, str) and direction is not None:
-        objective = kt.Objective(objective, direction)
-    try:
-        objective = create_objective(objective)
-    except (TypeError, ValueError) as exc:
-        raise SpaceError(f"{path}: bad OBJECTIVE: {one_line(exc)}") from None
-    if isinstance(objective, list) or objective.direction not in ("min", "max"):
-        raise SpaceError(f"{path}: OBJECTIVE must be one metric with direction 'min' or 'max'")
+    if objective is not None:
+        objective = _objective(objective, direction, f"{path}: OBJECTIVE")
+    elif direction is not None:
+        raise SpaceError(f"{path}: DIRECTION without OBJECTIVE: name the metric it applies to")
+    encoding = getattr(module, "LABELS", None)
+    if encoding is not None and encoding not in labels.ENCODINGS:
+        raise SpaceError(f"{path}: LABELS must be one of {', '.join(map(repr, labels.ENCODINGS))} "
+                         f"(got {encoding!r})")
     return Space(
         path=path,
         source=source,
         hypermodel=hypermodel,
         default_data=str(getattr(module, "DATA", _datasets.DEFAULT_DATA)),
         objective=objective,
+        labels=encoding,
         doc=module.__doc__ or "",
     )
+
+
+def _objective(objective, direction: str | None, where: str) -> kt.Objective:
+    """One Keras Tuner objective from a name (direction given or inferred) or an Objective."""
+    if isinstance(objective, str) and direction is not None:
+        objective = kt.Objective(objective, direction)
+    try:
+        objective = create_objective(objective)
+    except ValueError:  # Keras Tuner cannot infer the direction of an unknown metric
+        raise SearchError(f"{where} {objective!r}: the direction of an unknown metric cannot be "
+                          "inferred: give it (min or max)") from None
+    except TypeError as exc:
+        raise SearchError(f"{where}: {one_line(exc)}") from None
+    if isinstance(objective, list) or isinstance(objective, MultiObjective) \
+            or objective.direction not in ("min", "max"):
+        raise SearchError(f"{where} must be one metric with direction 'min' or 'max'")
+    return objective
+
+
+def study_objective(space: Space, name: str | None, direction: str | None,
+                    fit_returns: str | None) -> kt.Objective:
+    """The objective a new study optimizes: ``--objective NAME`` (``--direction``, else the
+    space's direction for that name, else Keras Tuner's inference), else the space's
+    ``OBJECTIVE``, else ``val_accuracy``; a ``fit()`` that returns a number with no objective
+    named optimizes Keras Tuner's ``default_objective`` (that number), minimised."""
+    if name is None and direction is not None:
+        if space.objective is None:
+            raise SearchError("--direction without --objective: name the metric it applies to")
+        name = space.objective.name
+    if name is not None:
+        if direction is None and space.objective is not None and space.objective.name == name:
+            return space.objective
+        return _objective(name, direction, "--objective")
+    if space.objective is not None:
+        return space.objective
+    if fit_returns == "number":
+        return DefaultObjective()
+    return kt.Objective(DEFAULT_OBJECTIVE, "max")
 
 
 def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
     explicit = getattr(module, "HYPERMODEL", None)
     if explicit is not None:
+        if isinstance(explicit, type) and issubclass(explicit, kt.HyperModel):
+            raise SpaceError(f"{path}: HYPERMODEL is the class {explicit.__name__}: set it to an "
+                             f"instance, {explicit.__name__}()")
+        if not isinstance(explicit, kt.HyperModel) and callable(explicit):
+            return FunctionHyperModel(explicit)  # a build function, as Keras Tuner's tuners take
         if not isinstance(explicit, kt.HyperModel):
-            raise SpaceError(f"{path}: HYPERMODEL must be a keras_tuner.HyperModel instance")
+            raise SpaceError(f"{path}: HYPERMODEL must be a keras_tuner.HyperModel instance or a "
+                             "build(hp) function")
         return explicit
     subclasses = [
         obj for obj in vars(module).values()
@@ -140,27 +231,48 @@ def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
     )
 
 
-def _register_fit_parameters(space: Space, hp, model, dataset) -> None:
+_NOT_TRAINED = object()  # what the model's fit returns while a space's fit() is discovered
+
+
+def fit_returns(returned) -> str | None:
+    """What kind of result a ``fit()`` gave: "history" (what ``model.fit`` returned), "number",
+    "dict", or None (unknown)."""
+    if returned is _NOT_TRAINED or isinstance(returned, keras.callbacks.History):
+        return "history"
+    if isinstance(returned, (int, float, np.floating)) and not isinstance(returned, bool):
+        return "number"
+    if isinstance(returned, dict):
+        return "dict"
+    return None
+
+
+def _register_fit_parameters(space: Space, hp, model, dataset) -> str | None:
     """Run the hypermodel's ``fit`` against a model that does not train, so parameters it defines
-    (batch size, epochs, ...) join the discovered space. Errors there are ignored: the parameters
-    reached before them are already registered, the rest appear when a trial reaches them."""
+    (batch size, epochs, ...) join the discovered space; returns what kind of result it gave
+    (:func:`fit_returns`). Errors there are ignored: the parameters reached before them are
+    already registered, the rest appear when a trial reaches them."""
     if not space.custom_fit:
-        return
-    model.fit = lambda *args, **kwargs: None
+        return "history"
+    model.fit = lambda *args, **kwargs: _NOT_TRAINED
+    encoding = labels.encoding_for(model, space.labels)
     try:
-        space.hypermodel.fit(hp, model, dataset.x_train[:2], dataset.y_train[:2],
-                             validation_data=(dataset.x_val[:2], dataset.y_val[:2]), epochs=0,
-                             callbacks=[], verbose=0)
+        returned = space.hypermodel.fit(
+            hp, model, dataset.x_train[:2], labels.encode(dataset.y_train[:2], dataset.num_classes, encoding),
+            validation_data=(dataset.x_val[:2],
+                             labels.encode(dataset.y_val[:2], dataset.num_classes, encoding)),
+            epochs=0, callbacks=[], verbose=0)
     except SpaceError:
         raise  # a bad --set value met in fit()
     except Exception:
-        pass
+        return None
+    return fit_returns(returned)
 
 
 @dataclass
 class Discovery:
     hyperparameters: kt.HyperParameters  # every parameter the space defines
     defaults: dict  # the default configuration (the values of the first build)
+    fit_returns: str | None = None  # what the default configuration's fit() gave (fit_returns)
 
 
 def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None) -> Discovery:
@@ -175,6 +287,7 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
     once_active: list = []
     preset: dict = {}
     defaults: dict | None = None
+    returns: str | None = None
     for _ in range(100):  # bounded: each round opens at least one new scope
         hp = TrialHyperParameters(fixed=fixed)
         hp.values.update(preset)
@@ -185,10 +298,13 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
         except Exception as exc:
             raise SpaceError(f"{space.path}: build() raised {one_line(exc)}; nothing was stored "
                              "(fix the space or the --set values)") from None
-        _register_fit_parameters(space, hp, model, dataset)
+        if not isinstance(model, keras.Model):
+            raise SpaceError(f"{space.path}: build() returned {type(model).__name__}, not a Keras "
+                             "model; nothing was stored")
+        returned = _register_fit_parameters(space, hp, model, dataset)
         keras.backend.clear_session()
         if defaults is None:
-            defaults = dict(hp.values)
+            defaults, returns = dict(hp.values), returned
         for item in hp.space:
             if not full._exists(item.name, item.conditions):
                 full._register(item)
@@ -204,7 +320,7 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
             break
         preset = {c.name: c.values[0] for c in never_active[0]}
         once_active.append(never_active.pop(0))
-    return Discovery(full, defaults or {})
+    return Discovery(full, defaults or {}, returns)
 
 
 def validate_fixed(space_hps: kt.HyperParameters, fixed: dict, known_names: set[str] = frozenset()) -> dict:

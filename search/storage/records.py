@@ -4,7 +4,9 @@ A worker needs only the store URL and the study name: everything else is in this
 also holds the study's trial budget and the count of trial slots claimed against it; a claim is a
 single conditional UPDATE, atomic on SQLite and PostgreSQL alike, so the budget is exact however
 many workers race for the last slot. An optional deadline (the study's wall-clock budget, in
-seconds since the epoch) is part of the same UPDATE: past it, no slot is given.
+seconds since the epoch) is part of the same UPDATE: past it, no slot is given. So is the reason
+the study stopped (a Keras Tuner ``FatalError``, too many failed trials in a row): once it is set,
+no worker gets a slot until a resume clears it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ study_records = sa.Table(
     sa.Column("claimed", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("deadline", sa.Float, nullable=True),
+    sa.Column("stopped", sa.Text, nullable=True),
 )
 
 
@@ -56,6 +59,7 @@ class StudyRecord:
     budget: int
     claimed: int = 0
     deadline: float | None = None  # seconds since the epoch; no new trial starts after it
+    stopped: str | None = None  # why the study stopped (one line); no new trial starts while set
 
     @property
     def past_deadline(self) -> bool:
@@ -87,6 +91,7 @@ class StudyRecords:
             budget=row["budget"],
             claimed=row["claimed"],
             deadline=row["deadline"],
+            stopped=row["stopped"],
         )
 
     @retried
@@ -108,11 +113,15 @@ class StudyRecords:
 
     @retried
     def update(self, study_name: str, *, config: dict | None = None, budget: int | None = None,
-               claimed: int | None = None, deadline: float | None | object = ...) -> None:
-        """Change the given fields; ``deadline=None`` removes the deadline."""
+               claimed: int | None = None, deadline: float | None | object = ...,
+               stopped: str | None | object = ...) -> None:
+        """Change the given fields; ``deadline=None`` removes the deadline, ``stopped=None`` the
+        stop."""
         values = {}
         if deadline is not ...:
             values["deadline"] = deadline
+        if stopped is not ...:
+            values["stopped"] = stopped
         if config is not None:
             values["config_json"] = json.dumps(config, sort_keys=True)
         if budget is not None:
@@ -130,13 +139,15 @@ class StudyRecords:
 
     @retried
     def claim(self, study_name: str) -> bool:
-        """Take one trial slot of the budget; False when the budget is spent or the deadline past."""
+        """Take one trial slot of the budget; False when the budget is spent, the deadline past or
+        the study stopped."""
         now = time.time()
         with self.engine.begin() as conn:
             result = conn.execute(
                 study_records.update()
                 .where(study_records.c.study_name == study_name)
                 .where(study_records.c.claimed < study_records.c.budget)
+                .where(study_records.c.stopped.is_(None))
                 .where(sa.or_(study_records.c.deadline.is_(None), study_records.c.deadline > now))
                 .values(claimed=study_records.c.claimed + 1)
             )
@@ -156,6 +167,20 @@ class StudyRecords:
                                 .where(study_records.c.study_name == study_name)).scalar_one()
 
     @retried
+    def stop(self, study_name: str, reason: str) -> str:
+        """Stop the study with ``reason`` unless it is stopped already; returns the reason in
+        force (the first one given)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                study_records.update()
+                .where(study_records.c.study_name == study_name)
+                .where(study_records.c.stopped.is_(None))
+                .values(stopped=reason)
+            )
+            return conn.execute(sa.select(study_records.c.stopped)
+                                .where(study_records.c.study_name == study_name)).scalar_one()
+
+    @retried
     def release(self, study_name: str) -> None:
         """Give back a slot whose trial was interrupted, so that it is run again."""
         with self.engine.begin() as conn:
@@ -165,6 +190,12 @@ class StudyRecords:
                 .where(study_records.c.claimed > 0)
                 .values(claimed=study_records.c.claimed - 1)
             )
+
+    @retried
+    def delete(self, study_name: str) -> None:
+        """Remove the study's record (its Optuna study is removed by the caller)."""
+        with self.engine.begin() as conn:
+            conn.execute(study_records.delete().where(study_records.c.study_name == study_name))
 
     @retried
     def names(self) -> list[str]:

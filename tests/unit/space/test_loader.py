@@ -89,3 +89,38 @@ def test_the_cnn_space_loads_and_discovers():
     assert space.objective.name == "val_accuracy" and space.objective.direction == "max"
     names = {hp.name for hp in discover(space, _datasets.load("digits")).hyperparameters.space}
     assert {"learning_rate", "optimizer", "batch_size", "momentum", "filters", "conv_blocks"} <= names
+
+
+def test_the_study_objective_is_the_option_then_the_space_then_keras_tuners_defaults(tmp_path):
+    from search.errors import SearchError
+    from search.space.loader import study_objective
+
+    path = tmp_path / "s.py"
+    path.write_text("def build(hp):\n    pass\n")
+    plain = load_space(str(path))
+    path.write_text("import keras_tuner\nOBJECTIVE = keras_tuner.Objective('val_custom', 'max')\n"
+                    "def build(hp):\n    pass\n")
+    declared = load_space(str(path))
+
+    def pick(space, *args):
+        objective = study_objective(space, *args)
+        return objective.name, objective.direction
+
+    assert pick(plain, None, None, "history") == ("val_accuracy", "max")
+    assert pick(plain, None, None, "number") == ("default_objective", "min")  # Keras Tuner's default
+    assert pick(declared, None, None, "number") == ("val_custom", "max")
+    assert pick(declared, "val_loss", None, "history") == ("val_loss", "min")  # inferred as Keras Tuner does
+    assert pick(declared, "val_custom", None, "history") == ("val_custom", "max")  # the space's direction
+    assert pick(plain, "val_custom", "min", "history") == ("val_custom", "min")
+    with pytest.raises(SearchError, match="the direction of an unknown metric cannot be inferred"):
+        study_objective(plain, "val_custom", None, "history")
+
+
+def test_labels_and_a_build_function_as_hypermodel(tmp_path):
+    path = tmp_path / "s.py"
+    path.write_text("LABELS = 'one_hot'\ndef build_model(hp):\n    pass\nHYPERMODEL = build_model\n")
+    space = load_space(str(path))
+    assert space.labels == "one_hot" and space.hypermodel._build_fn.__name__ == "build_model"
+    path.write_text("LABELS = 'onehot'\ndef build(hp):\n    pass\n")
+    with pytest.raises(SpaceError, match="LABELS must be one of 'sparse', 'one_hot'"):
+        load_space(str(path))

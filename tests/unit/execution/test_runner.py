@@ -1,0 +1,58 @@
+"""search.execution.runner: what fit() returns becomes the objective and the metrics as Keras
+Tuner's convert_to_metrics_dict and validate_trial_results make it."""
+
+import keras
+import keras_tuner as kt
+import optuna
+import pytest
+
+from search.execution.callbacks import TrialCallback
+from search.execution.runner import FatalResult, TrialFailed, _score_from_return
+
+
+def callback(objective="val_accuracy", direction="max"):
+    trial = optuna.create_study(direction="maximize").ask()
+    return TrialCallback(trial, objective, direction, require_objective=False)
+
+
+def history(**curves):
+    h = keras.callbacks.History()
+    h.history = {k: list(v) for k, v in curves.items()}
+    return h
+
+
+def test_a_number_is_the_objective():
+    assert _score_from_return(0.25, callback("default_objective", "min"), "default_objective") == \
+        (0.25, {"default_objective": 0.25})
+
+
+def test_a_dict_holds_the_objective_and_every_metric():
+    value, metrics = _score_from_return({"metric_a": 0.9, "metric_b": -1}, callback("metric_a"), "metric_a")
+    assert value == 0.9 and metrics == {"metric_a": 0.9, "metric_b": -1.0}
+
+
+def test_a_history_is_scored_by_its_best_epoch():
+    value, metrics = _score_from_return(history(val_accuracy=[0.5, 0.8, 0.7], loss=[3, 2, 1]),
+                                        callback(), "val_accuracy")
+    assert value == 0.8 and metrics == {"val_accuracy": 0.8, "loss": 2.0}
+
+
+def test_executions_are_averaged():
+    value, _ = _score_from_return([{"val_accuracy": 0.6}, {"val_accuracy": 0.8}], callback(), "val_accuracy")
+    assert value == pytest.approx(0.7)
+
+
+def test_a_history_without_the_objective_fails_the_trial_naming_what_it_logs():
+    with pytest.raises(TrialFailed, match=r"'val_f1' is not among the metrics the model logs \(accuracy, loss\)"):
+        _score_from_return(history(loss=[1.0], accuracy=[0.5]), callback("val_f1"), "val_f1")
+
+
+@pytest.mark.parametrize("returned, message", [
+    ({"metric_b": 1.0}, "fit\\(\\) returned a dict without the objective 'metric_a' \\(keys: metric_b\\)"),
+    (None, "fit\\(\\) returned None"),
+    ("0.5", "fit\\(\\) returned a str"),
+])
+def test_results_keras_tuner_rejects_are_fatal(returned, message):
+    with pytest.raises(FatalResult, match=message) as raised:
+        _score_from_return(returned, callback("metric_a"), "metric_a")
+    assert isinstance(raised.value, kt.errors.FatalError)

@@ -1,0 +1,30 @@
+"""search.trial_attrs.failed_in_a_row: Keras Tuner's consecutive failures, in the order trials finished."""
+
+import datetime as dt
+
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from search import trial_attrs
+
+
+def trial(number, state, minute, **attrs):
+    t = create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                     params={"x": 1}, distributions={"x": IntDistribution(0, 2)}, user_attrs=attrs)
+    t.number = number
+    t.datetime_complete = dt.datetime(2026, 1, 1, 0, minute)
+    return t
+
+
+def test_failures_count_in_the_order_trials_finished():
+    trials = [trial(0, TrialState.FAIL, 1, fail_reason="a"), trial(1, TrialState.COMPLETE, 2),
+              trial(3, TrialState.FAIL, 3, fail_reason="b"), trial(2, TrialState.FAIL, 4, fail_reason="c")]
+    assert [t.number for t in trial_attrs.failed_in_a_row(trials)] == [2, 3]
+
+
+def test_interrupted_trials_and_lost_workers_do_not_count():
+    trials = [trial(0, TrialState.COMPLETE, 1), trial(1, TrialState.FAIL, 2, fail_reason="a"),
+              trial(2, TrialState.FAIL, 3, fail_reason="interrupted by the user", interrupted=True),
+              trial(3, TrialState.FAIL, 4)]  # failed for a stale heartbeat: no reason of its own
+    assert [t.number for t in trial_attrs.failed_in_a_row(trials)] == [1]
+    assert trial_attrs.failed_in_a_row([trial(0, TrialState.PRUNED, 1)]) == []
