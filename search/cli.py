@@ -187,9 +187,11 @@ def _list_spaces(folder: str | None) -> None:
               "keras_tuner.HyperModel)", code=2)
     err_console.print(f"give a space file; the spaces in {where}:", highlight=False)
     for path in found:
-        err_console.print(f"  {escape(str(path))}  {escape(_first_line(path))}", highlight=False)
-    err_console.print(f"for example: search start {escape(str(found[0]))} --trials 4 --epochs 5",
-                      highlight=False)
+        err_console.print(f"  {escape(str(path))}: {escape(_first_line(path))}", highlight=False,
+                          soft_wrap=True)
+    example = next((p for p in found if p.name == "cnn.py"), found[0])
+    err_console.print(f"for example: search start {escape(str(example))} --trials 4 --epochs 5",
+                      highlight=False, soft_wrap=True)
     sys.exit(2)
 
 
@@ -200,7 +202,7 @@ def _first_line(path) -> str:
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8-sig"))) or ""
     except (OSError, SyntaxError, ValueError):
         return ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    return " ".join(doc.strip().split("\n\n")[0].split())  # its first paragraph, on one line
 
 
 @main.command()

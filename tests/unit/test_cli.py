@@ -86,8 +86,17 @@ def test_version_names_the_libraries_and_the_backend():
     assert result.stderr == ""
 
 
-@pytest.mark.parametrize("args", [["--bogus"], ["start"], ["status", "--format", "yaml"]])
+@pytest.mark.parametrize("args", [["--bogus"], ["start", "--bogus", "x.py"], ["status", "--format", "yaml"]])
 def test_usage_errors_are_one_line(args):
     result = run_cli(*args)
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_start_without_a_space_file_lists_the_shipped_spaces_and_an_example():
+    result = run_cli("start")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "give a space file; the spaces in spaces:"
+    assert any(line.startswith("  spaces/vgg.py: VGG16/VGG19 transfer learning") for line in lines)
+    assert lines[-1] == "for example: search start spaces/cnn.py --trials 4 --epochs 5"
