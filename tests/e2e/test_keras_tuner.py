@@ -57,8 +57,12 @@ COMPLETING = ["build_function", "tuned_fit", "custom_metric", "fit_returns_float
               "hyper_image_augment"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", COMPLETING)
+# Each case runs three processes (Keras Tuner, search.Tuner, the CLI): every pattern on TensorFlow,
+# two of them on JAX too (CI's time: the whole end-to-end set must stay in minutes).
+GUIDE_CASES = [(name, "tensorflow") for name in COMPLETING] + [("build_function", "jax"), ("tuned_fit", "jax")]
+
+
+@pytest.mark.parametrize("name, backend", GUIDE_CASES)
 def test_a_guide_pattern_runs_unchanged_with_keras_tuners_outcome(name, backend, tmp_path, store_url):
     reference = outcome(name, "keras_tuner", tmp_path / "kt", backend)
     assert reference["error"] is None and states(reference) == ["COMPLETE"] * PATTERNS[name].trials
