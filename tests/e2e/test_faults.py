@@ -18,7 +18,8 @@ The faults themselves (a worker killed mid-trial, signals to the coordinator whi
 sleeps in fit()) are in search/testing/faults.py, shared with those tests.
 
 Here: SIGKILL of a worker in the middle of a write (its transaction open, the write lock held);
-SIGTERM of the coordinator; the SQLite store's file gone for a while and back; a trial that hangs
+a worker stopped (SIGSTOP) past the grace period after its last epoch and continued (SIGCONT) once
+its trial was retried elsewhere; SIGTERM of the coordinator; the SQLite store's file gone for a while and back; a trial that hangs
 (``--trial-timeout``), where Python runs and where no signal reaches it; checkpoints written to a
 real full disk (a full tmpfs, where this machine lets the tests mount one).
 """
@@ -127,6 +128,118 @@ def test_worker_killed_mid_write_leaves_the_store_whole(tiny_space, tmp_path):
     assert len(rerun) == 1 and rerun[0].state == TrialState.COMPLETE
     assert rerun[0].params == killed.params
     assert_exact_budget(url, budget)
+
+
+# ------------------------------------------------------------------ a stalled worker's late result
+
+# Each trial trains one real epoch (its best-epoch weights are kept) and scores 0.9, 0.8, 0.7, 0.6 in
+# the order the trials first start (a retry, with the same "x", scores what its trial scored), so
+# the ranking is known: the 0.9 trial's first run stops after its last epoch and waits there (the
+# test stops it with SIGSTOP meanwhile).
+LATE_SPACE = textwrap.dedent('''
+    import os
+    import time
+
+    import keras
+    from search import data
+
+    SCORES = [0.9, 0.8, 0.7, 0.6]
+
+    def build(hp):
+        ds = data.current()
+        model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                                  keras.layers.Dense(ds.num_classes, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def _mark(name, text=""):
+        try:
+            fd = os.open(os.path.join(MARKERS, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, text.encode())
+        os.close(fd)
+        return True
+
+    def fit(hp, model, *args, **kwargs):
+        x = hp.Float("x", 0.0, 1.0)
+        if not kwargs["epochs"]:  # the discovery of the space, not a trial
+            return None
+        model.fit(*args, **kwargs)
+        scored = os.path.join(MARKERS, f"x-{x!r}")
+        if os.path.exists(scored):  # a retry
+            return {"val_accuracy": float(open(scored).read())}
+        score = next(s for i, s in enumerate(SCORES) if _mark(f"score-{i}"))
+        _mark(f"x-{x!r}", repr(score))
+        if score == 0.9 and _mark("stalled", str(os.getpid())):
+            while not os.path.exists(os.path.join(MARKERS, "go")):
+                time.sleep(0.05)
+        return {"val_accuracy": score}
+''')
+
+
+def checkpoint_index(url: str, name: str) -> dict:
+    """The study's checkpoint index (search.execution.checkpoints): trial number -> entry."""
+    import optuna
+
+    from search.execution.checkpoints import INDEX_PREFIX
+
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(name))
+    finally:
+        storage.engine.dispose()
+    return {int(k[len(INDEX_PREFIX):]): v for k, v in attrs.items() if k.startswith(INDEX_PREFIX) and v}
+
+
+def test_a_stalled_workers_late_result_changes_no_kept_checkpoint(tmp_path):
+    """A worker stopped (SIGSTOP) after the last epoch of the best trial, for longer than the grace
+    period: the trial is failed and retried by the other worker, and both kept checkpoints are
+    the retry's and the second best's. Continued (SIGCONT), the stalled worker finds its trial
+    finished: the index, the files and the trial stay exactly as they were."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    space = tmp_path / "late.py"
+    space.write_text(f"MARKERS = {str(markers)!r}\n" + LATE_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    folder = tmp_path / "store-artifacts"
+    proc = popen_cli("start", str(space), "--storage", url, "--trials", "4", "--epochs", "1",
+                     "--workers", "2", "--sampler", "random", "--pruner", "none", "--keep-best", "2",
+                     *FAST_FAULTS)
+    stalled = markers / "stalled"
+    pid = int(wait_for(lambda: stalled.exists() and stalled.read_text().strip(), 150,
+                       "the best trial after its last epoch", proc))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        (markers / "go").touch()  # once it runs again, it goes on at once
+
+        def retried_and_settled(trials):
+            by_score = {t.value: t for t in trials if t.state == TrialState.COMPLETE}
+            late = [t for t in trials if t.state == TrialState.FAIL]
+            kept = {by_score[s].number for s in (0.9, 0.8) if s in by_score}
+            if len(by_score) == 4 and late and set(checkpoint_index(url, "late")) == kept \
+                    and len(kept) == 2 and len(list(folder.iterdir())) == 2:
+                return late[0], by_score
+            return None
+
+        late, by_score = wait_for_trials(url, retried_and_settled, 150,
+                                         "the stalled trial retried and the top 2 kept", proc,
+                                         name="late")
+        index, files = checkpoint_index(url, "late"), sorted(p.name for p in folder.iterdir())
+        late_attrs = dict(late.user_attrs)
+        assert retry_history(by_score[0.9]) == [late.number]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert checkpoint_index(url, "late") == index
+    assert sorted(p.name for p in folder.iterdir()) == files
+    trials = {t.number: t for t in trials_of(url, "late")}
+    assert trials[late.number].state == TrialState.FAIL and trials[late.number].user_attrs == late_attrs
+    assert "checkpoint" not in late_attrs
+    for score in (0.9, 0.8):  # both kept checkpoints: said saved, and there
+        checkpoint = trials[by_score[score].number].user_attrs["checkpoint"]
+        assert checkpoint["state"] == "saved" and (folder / checkpoint["artifact_id"]).is_file()
 
 
 # ------------------------------------------------------------------ signals to the coordinator
