@@ -50,11 +50,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``docker stop``): stop the local workers at once, as a second Ctrl-C."""
 
 
-def worker_command(study: str, slot: int, space_sha256: str | None = None) -> list[str]:
+def worker_command(study: str, slot: int, space_sha256: str | None = None,
+                   config_sha256: str | None = None) -> list[str]:
     """The command line of one pool worker process."""
     command = [sys.executable, "-m", "search.execution.pool", "--study", study, "--slot", str(slot)]
     if space_sha256:  # the worker refuses to run a stored source that differs from this one
         command += ["--space-sha256", space_sha256]
+    if config_sha256:  # and a configuration that differs from the one its coordinator checked
+        command += ["--config-sha256", config_sha256]
     return command
 
 
@@ -79,7 +82,8 @@ class LocalWorker:
 
 
 def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],
-                   log_dir: str, space_sha256: str | None = None) -> list[LocalWorker]:
+                   log_dir: str, space_sha256: str | None = None,
+                   config_sha256: str | None = None) -> list[LocalWorker]:
     """One process per slot, pinned to its GPU, in a session of its own: a Ctrl-C in the terminal
     reaches the pool only, which then stops its workers in order."""
     workers = []
@@ -89,7 +93,8 @@ def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],
         log_path = os.path.join(log_dir, f"worker-{slot}.log")
         with open(log_path, "w") as log:
             try:
-                proc = subprocess.Popen(worker_command(study_name, slot, space_sha256), env=env,
+                proc = subprocess.Popen(worker_command(study_name, slot, space_sha256, config_sha256),
+                                        env=env,
                                         stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
@@ -148,14 +153,16 @@ def run_local_workers(stored: StoredStudy, slots: list[str | None],
     """Run one worker process per slot until they exit (the budget is spent); reap stale trials
     meanwhile. Returns the final snapshot and the workers.
 
-    ``space_sha256``: the workers refuse to run the study's stored source unless it has this hash.
+    ``space_sha256``: the workers refuse to run the study's stored source unless it has this hash,
+    and every worker refuses a configuration other than the one this coordinator holds.
     Ctrl-C stops the workers after their current epoch, a second Ctrl-C or a SIGTERM at once;
     either way their trials are queued again and :class:`KeyboardInterrupt` (or
     :class:`Terminated`) is raised once they are gone."""
     reaper = work_on(stored)
     log_dir = tempfile.mkdtemp(prefix=f"search-{stored.name}-workers-")
     with _terminate_as_interrupt():
-        workers = _spawn_workers(stored.name, url_of(stored.storage), slots, log_dir, space_sha256)
+        workers = _spawn_workers(stored.name, url_of(stored.storage), slots, log_dir, space_sha256,
+                                 stored.record.config_sha256)
         if on_started is not None:
             on_started(workers)
         next_reap = next_progress = 0.0
@@ -238,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     Its output goes to the pool's log file; an error is its last line (the pool reports it)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from search.execution.pins import Pins
     from search.execution.worker import run_worker
     from search.logs import configure_logging
     from search.storage import StoreError, store_failed
@@ -246,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", required=True)
     parser.add_argument("--slot", type=int, required=True)
     parser.add_argument("--space-sha256", default=None)
+    parser.add_argument("--config-sha256", default=None)
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        report = run_worker(None, args.study, slot=args.slot, expected_sha256=args.space_sha256,
+        report = run_worker(None, args.study, slot=args.slot,
+                            pins=Pins(space_sha256=args.space_sha256, config_sha256=args.config_sha256),
                             restart_when_stuck=True)
     except (SearchError, StoreError) as exc:
         _log.error("error: %s", exc)

@@ -18,7 +18,8 @@ Faults (see ``search.execution.faults`` for heartbeats, timeouts and signals):
 - A trial that hangs past ``--trial-timeout`` is FAIL with ``timed out`` as its reason (not
   retried: the configuration is what hangs) and the worker goes on with the next trial.
 - The space source: workers execute the source stored with the study (whoever can write to the
-  store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's.
+  store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's,
+  and the paths the study reads and writes unless they are pinned too (``search.execution.pins``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from search import _datasets, trial_attrs
-from search.errors import SearchError
 from search.execution.checkpoints import Checkpoints
 from search.execution.devices import pin_this_process, pinned_gpu
 from search.execution.faults import (
@@ -52,13 +52,14 @@ from search.execution.faults import (
     timeout_reason,
     trial_alarm,
 )
+from search.execution.pins import Pins
 from search.execution.pool import WorkerReport
 from search.execution.runner import TrialOutcome, record, run_trial
 from search.options import StudyConfig
 from search.space.loader import source_sha256, space_from_source
 from search.space.pruners import make_pruner
 from search.space.samplers import make_sampler, worker_seed
-from search.storage import StudyRecord, StudyRecords, retrying
+from search.storage import StudyRecord, StudyRecords, retrying, url_of
 from search.storage import workers as worker_states
 from search.study import StoredStudy
 
@@ -67,21 +68,6 @@ _log = logging.getLogger("search.worker")
 
 def space_hyperparameters(config: StudyConfig) -> kt.HyperParameters:
     return kt.HyperParameters.from_config(config.space) if config.space else kt.HyperParameters()
-
-
-def check_space_source(record: StudyRecord, expected_sha256: str | None,
-                       expected_from: str | None = None) -> None:
-    """Refuse a stored space source that is not the expected one (``search worker --space``)."""
-    if expected_sha256 is None:
-        return
-    stored = source_sha256(record.space_source)  # the source itself, not the hash beside it
-    if stored == expected_sha256:
-        return
-    given = f"--space {expected_from}" if expected_from else "the space file it was started with"
-    raise SearchError(
-        f"refusing to run study {record.study_name!r}: the space source stored with it "
-        f"(sha256 {stored[:12]}) is not {given} (sha256 {expected_sha256[:12]}); "
-        "find out who changed the file or the study before running it")
 
 
 def local_space_note(record: StudyRecord) -> str | None:
@@ -101,23 +87,23 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
                gpu: str | None = None,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                on_note: Callable[[str], None] | None = None,
-               stop: threading.Event | None = None, expected_sha256: str | None = None,
-               expected_from: str | None = None,
+               stop: threading.Event | None = None, pins: Pins | None = None,
                restart_when_stuck: bool = False) -> WorkerReport:
     """Take trials until the study's budget is spent; returns what this worker ran.
 
     ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
-    current epoch of its running trial (which is queued again). ``expected_sha256``: refuse to
-    run unless the study's stored space source has this hash (``expected_from`` names its file).
+    current epoch of its running trial (which is queued again). ``pins``: refuse to run unless the
+    study is what they say (``search worker --space FILE``, ``--data``, ``--artifacts``).
     ``restart_when_stuck``: when a trial overruns its timeout where no signal stops it, fail it
     and start this process afresh (``exec``: command-line workers only).
     """
     pin_this_process(gpu)
+    pins = pins or Pins()
     stored = open_for_work(storage_url, study_name)
-    check_space_source(stored.record, expected_sha256, expected_from)
+    pins.check(stored.record, url_of(stored.storage))
     config = stored.config
     report = WorkerReport()
-    notes = [] if expected_sha256 else [local_space_note(stored.record)]
+    notes = [] if pins.pinned else [local_space_note(stored.record)]
     restarted_after = os.environ.pop(RESTARTED_ENV, None)
     if restarted_after is not None:
         notes.append(f"this worker restarted: trial {restarted_after} did not stop after its "
