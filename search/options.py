@@ -13,6 +13,7 @@ stored), then the code that uses it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -54,12 +55,22 @@ def at_least(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low} (got {v})"
 
 
+# The largest trial budget a store holds (PostgreSQL's INTEGER, the budget's column).
+MAX_TRIALS = 2**31 - 1
+
+
+def between(low: int, high: int, why: str) -> Callable[[Any], str | None]:
+    return lambda v: (f"must be at least {low} (got {v})" if v < low else
+                      f"must be at most {high} ({why}; got {v})" if v > high else None)
+
+
 def at_least_seconds(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low} second (got {v})"
 
 
 def positive_seconds(v) -> str | None:
-    return None if v > 0 else f"must be a positive number of seconds (got {v:g})"
+    return None if v > 0 and math.isfinite(v) else \
+        f"must be a positive number of seconds (got {v:g})"
 
 
 def zero_or_more(v) -> str | None:
@@ -115,7 +126,7 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("storage", str, "Study store (default: $SEARCH_STORAGE, else sqlite:///search.db).",
            metavar="URL"),
     Option("trials", int, "The study's total trial budget (all workers).", default=10,
-           check=at_least(1)),
+           check=between(1, MAX_TRIALS, "the store's integer")),
     Option("epochs", int, "Maximum epochs per trial.", default=10, stored="fixed", check=at_least(1)),
     Option("workers", int, "Local worker processes (default: one per GPU, else 1).",
            check=at_least(1)),

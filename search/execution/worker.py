@@ -51,6 +51,7 @@ from search.execution.faults import (
     open_for_work,
     timeout_reason,
     trial_alarm,
+    watch_pool,
 )
 from search.execution.pins import Pins
 from search.execution.pool import WorkerReport
@@ -88,14 +89,16 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                on_note: Callable[[str], None] | None = None,
                stop: threading.Event | None = None, pins: Pins | None = None,
-               restart_when_stuck: bool = False) -> WorkerReport:
+               restart_when_stuck: bool = False, pool_pid: int | None = None) -> WorkerReport:
     """Take trials until the study's budget is spent; returns what this worker ran.
 
     ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
     current epoch of its running trial (which is queued again). ``pins``: refuse to run unless the
     study is what they say (``search worker --space FILE``, ``--data``, ``--artifacts``).
     ``restart_when_stuck``: when a trial overruns its timeout where no signal stops it, fail it
-    and start this process afresh (``exec``: command-line workers only).
+    and start this process afresh (``exec``: command-line workers only). ``pool_pid``: this
+    worker's pool (its parent); once it is gone, the worker finishes its running trial and exits
+    (``report.pool_gone``).
     """
     pin_this_process(gpu)
     pins = pins or Pins()
@@ -117,6 +120,9 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     if slot is None:
         slot = os.getpid()
     stop = stop or threading.Event()
+    pool_gone = threading.Event()
+    if pool_pid is not None:
+        watch_pool(pool_pid, pool_gone)
     sampler = make_sampler(config.sampler, worker_seed(config.seed, slot),
                            space_hyperparameters(config), config.fixed)
     study = retrying(lambda: optuna.load_study(
@@ -133,7 +139,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     final_state = worker_states.EXITED
     try:
         with StopSignals(stop):
-            _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial)
+            _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial,
+                  pool_gone)
     except KeyboardInterrupt:
         report.interrupted = True
         final_state = worker_states.INTERRUPTED
@@ -144,6 +151,7 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
         if stop.is_set():
             report.interrupted = True
             final_state = worker_states.INTERRUPTED
+        report.pool_gone = pool_gone.is_set()
         try:
             stored.workers.set_state(worker_id, final_state)
         except STORE_ERRORS as exc:  # the store is gone: the row goes stale on its own
@@ -153,10 +161,10 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
 
 def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
           worker_id: int, heartbeat: Heartbeat, stop: threading.Event, report: WorkerReport,
-          on_trial) -> None:
+          on_trial, pool_gone: threading.Event) -> None:
     config, study_name = stored.config, stored.name
     checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)  # best-epoch weights, top K kept
-    while not stop.is_set():
+    while not stop.is_set() and not pool_gone.is_set():
         fail_stale_trials(study)
         if not stored.records.claim(study_name):
             if _others_may_need_a_retry(stored):

@@ -57,7 +57,7 @@ def mask_url(url: str) -> str:
     pattern, so that an error message about it shows no secret either."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         prefix, at, rest = url.rpartition("@")
         if at:  # best effort: whatever lies between the user's ":" and the last "@" is hidden
             start = prefix.find("//") + 2 if "//" in prefix else 0
@@ -172,11 +172,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     """
     try:
         make_url(url)
-    except ArgumentError:
-        raise StoreError(
-            f"malformed storage URL {mask_url(url)!r}: expected e.g. sqlite:///search.db "
-            "or postgresql://user@host/db"
-        ) from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        what = ("its port is not a number (expected e.g. postgresql://user@host:5432/db)"
+                if isinstance(exc, ValueError) else
+                "expected e.g. sqlite:///search.db or postgresql://user@host/db")
+        raise StoreError(f"malformed storage URL {mask_url(url)!r}: {what}") from None
     path = sqlite_path(url)
     if must_exist and path is not None and not os.path.exists(path):
         raise MissingStore(f"no store at {mask_url(url)}: the file {path} does not exist")
@@ -211,3 +211,16 @@ def enable_heartbeat(store: optuna.storages.RDBStorage, interval: int, grace: in
 def url_of(store: optuna.storages.RDBStorage) -> str:
     """The URL an open store was made from, password included (never print it: :func:`mask_url`)."""
     return store.engine.url.render_as_string(hide_password=False)
+
+
+def free_connections(engine: sqlalchemy.engine.Engine) -> int | None:
+    """PostgreSQL: how many more client connections the server accepts (``max_connections`` less
+    the reserved ones and those open now); None for other stores (no such limit)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    query = sqlalchemy.text(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')")
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())

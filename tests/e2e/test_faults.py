@@ -19,7 +19,9 @@ sleeps in fit()) are in search/testing/faults.py, shared with those tests.
 
 Here: SIGKILL of a worker in the middle of a write (its transaction open, the write lock held);
 a worker stopped (SIGSTOP) past the grace period after its last epoch and continued (SIGCONT) once
-its trial was retried elsewhere; SIGTERM of the coordinator; the SQLite store's file gone for a while and back; a trial that hangs
+its trial was retried elsewhere; SIGTERM of the coordinator; SIGKILL of the coordinator (its workers
+finish their trial and exit); a worker that cannot be started (fork fails); workers that crash
+(a segfault, an exit status) and the line that says why; the SQLite store's file gone for a while and back; a trial that hangs
 (``--trial-timeout``), where Python runs and where no signal reaches it; checkpoints written to a
 real full disk (a full tmpfs, where this machine lets the tests mount one).
 """
@@ -43,10 +45,14 @@ from search.testing.studies import (
     FAST_FAULTS,
     completed,
     integrity,
+    pid_alive,
+    pool_workers_under,
     retry_history,
     trials_of,
     wait_for,
     wait_for_trials,
+    worker_log_folders,
+    worker_rows,
 )
 
 pytestmark = pytest.mark.slow
@@ -252,6 +258,128 @@ def test_sigterm_to_the_coordinator_stops_its_workers_and_requeues_their_trials(
     assert len(lines) == 1 and lines[0].startswith("error: terminated"), err
     assert took < 60  # the sleeping trial did not run to its end (300 s)
     assert_requeued_and_kept(url, before, sleeping, pids)
+
+
+# ------------------------------------------------------------------ no worker outlives its coordinator
+
+
+def test_the_workers_of_a_killed_coordinator_finish_their_trial_and_exit(tiny_space, tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    epochs = 8
+    proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", "6", "--epochs",
+                     str(epochs), "--workers", "2", "--pruner", "none", *FAST_FAULTS)
+
+    def both_in_training_early(trials):
+        running = [t for t in trials if t.state == TrialState.RUNNING
+                   and 1 <= len(t.intermediate_values) <= epochs - 3]
+        done = [t for t in trials if t.state.is_finished()]
+        return running if len(running) == 2 and len(done) <= 2 else None
+
+    running = wait_for_trials(url, both_in_training_early, 150, "both workers in a trial", proc)
+    pids = [row.pid for row in worker_rows(url)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), 150,
+             "the workers of the killed coordinator to exit")
+    trials = {t.number: t for t in trials_of(url)}
+    for t in running:  # each finished the trial it was running
+        assert trials[t.number].state == TrialState.COMPLETE
+        assert len(trials[t.number].intermediate_values) == epochs
+    assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    assert sum(t.state.is_finished() for t in trials.values()) < 6  # and took no new one
+    assert {row.state for row in worker_rows(url)} == {"exited"}
+    assert worker_log_folders(os.environ["TMPDIR"]) == []  # the last worker removed the folder
+
+
+# Loaded into the coordinator (PYTHONPATH): starting its third worker process fails as fork does
+# on a machine out of processes or memory. The test only observes; the product has no hook.
+SPAWN_HOOK = textwrap.dedent('''
+    import errno
+    import os
+    import subprocess
+
+    if os.environ.get("SEARCH_TEST_FAIL_SPAWN_AT"):
+        _init, _started = subprocess.Popen.__init__, []
+
+        def _failing_init(self, args, *more, **kwargs):
+            if "search.execution.pool" in list(args):
+                _started.append(1)
+                if len(_started) == int(os.environ["SEARCH_TEST_FAIL_SPAWN_AT"]):
+                    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+            _init(self, args, *more, **kwargs)
+
+        subprocess.Popen.__init__ = _failing_init
+''')
+
+
+def test_a_worker_that_cannot_be_started_stops_those_started(tiny_space, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SPAWN_HOOK)
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
+           "SEARCH_TEST_FAIL_SPAWN_AT": "3"}
+    result = run_cli("start", str(tiny_space), "--storage", f"sqlite:///{tmp_path / 'store.db'}",
+                     "--trials", "4", "--epochs", "1", "--workers", "4", env=env, timeout=300)
+    assert result.returncode == 1
+    lines = error_lines(result)
+    assert lines == ["error: cannot start worker 3 of 4: Resource temporarily unavailable; "
+                     "the 2 started were stopped"], result.stderr
+    assert pool_workers_under(os.environ["TMPDIR"]) == []
+    assert worker_log_folders(os.environ["TMPDIR"]) == []
+
+
+def test_workers_beyond_the_machine_are_one_line():
+    from search.execution.devices import machine_limit
+
+    limit, _ = machine_limit()
+    result = run_cli("start", "spaces/cnn.py", "--workers", str(limit + 1), "--storage",
+                     "sqlite:////nonexistent/never.db")
+    assert result.returncode == 1
+    assert error_lines(result) == [line for line in error_lines(result)
+                                   if line.startswith(f"error: --workers {limit + 1}: this machine "
+                                                      f"runs at most {limit} local workers (")]
+    assert len(error_lines(result)) == 1, result.stderr
+
+
+CRASH_SPACE = textwrap.dedent('''
+    import ctypes
+    import os
+
+    import keras
+    from search import data
+
+    def build(hp):
+        ds = data.current()
+        model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                                  keras.layers.Dense(ds.num_classes, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def fit(hp, model, *args, **kwargs):
+        if kwargs["epochs"]:  # a trial, not the discovery of the space
+            if CRASH == "segfault":
+                ctypes.string_at(0)
+            os._exit(3)
+''')
+
+
+@pytest.mark.parametrize("crash, line", [
+    ("segfault", "worker 0 (pid {pid}) killed by signal 11 (SIGSEGV) while running trial 0: "
+                 "Fatal Python error: Segmentation fault in fit (crash.py, line {line})"),
+    ("exit", "worker 0 (pid {pid}) exited with status 3 while running trial 0: it wrote no error"),
+])
+def test_a_crashed_worker_is_named_with_its_cause_not_the_backends_chatter(tmp_path, crash, line):
+    space = tmp_path / "crash.py"
+    space.write_text(f"CRASH = {crash!r}\n" + CRASH_SPACE)
+    crashing = 1 + [n for n, text in enumerate(space.read_text().splitlines())
+                    if "ctypes.string_at(0)" in text][0]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    result = run_cli("start", str(space), "--storage", url, "--trials", "1", "--epochs", "1",
+                     "--workers", "1", timeout=300)
+    assert result.returncode == 1
+    pid = trials_of(url, "crash")[0].user_attrs["worker"]["pid"]
+    assert error_lines(result) == [f"error: 1 of 1 workers exited with an error; the first: "
+                                   f"{line.format(pid=pid, line=crashing)}"], result.stderr
 
 
 # ------------------------------------------------------------------ the store's file gone and back
