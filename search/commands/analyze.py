@@ -8,7 +8,6 @@ faster on a 10,000-trial study: 2.3 s against 18 s on the 2-core development mac
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 from search.analysis import Analysis, write_html
 from search.analysis import analyze as analyze_study
 from search.errors import SearchError, one_line
+from search.options import study_file_name
 from search.storage.trial_reader import read_trials
 from search.study import StoredStudy, open_study
 
@@ -57,9 +57,9 @@ def check_html_path(path) -> Path | None:
 
 
 def default_html_path(study_name: str) -> Path:
-    """``reports/<study>.html``, the name made safe for a file name."""
-    safe = re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study"
-    return Path(REPORTS_FOLDER) / f"{safe}.html"
+    """``reports/<study>.html``, the name made a file name, different for every study
+    (``search.options.study_file_name``)."""
+    return Path(REPORTS_FOLDER) / f"{study_file_name(study_name)}.html"
 
 
 def analyze(study: str, *, storage: str | None = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 
 from search import _datasets, trial_attrs
 from search.console.format import limit
@@ -25,6 +26,7 @@ from search.options import (
     StartOptions,
     StudyConfig,
     check_grace,
+    check_study_name,
     option_flag,
     resolve_storage,
 )
@@ -49,8 +51,9 @@ class Prepared:
 
 def prepare(options: StartOptions) -> Prepared:
     """Create the study, or check and resume it. Touches nothing when it raises."""
-    space = load_space(options.space_file)
     name = options.study or Path(options.space_file).stem
+    check_study_name(name)
+    space = load_space(options.space_file)
     url = resolve_storage(options.storage)
     store = open_storage(url)
     records = StudyRecords(store.engine)
@@ -74,9 +77,13 @@ def prepare(options: StartOptions) -> Prepared:
             raise SearchError(f"the store already has an Optuna study {name!r} that search did not "
                               "create: choose another --study name")
         config, budget, notes, baseline = _new_config(options, space)
-        records.add(StudyRecord(
-            study_name=name, space_path=options.space_file, space_sha256=space.sha256,
-            space_source=space.source, config=config.to_dict(), budget=budget))
+        try:
+            records.add(StudyRecord(
+                study_name=name, space_path=options.space_file, space_sha256=space.sha256,
+                space_source=space.source, config=config.to_dict(), budget=budget))
+        except sqlalchemy.exc.IntegrityError:  # another start created it meanwhile: join that one
+            _wait_for_creation(store, name)
+            return prepare(options)
         study = optuna.create_study(study_name=name, storage=store,
                                     direction="maximize" if config.direction == "max" else "minimize")
         if baseline is not None:
@@ -88,6 +95,19 @@ def prepare(options: StartOptions) -> Prepared:
     records.update(name, claimed=recount_claims(stored))
     stored.reload()
     return Prepared(stored, resumed, notes, space.sha256)
+
+
+CREATION_WAIT_SECONDS = 60.0
+
+
+def _wait_for_creation(store, name: str) -> None:
+    """Another ``search start`` added the study's record: wait for its Optuna study too."""
+    deadline = time.monotonic() + CREATION_WAIT_SECONDS
+    while name not in {s.study_name for s in store.get_all_studies()}:
+        if time.monotonic() > deadline:
+            raise SearchError(f"study {name!r} was being created by another `search start` that "
+                              "did not finish: run `search start` again")
+        time.sleep(0.2)
 
 
 def _changeable_settings(config: StudyConfig, options: StartOptions, notes: list[str]) -> StudyConfig:

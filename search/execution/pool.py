@@ -20,7 +20,6 @@ worker's when the pool died.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
@@ -42,6 +41,7 @@ from search import trial_attrs
 from search.errors import SearchError
 from search.execution.devices import worker_env
 from search.execution.faults import fail_stale_trials, work_on
+from search.options import study_file_name
 from search.storage import free_connections, url_of
 from search.study import StoredStudy, StudySnapshot, snapshot
 
@@ -98,10 +98,8 @@ class LocalWorker:
 
 
 def log_folder_prefix(study_name: str) -> str:
-    """``search-<study>-workers-``: the study's name made safe (and short) for a file name."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name).strip("._")[:40]
-    digest = hashlib.sha256(study_name.encode("utf-8")).hexdigest()[:8]
-    return f"search-{safe or 'study'}-{digest}-workers-"
+    """``search-<study>-workers-``, the study's name made a short file name."""
+    return f"search-{study_file_name(study_name, 40)}-workers-"
 
 
 def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],

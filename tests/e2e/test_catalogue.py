@@ -30,6 +30,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -130,6 +131,16 @@ CASES = [
      "Invalid value for '--pruner': 'sometimes' is not one of 'none', 'median'"),
     ("trial-timeout-zero", ["start", "{d}/tiny.py", "--study", "other", "--trial-timeout", "0"],
      "--trial-timeout must be a positive number of seconds"),
+    ("timeout-nan", ["start", "{d}/tiny.py", "--study", "other", "--timeout", "nan"],
+     "--timeout must be a positive number of seconds (got nan)"),
+    ("trials-beyond-the-store", ["start", "{d}/tiny.py", "--study", "other", "--trials", str(10**19)],
+     "--trials must be at most 2147483647 (the store's integer"),
+    ("workers-beyond-the-machine", ["start", "{d}/tiny.py", "--study", "other", "--workers", "1000"],
+     "--workers 1000: this machine runs at most"),
+    ("study-name-too-long", ["start", "{d}/tiny.py", "--study", "x" * 231],
+     "it has 231 characters; a study name is 1 to 200 printable characters"),
+    ("study-name-control-character", ["start", "{d}/tiny.py", "--study", "a\tb"],
+     "it holds a control character"),
     ("data-missing", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/nowhere.npz"],
      "data file {d}/nowhere.npz does not exist"),
     ("data-unknown-format", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/data.csv"],
@@ -318,3 +329,30 @@ def test_the_catalogue_is_in_the_readme():
                      "has no finished trials yet", "markup"]:
         assert fragment in section, fragment
 
+
+
+def test_a_storage_port_that_is_not_a_number_is_one_line():
+    result = run("status", "--storage", "postgresql://search:hunter2@db-host:abc/search")
+    assert result.exit_code != 0
+    line = one_line(result)
+    assert "malformed storage URL 'postgresql://search:***@db-host:abc/search': its port is not a " \
+           "number" in line
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_study_name_with_a_slash_runs_and_names_its_own_report(seeded, tmp_path):
+    """A name is any printable text: ``team/a`` runs through the local workers (their log folder
+    is named after it), and its default report is a file of its own, as is ``..``'s."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    for name in ("team/a", ".."):
+        started = subprocess.run(
+            [sys.executable, "-m", "search", "start", str(seeded / "tiny.py"), "--study", name,
+             "--storage", url, "--trials", "1", "--epochs", "1"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+        assert started.returncode == 0, started.stderr
+        analyzed = subprocess.run([sys.executable, "-m", "search", "analyze", "--study", name,
+                                   "--storage", url], capture_output=True, text=True, cwd=tmp_path,
+                                  timeout=300, check=False)
+        assert analyzed.returncode == 0, analyzed.stderr
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["%2E..html", "team%2Fa.html"]
