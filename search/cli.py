@@ -128,6 +128,9 @@ def start(space_file, set_values, **options):
     except KeyboardInterrupt as exc:
         progress.stop()
         terminated = type(exc).__name__ == "Terminated"  # SIGTERM (search.execution.pool.Terminated)
+        if "notes" not in shown:  # still loading the space and its data: no study is running
+            _fail(f"{'terminated' if terminated else 'interrupted'} while preparing the study "
+                  "(loading the space and its data): no trial ran", code=143 if terminated else 130)
         _fail(f"{'terminated' if terminated else 'interrupted'}: finished trials are kept; "
               f"interrupted ones run again on resume (search start {space_file})",
               code=143 if terminated else 130)

@@ -74,7 +74,7 @@ def space_hyperparameters(config: StudyConfig) -> kt.HyperParameters:
 def local_space_note(record: StudyRecord) -> str | None:
     """A line for the user when this machine's copy of the space file differs from the stored one."""
     try:
-        with open(record.space_path, encoding="utf-8") as f:
+        with open(record.space_path, encoding="utf-8-sig") as f:
             local = f.read()
     except (OSError, UnicodeDecodeError):
         return None

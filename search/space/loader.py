@@ -75,7 +75,7 @@ def read_source(path: str) -> str:
     if os.path.isdir(path) or not path.endswith(".py"):
         raise SpaceError(f"space file {path} is not a Python file (.py)")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark, as Python itself reads it
             return f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceError(f"space file {path} cannot be read: {one_line(exc)}") from None

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from search.storage.resilient import ResilientRDBStorage
+from search.storage.retry import permanent_problem
 
 SQLITE_BUSY_TIMEOUT_S = 60
 # PostgreSQL: how long to wait for a connection, unless the URL (``?connect_timeout=S``) or
@@ -37,9 +38,13 @@ class StoreError(Exception):
 
 
 def store_failed(exc: BaseException) -> StoreError:
-    """A store that failed past its retries (``storage.retry``), as one line for the user."""
+    """A store that failed past its retries (``storage.retry``), or at once where waiting does not
+    help (a full disk, a read-only file), as one line for the user."""
     cause = exc.__cause__ or exc
     first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    advice = permanent_problem(exc)
+    if advice is not None:
+        return StoreError(f"the store failed: {first}; {advice}")
     return StoreError(f"the store failed and did not come back: {first}")
 
 

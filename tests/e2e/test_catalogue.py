@@ -39,9 +39,10 @@ import pytest
 from click.testing import CliRunner
 
 from search.cli import main
-from search.testing.cli import REPO, error_lines
+from search.testing.cli import REPO, error_lines, popen_cli
 from search.testing.faults import assert_requeued_and_kept, interrupt_a_sleeping_trial
 from search.testing.spaces import TINY_SPACE
+from search.testing.studies import wait_for
 
 CLASSES_SPACE = TINY_SPACE.replace("ds = data.current()",
                                    'ds = data.current(classes=hp.Choice("classes", [20, 40]))')
@@ -70,6 +71,11 @@ def seeded(tmp_path_factory):
     for name, text in FILES.items():
         (root / name).write_text(text)
     np.savez(root / "unlabelled.npz", x_train=np.zeros((4, 8, 8), dtype=np.uint8))
+    images = np.zeros((40, 8, 8), dtype=np.uint8)
+    np.savez(root / "text_labels.npz", x_train=images, y_train=np.array(["cat", "dog"] * 20))
+    np.savez(root / "signed_labels.npz", x_train=images, y_train=np.arange(40) % 3 - 1)
+    np.savez(root / "one_class.npz", x_train=images, y_train=np.zeros(40, dtype=np.int64))
+    np.savez(root / "nan_pixels.npz", x_train=np.full((40, 8, 8), np.nan), y_train=np.arange(40) % 4)
     url = f"sqlite:///{root / 'seed.db'}"
     prepared = prepare(start_options(str(root / "tiny.py"), storage=url, trials=2,
                                     epochs=1, pruner="none"))
@@ -149,6 +155,14 @@ CASES = [
      "corrupt.npz: not an .npz file (not a zip archive): save the arrays with numpy.savez"),
     ("data-npz-without-labels", ["start", "{d}/tiny.py", "--study", "other", "--data",
                                  "{d}/unlabelled.npz"], "needs arrays x_train and y_train"),
+    ("data-text-labels", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/text_labels.npz"],
+     "y_train holds labels that are not numbers ('cat', 'dog', ...): labels must be integers 0..K-1"),
+    ("data-signed-labels", ["start", "{d}/tiny.py", "--study", "other", "--data",
+                            "{d}/signed_labels.npz"], "y_train holds labels from -1 to 1"),
+    ("data-one-class", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/one_class.npz"],
+     "y_train has a single class (0): a classifier needs two or more"),
+    ("data-nan-pixels", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/nan_pixels.npz"],
+     "x_train holds 2560 NaN or infinite values (of 2560)"),
     ("data-unknown-name", ["start", "{d}/tiny.py", "--study", "other", "--data", "imagenet"],
      "unknown data set 'imagenet': use one of digits, mnist"),
     ("classes-above-the-data", ["start", "{d}/classes.py"],
@@ -313,6 +327,27 @@ def test_ctrl_c_twice_stops_at_once(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: interrupted: finished trials are kept"), err
     assert took < 60  # the trial in its (300 s) epoch was stopped, not waited for
     assert_requeued_and_kept(url, before, sleeping, pids)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_space_loads_says_no_trial_ran(tmp_path):
+    """A space whose import hangs (a download, a lock): Ctrl-C says what happened, and speaks of
+    no finished trials where no study started."""
+    marker = tmp_path / "importing"
+    space = tmp_path / "hangs.py"
+    space.write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(600)\n"
+                     + TINY_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    proc = popen_cli("start", str(space), "--storage", url)
+    wait_for(marker.exists, 120, "the space's import", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = error_lines(subprocess.CompletedProcess([], 130, out, err))
+    assert lines == ["error: interrupted while preparing the study (loading the space and its "
+                     "data): no trial ran"], err
+    listing = run("status", "--storage", url)
+    assert "No studies in this store yet" in listing.stdout
 
 
 def test_the_catalogue_is_in_the_readme():

@@ -1,6 +1,7 @@
 """Loading space modules: every broken space is one line naming the file and the cause."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,14 @@ def test_the_cnn_space_loads_and_discovers():
     assert space.objective.name == "val_accuracy" and space.objective.direction == "max"
     names = {hp.name for hp in discover(space, _datasets.load("digits")).hyperparameters.space}
     assert {"learning_rate", "optimizer", "batch_size", "momentum", "filters", "conv_blocks"} <= names
+
+
+def test_a_space_file_with_a_byte_order_mark_loads_as_python_runs_it(tmp_path):
+    from search.space.loader import read_source, source_sha256
+
+    plain = write(tmp_path, GOOD_BUILD, "plain.py")
+    marked = tmp_path / "marked.py"
+    marked.write_bytes(b"\xef\xbb\xbf" + Path(plain).read_bytes())  # what some editors save
+    space = load_space(str(marked))
+    assert space.hypermodel is not None
+    assert source_sha256(read_source(str(marked))) == source_sha256(read_source(str(plain)))
