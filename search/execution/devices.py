@@ -23,11 +23,14 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-# How many local worker processes a machine runs at most: a few a CPU core (a GPU worker waits on
-# its GPU most of the time), and as many as its free memory holds, a worker process with
-# TensorFlow loaded and the digits data taking about 0.8 GiB (its peak RSS, measured here).
-WORKERS_PER_CORE = 4
-WORKER_MEMORY_BYTES = int(0.8 * 2**30)
+# How many local worker processes a machine runs at most, so that a typo (--workers 1000) is one
+# line instead of a fork that fails halfway: 16 a CPU core (a GPU worker, or one whose trials
+# wait, needs little CPU; bench/store_scaling.py ran 32 on 2 cores), and as many as the free
+# memory holds, a worker process taking about 0.4 GiB of its own before its first trial (private
+# memory with TensorFlow and the digits loaded, measured here: 0.34 GiB; the libraries' pages
+# are shared between the workers).
+WORKERS_PER_CORE = 16
+WORKER_MEMORY_BYTES = int(0.4 * 2**30)
 
 
 def _free_memory_bytes() -> int | None:
