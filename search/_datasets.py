@@ -292,21 +292,54 @@ def load(name: str = DEFAULT_DATA, seed: int = 0, val_fraction: float = DEFAULT_
     return _load(name, int(seed), float(val_fraction))  # one cache key however it is called
 
 
+def _checked_inputs(name: str, part: str, x) -> np.ndarray:
+    """Inputs a model can train on: numbers, every one finite."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{name}: {part} is not numeric (dtype {x.dtype}): inputs must be numbers, "
+                        "e.g. uint8 pixels")
+    if x.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad:
+            raise DataError(f"{name}: {part} holds {bad} NaN or infinite values (of {x.size}): "
+                            "every trial would diverge; clean or impute them first")
+    return _as_images(x)
+
+
+def _checked_labels(name: str, part: str, y) -> np.ndarray:
+    """Class labels as the models expect them: integers 0..K-1."""
+    y = np.asarray(y).reshape(-1)
+    fix = "labels must be integers 0..K-1 (numpy.unique(y, return_inverse=True)[1] maps any labels so)"
+    if y.dtype.kind not in "biuf":
+        shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in np.unique(y)[:3])
+        raise DataError(f"{name}: {part} holds labels that are not numbers ({shown}, ...): {fix}")
+    if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))):
+        raise DataError(f"{name}: {part} holds labels that are not whole numbers: {fix}")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise DataError(f"{name}: {part} holds labels from {y.min()} to {y.max()}: {fix}")
+    return y
+
+
 @functools.lru_cache(maxsize=2)
 def _load(name: str, seed: int, val_fraction: float) -> Dataset:
     read = _read(name)
     if isinstance(read, _Given):
         return _as_given(name, read, seed)
     x, y, x_test, y_test = read
-    x = _as_images(np.asarray(x))
-    y = np.asarray(y).reshape(-1).astype(np.int64)
+    x = _checked_inputs(name, "x_train", x)
+    y = _checked_labels(name, "y_train", y)
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} inputs but {len(y)} labels")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise DataError(f"{name}: y_train has a single class ({', '.join(map(str, classes)) or 'none'}): "
+                        "a classifier needs two or more")
     if x_test is None:
         x, x_test, y, y_test = _split(x, y, DEFAULT_TEST_FRACTION, seed)
     else:
-        x_test = _as_images(np.asarray(x_test))
-        y_test = np.asarray(y_test).reshape(-1).astype(np.int64)
+        x_test = _checked_inputs(name, "x_test", x_test)
+        y_test = _checked_labels(name, "y_test", y_test)
     x_train, x_val, y_train, y_val = _split(x, y, val_fraction, seed + 1)
     return Dataset(
         name=name,

@@ -98,7 +98,8 @@ def start(space_file: str, *, fixed: dict | None = None,
 
 @_store_errors
 def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
-           per_gpu: int | None = None, space: str | None = None,
+           per_gpu: int | None = None, space: str | None = None, data: str | None = None,
+           artifacts: str | None = None,
            on_trial: Callable | None = None, on_note: Callable[[str], None] | None = None,
            on_progress: Callable[[StudySnapshot], None] | None = None,
            restart_when_stuck: bool = False) -> WorkerReport:
@@ -107,33 +108,34 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     One slot (no GPU, or one): this process is the worker. Several (``gpus``, ``per_gpu``, or
     several visible GPUs): one pinned worker process per slot, followed as ``start`` does.
     ``space`` (a file): refuse to run unless the space source stored with the study is exactly
-    that file's (anyone who can write to the store decides what the workers execute).
+    that file's (anyone who can write to the store decides what the workers execute); ``data``
+    and ``artifacts``: unless the study reads and keeps its checkpoints there (with ``space``, a
+    study that names a data path or an artifact store needs them: ``search.execution.pins``).
     ``restart_when_stuck``: a trial that overruns the study's trial timeout and cannot be stopped
     makes this process start afresh (``exec``): for command-line workers only, never a notebook.
     """
     from search.execution.devices import plan_slots
+    from search.execution.pins import Pins
     from search.execution.pool import pool_report, run_local_workers
-    from search.execution.worker import check_space_source, local_space_note, run_worker
-    from search.space.source import read_source, source_sha256
+    from search.execution.worker import local_space_note, run_worker
+    from search.storage import url_of
+    from search.study import open_study
     from search.versions import check_backend
 
     per_gpu = check_option("per_gpu", per_gpu)
     check_backend()
-    space_sha256 = source_sha256(read_source(space)) if space is not None else None
+    pins = Pins.of(space, data, artifacts)
     slots = plan_slots(gpus, per_gpu)
     if len(slots) == 1:
         return run_worker(storage, study, gpu=slots[0], on_trial=on_trial, on_note=on_note,
-                          expected_sha256=space_sha256, expected_from=space,
-                          restart_when_stuck=restart_when_stuck)
-    from search.study import open_study
-
+                          pins=pins, restart_when_stuck=restart_when_stuck)
     stored = open_study(storage, study)
-    check_space_source(stored.record, space_sha256, space)
-    note = local_space_note(stored.record) if space_sha256 is None else None
+    pins.check(stored.record, url_of(stored.storage))
+    note = local_space_note(stored.record) if not pins.pinned else None
     if note and on_note is not None:
         on_note(note)
     final, workers = run_local_workers(stored, slots, on_progress,
-                                       space_sha256=space_sha256)
+                                       space_sha256=pins.space_sha256)
     return pool_report(final, workers, [note] if note else [])
 
 
@@ -184,17 +186,21 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
 
 @_store_errors
 def best(study: str, *, storage: str | None = None, top: int | None = None,
-         evaluate: bool = False, export: str | None = None,
+         evaluate: bool = False, export: str | None = None, space: str | None = None,
+         data: str | None = None, artifacts: str | None = None,
          on_trial: Callable[[TopTrial], None] | None = None) -> BestTrials:
     """The top trials with their kept checkpoints; ``evaluate`` measures them on the held-out
-    test split, ``export`` writes their models and configurations to that folder."""
+    test split, ``export`` writes their models and configurations to that folder. Both execute
+    the stored space source: ``space`` (a file), ``data`` and ``artifacts`` pin it as for
+    ``worker``."""
     from search.study import open_study
 
     open_study(storage, study)  # an unknown study is answered before Keras loads
     from search.commands.best import best as best_trials
+    from search.execution.pins import Pins
 
     return best_trials(study, storage=storage, top=top, evaluate=evaluate, export=export,
-                       on_trial=on_trial)
+                       on_trial=on_trial, pins=Pins.of(space, data, artifacts))
 
 
 def check_html_path(path):

@@ -160,8 +160,8 @@ def start(space_file, set_values, **options):
         progress.stop()
         terminated = type(exc).__name__ == "Terminated"  # SIGTERM (search.execution.pool.Terminated)
         stopped = "terminated" if terminated else "interrupted"
-        if "study" not in shown:
-            _fail(f"{stopped} before the study was created: nothing was stored",
+        if "study" not in shown:  # still loading the space and its data: no study is running
+            _fail(f"{stopped} while preparing the study (loading the space and its data): no trial ran",
                   code=143 if terminated else 130)
         given = dict(options, storage=storage())
         _fail(f"{stopped}: finished trials are kept; interrupted ones run again on resume: "
@@ -210,7 +210,12 @@ def _first_line(path) -> str:
 @_options(WORKER_OPTIONS)
 @click.option("--space", "space_file", default=None, metavar="FILE",
               help="Run only if the space source stored with the study is this file's.")
-def worker(study, storage, gpus, per_gpu, space_file):
+@click.option("--data", default=None, metavar="NAME_OR_PATH",
+              help="Run only if the study reads this data (with --space: needed for a data path).")
+@click.option("--artifacts", default=None, metavar="PATH|s3://BUCKET[/PREFIX]",
+              help="Run only if the study keeps its checkpoints there (with --space: needed where "
+                   "the study names its artifact store).")
+def worker(study, storage, gpus, per_gpu, space_file, data, artifacts):
     """Attach to a study and take trials until its budget is spent.
 
     Needs only the store and the study name: the study carries its configuration and the source
@@ -229,7 +234,8 @@ def worker(study, storage, gpus, per_gpu, space_file):
 
     try:
         report = _run(lambda: api.worker(study, storage=storage, gpus=gpus, per_gpu=per_gpu,
-                                         space=space_file, on_trial=on_trial, on_note=on_note,
+                                         space=space_file, data=data, artifacts=artifacts,
+                                         on_trial=on_trial, on_note=on_note,
                                          restart_when_stuck=True))
     except KeyboardInterrupt:
         _fail("interrupted: the running trial was queued again with the same parameters", code=130)
@@ -329,13 +335,25 @@ def ablate(study, storage, params, repeats):
 @click.option("--export", "export_dir", default=None, metavar="DIR",
               help="Write DIR/trial_<n>.keras and DIR/trial_<n>.json.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def best(study, storage, top, evaluate, export_dir, fmt):
-    """The best trials, with their kept checkpoints; test-split metrics and export."""
+@click.option("--space", "space_file", default=None, metavar="FILE",
+              help="Rebuild the models only if the space source stored with the study is this file's.")
+@click.option("--data", default=None, metavar="NAME_OR_PATH",
+              help="Only if the study reads this data (with --space: needed for a data path).")
+@click.option("--artifacts", default=None, metavar="PATH|s3://BUCKET[/PREFIX]",
+              help="Only if the study keeps its checkpoints there (with --space: needed where the "
+                   "study names its artifact store).")
+def best(study, storage, top, evaluate, export_dir, fmt, space_file, data, artifacts):
+    """The best trials, with their kept checkpoints; test-split metrics and export.
+
+    --evaluate and --export rebuild the models from the space source stored with the study:
+    --space FILE refuses to unless it is exactly FILE's.
+    """
     from search import api
     from search.console.best import print_best
 
     result = _run(lambda: api.best(study, storage=storage, top=top, evaluate=evaluate,
-                                   export=export_dir))
+                                   export=export_dir, space=space_file, data=data,
+                                   artifacts=artifacts))
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

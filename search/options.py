@@ -13,7 +13,11 @@ stored), then the code that uses it.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -43,6 +47,45 @@ class OptionError(SearchError):
         return self._text(option_flag(self.option.name))
 
 
+# A study name: what ``search start --study`` (or the space file's stem) may be. Any printable
+# text, "/" and ".." included: files named after a study use :func:`study_file_name`.
+MAX_STUDY_NAME = 200
+
+
+def check_study_name(name: str) -> None:
+    """Refuse a name no command could work with (one line: what is allowed)."""
+    problem = None
+    if not name.strip():
+        problem = "it is empty"
+    elif len(name) > MAX_STUDY_NAME:
+        problem = f"it has {len(name)} characters"
+    elif not name.isprintable():
+        problem = "it holds a control character (a newline, a tab, ...)"
+    if problem:
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise SearchError(f"study name {shown!r}: {problem}; a study name is 1 to {MAX_STUDY_NAME} "
+                          "printable characters (letters, digits, spaces, punctuation)")
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def study_file_name(name: str, max_length: int = 120) -> str:
+    """A file name (no folder, no extension) for the study ``name``, different for every name:
+    a plain name (letters, digits, ``_ - .``, not starting with a dot) as it is; any other
+    percent-encoded (``a/b`` -> ``a%2Fb``, ``..`` -> ``%2E.``); one longer than ``max_length``
+    cut there and ended with ``~`` and a hash of the whole name."""
+    if _PLAIN_NAME.fullmatch(name) and len(name) <= max_length:
+        return name
+    quoted = urllib.parse.quote(name, safe="-_.").replace("~", "%7E")
+    if quoted.startswith("."):
+        quoted = "%2E" + quoted[1:]
+    if len(quoted) <= max_length:
+        return quoted
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+    return f"{quoted[:max_length - len(digest) - 1]}~{digest}"
+
+
 def resolve_storage(url: str | None) -> str:
     """The storage URL in force: the explicit one, else ``$SEARCH_STORAGE``, else the default."""
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
@@ -56,12 +99,22 @@ def at_least(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low} (got {v})"
 
 
+# The largest trial budget a store holds (PostgreSQL's INTEGER, the budget's column).
+MAX_TRIALS = 2**31 - 1
+
+
+def between(low: int, high: int, why: str) -> Callable[[Any], str | None]:
+    return lambda v: (f"must be at least {low} (got {v})" if v < low else
+                      f"must be at most {high} ({why}; got {v})" if v > high else None)
+
+
 def at_least_seconds(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low} second (got {v})"
 
 
 def positive_seconds(v) -> str | None:
-    return None if v > 0 else f"must be a positive number of seconds (got {v:g})"
+    return None if v > 0 and math.isfinite(v) else \
+        f"must be a positive number of seconds (got {v:g})"
 
 
 def zero_or_more(v) -> str | None:
@@ -117,7 +170,7 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("storage", str, "Study store (default: $SEARCH_STORAGE, else sqlite:///search.db).",
            metavar="URL"),
     Option("trials", int, "The study's total trial budget (all workers).", default=10,
-           check=at_least(1)),
+           check=between(1, MAX_TRIALS, "the store's integer")),
     Option("epochs", int, "Maximum epochs per trial.", default=10, stored="fixed", check=at_least(1)),
     Option("workers", int, "Local worker processes (default: one per GPU, else 1).",
            check=at_least(1)),

@@ -1,6 +1,9 @@
 """The fixtures both test sets use (tests/unit and tests/e2e); the helpers are in search/testing/."""
 
+import os
 import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -60,3 +63,24 @@ def cifar(tmp_path):
     from search.testing.datasets import write_cifar100
 
     return str(write_cifar100(tmp_path))
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_the_test(tmp_path_factory, monkeypatch):
+    """Every test runs with a temporary folder of its own (TMPDIR, for this process and the
+    commands it starts); after it, no pool worker started under it is still running (waited
+    for a while: one may be finishing its trial) and no ``search-*-workers-*`` folder is left."""
+    folder = str(tmp_path_factory.mktemp("tmpdir"))
+    monkeypatch.setenv("TMPDIR", folder)
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    yield
+    from search.testing.studies import pool_workers_under, worker_log_folders
+
+    deadline = time.monotonic() + 60
+    while pool_workers_under(folder) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = pool_workers_under(folder)
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left, f"pool workers outlived the test: {left}"
+    assert not worker_log_folders(folder), f"worker log folders left behind: {worker_log_folders(folder)}"

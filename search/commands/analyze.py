@@ -8,12 +8,12 @@ faster on a 10,000-trial study: 2.3 s against 18 s on the 2-core development mac
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.errors import SearchError, one_line
+from search.options import study_file_name
 from search.study import StoredStudy
 
 if TYPE_CHECKING:  # pandas, scipy and plotly load when a study is analysed, not for a path check
@@ -60,9 +60,9 @@ def check_html_path(path) -> Path | None:
 
 
 def default_html_path(study_name: str) -> Path:
-    """``reports/<study>.html``, the name made safe for a file name."""
-    safe = re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study"
-    return Path(REPORTS_FOLDER) / f"{safe}.html"
+    """``reports/<study>.html``, the name made a file name, different for every study
+    (``search.options.study_file_name``)."""
+    return Path(REPORTS_FOLDER) / f"{study_file_name(study_name)}.html"
 
 
 def analyze(stored: StoredStudy, *, params: list[str] | None = None) -> StudyAnalysis:

@@ -25,6 +25,8 @@ from search import trial_attrs
 from search.console.format import param_value
 from search.errors import SearchError, one_line
 from search.execution.checkpoints import Checkpoints
+from search.execution.pins import Pins
+from search.storage import url_of
 from search.storage.trial_notes import note_on_trial
 from search.study import StoredStudy, open_study
 
@@ -169,15 +171,18 @@ def _export(row: TopTrial, trial: FrozenTrial, model, dataset, stored: StoredStu
 
 def best(study: str, *, storage: str | None = None, top: int | None = None,
          evaluate: bool = False, export: str | None = None,
-         on_trial: Callable[[TopTrial], None] | None = None) -> BestTrials:
+         on_trial: Callable[[TopTrial], None] | None = None, pins: Pins | None = None) -> BestTrials:
     """The ``top`` best completed trials (default: as many as the study keeps checkpoints of);
     with ``evaluate``, their test-split metrics (recorded on the trials); with ``export``, their
-    models and configurations written to that folder. ``on_trial`` sees each trial when done."""
+    models and configurations written to that folder. ``on_trial`` sees each trial when done.
+    ``pins``: the study must be what they say before anything is read or run
+    (``search.execution.pins``; evaluating and exporting execute the stored space source)."""
     if top is not None and top < 1:
         raise SearchError(f"--top must be at least 1 (got {top})")
     if export and Path(export).exists() and not Path(export).is_dir():
         raise SearchError(f"--export {export} is a file: give a folder")
     stored = open_study(storage, study)
+    (pins or Pins()).check(stored.record, url_of(stored.storage))
     config = stored.config
     checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)
     rows = top_trials(stored, top or max(1, config.keep_best), checkpoints)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 
 from search import _datasets, trial_attrs
 from search.console.format import limit
@@ -30,6 +31,7 @@ from search.options import (
     StartOptions,
     StudyConfig,
     check_grace,
+    check_study_name,
     option_flag,
     resolve_storage,
 )
@@ -61,8 +63,9 @@ def prepare(options: StartOptions, space: Space | None = None, source_kind: str 
     ``space``: the space itself instead of loading ``options.space_file`` (``search.Tuner``, whose
     stored source is its script, ``source_kind`` "script", or none, "notebook"); ``fit_kwargs``:
     more arguments for every trial's ``fit()``, stored with a new study."""
-    space = space or load_space(options.space_file)
     name = options.study or Path(options.space_file).stem
+    check_study_name(name)
+    space = space or load_space(options.space_file)
     url = resolve_storage(options.storage)
     try:
         store = open_storage(url, must_exist=True)
@@ -100,9 +103,13 @@ def prepare(options: StartOptions, space: Space | None = None, source_kind: str 
         if store is None:
             store = open_storage(url)
             records = StudyRecords(store.engine)
-        records.add(StudyRecord(
-            study_name=name, space_path=options.space_file, space_sha256=space.sha256,
-            space_source=space.source, config=config.to_dict(), budget=budget))
+        try:
+            records.add(StudyRecord(
+                study_name=name, space_path=options.space_file, space_sha256=space.sha256,
+                space_source=space.source, config=config.to_dict(), budget=budget))
+        except sqlalchemy.exc.IntegrityError:  # another start created it meanwhile: join that one
+            _wait_for_creation(store, name)
+            return prepare(options, space, source_kind, fit_kwargs)
         study = optuna.create_study(study_name=name, storage=store,
                                     direction="maximize" if config.direction == "max" else "minimize")
         if baseline is not None:
@@ -114,6 +121,19 @@ def prepare(options: StartOptions, space: Space | None = None, source_kind: str 
     records.update(name, claimed=recount_claims(stored))
     stored.reload()
     return Prepared(stored, resumed, notes, space.sha256)
+
+
+CREATION_WAIT_SECONDS = 60.0
+
+
+def _wait_for_creation(store, name: str) -> None:
+    """Another ``search start`` added the study's record: wait for its Optuna study too."""
+    deadline = time.monotonic() + CREATION_WAIT_SECONDS
+    while name not in {s.study_name for s in store.get_all_studies()}:
+        if time.monotonic() > deadline:
+            raise SearchError(f"study {name!r} was being created by another `search start` that "
+                              "did not finish: run `search start` again")
+        time.sleep(0.2)
 
 
 def _changeable_settings(config: StudyConfig, options: StartOptions, notes: list[str]) -> StudyConfig:

@@ -19,6 +19,16 @@ whose value is null was removed. Every ranked trial also carries the user attrib
 ``checkpoint``: ``{"state": "saved", "artifact_id", ...}`` or ``{"state": "missing", "reason"}``
 when its weights could not be written (a full disk, an unreachable bucket): the trial's result
 is stored all the same and the worker goes on.
+
+Only completed trials rank. A trial that was failed meanwhile (its worker stalled past the grace
+period and the trial was retried elsewhere) keeps nothing: its late writer finds it finished and
+changes neither the index, nor the files, nor the trial. An entry whose trial is running (its
+worker between the upload and the tell) is left alone; one whose trial finished without
+completing (a worker that died after its upload) is removed.
+
+What the store says is checked before a file is touched: an artifact id is Optuna's (a UUID),
+never a path, and a checkpoint is deleted only when the index and the trial's own artifact record
+both name it, inside the artifact store's folder (or prefix).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +52,31 @@ from search.errors import SearchError, one_line
 from search.storage import url_of
 
 INDEX_PREFIX = "search:checkpoint:"
+# The ids optuna.artifacts.upload_artifact makes (uuid4); anything else in the store is not ours.
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Optuna's record of a trial's artifact (a system attribute of the trial), by artifact id.
+_ARTIFACT_META_PREFIX = "artifacts:"
 
 _log = logging.getLogger("search.execution.checkpoints")
+
+
+def is_artifact_id(value) -> bool:
+    """Whether ``value`` is an artifact id as Optuna makes them (a UUID): never a path."""
+    return isinstance(value, str) and _ARTIFACT_ID.fullmatch(value) is not None
+
+
+class NotAnArtifactId(SearchError):
+    """The store names something that is not an artifact id (a path, say)."""
+
+    def __init__(self, artifact_id):
+        super().__init__(f"{artifact_id!r} is not an artifact id (a UUID as Optuna makes them): "
+                         "someone wrote it into the store; nothing was read or removed for it")
+
+
+def _checked_id(artifact_id) -> str:
+    if not is_artifact_id(artifact_id):
+        raise NotAnArtifactId(artifact_id)
+    return artifact_id
 
 
 class PrefixedStore:
@@ -52,6 +86,7 @@ class PrefixedStore:
         self.store, self.prefix = store, prefix.strip("/")
 
     def _key(self, artifact_id: str) -> str:
+        artifact_id = _checked_id(artifact_id)
         return f"{self.prefix}/{artifact_id}" if self.prefix else artifact_id
 
     def open_reader(self, artifact_id: str):
@@ -101,9 +136,23 @@ class _FolderStore(FileSystemArtifactStore):
         super().__init__(base_path)
         self.location = base_path
 
+    def _inside(self, artifact_id: str) -> str:
+        """The id, once it is an id whose file lies inside the folder (no link leads out)."""
+        _checked_id(artifact_id)
+        root = os.path.realpath(self.location)
+        if os.path.dirname(os.path.realpath(os.path.join(root, artifact_id))) != root:
+            raise NotAnArtifactId(artifact_id)
+        return artifact_id
+
+    def open_reader(self, artifact_id: str):
+        return super().open_reader(self._inside(artifact_id))
+
     def write(self, artifact_id: str, content_body) -> None:
         os.makedirs(self.location, exist_ok=True)
-        super().write(artifact_id, content_body)
+        super().write(self._inside(artifact_id), content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        super().remove(self._inside(artifact_id))
 
 
 @dataclass
@@ -140,22 +189,51 @@ class Checkpoints:
     # The index ---------------------------------------------------------------------------
 
     def ranked(self) -> list[Ranked]:
-        """Ranked trials, best first (removed ones left out)."""
+        """Every entry of the index, best first (removed ones left out), whatever its trial's
+        state: :meth:`standing` tells which count."""
         attrs = self.storage.get_study_system_attrs(self.study_id)
-        entries = [Ranked(int(k[len(INDEX_PREFIX):]), float(v["value"]), v.get("artifact_id"))
-                   for k, v in attrs.items() if k.startswith(INDEX_PREFIX) and v]
+        entries = []
+        for key, v in attrs.items():
+            if not key.startswith(INDEX_PREFIX) or not v:
+                continue
+            try:
+                entries.append(Ranked(int(key[len(INDEX_PREFIX):]), float(v["value"]),
+                                      v.get("artifact_id")))
+            except (TypeError, ValueError, KeyError):  # not an entry this module wrote
+                _log.warning("checkpoint index entry %s is malformed: ignored", key)
         entries.sort(key=lambda r: (-r.value if self.maximize else r.value, r.number))
         return entries
+
+    def _trial(self, number: int) -> optuna.trial.FrozenTrial | None:
+        try:
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        except KeyError:
+            return None
+        return self.storage.get_trial(trial_id)
+
+    def standing(self) -> tuple[list[Ranked], list[Ranked], dict]:
+        """The index read against the trials: (entries of completed trials, best first; entries
+        whose trial finished without completing or does not exist, which hold no place; trial
+        number -> its trial). Entries of running trials are in neither list: their worker has
+        uploaded and not told yet."""
+        complete, stale, trials = [], [], {}
+        for r in self.ranked():
+            trial = trials[r.number] = self._trial(r.number)
+            if trial is None or (trial.state.is_finished() and trial.state != TrialState.COMPLETE):
+                stale.append(r)
+            elif trial.state == TrialState.COMPLETE:
+                complete.append(r)
+        return complete, stale, trials
 
     def _set(self, number: int, entry: dict | None) -> None:
         self.storage.set_study_system_attr(self.study_id, f"{INDEX_PREFIX}{number}", entry)
 
     def ranks(self, value: float) -> bool:
-        """Whether a trial scoring ``value`` enters the current top K."""
-        ranked = self.ranked()
-        if len(ranked) < self.keep:
+        """Whether a trial scoring ``value`` enters the current top K (of completed trials)."""
+        complete = self.standing()[0]
+        if len(complete) < self.keep:
             return True
-        kth = ranked[self.keep - 1].value
+        kth = complete[self.keep - 1].value
         return value > kth if self.maximize else value < kth
 
     # The worker's side --------------------------------------------------------------------
@@ -163,42 +241,63 @@ class Checkpoints:
     def keep_trial(self, trial: optuna.Trial, outcome) -> None:
         """Before the trial is told: upload the best-epoch weights of a completed trial that ranks
         in the top K and rank it. Never raises for the artifact store: a failed write marks the
-        checkpoint missing, and the trial's result is stored all the same."""
+        checkpoint missing, and the trial's result is stored all the same. A trial already
+        finished (failed for a stale heartbeat while it ran: its retry stands) keeps nothing and
+        changes nothing."""
         if self.keep <= 0 or outcome.state != TrialState.COMPLETE or outcome.value is None:
             return
+        if self.storage.get_trial(trial._trial_id).state.is_finished():
+            return  # a late result: the index, the files and the trial stay as they are
         if not self.ranks(outcome.value):
             return
         try:
             self._keep(trial, outcome)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # failed for a stale heartbeat while it ran: its retry stands; settle() cleans up
+            # Failed while this was being written: undo what was written for it (its own entry
+            # and file only), and leave the rest to the workers of completed trials.
+            self._undo(trial)
 
     def _keep(self, trial: optuna.Trial, outcome) -> None:
+        """Raises ``UpdateFinishedTrialError`` (and writes nothing that stays) when the trial is
+        finished before its checkpoint is recorded on it."""
         number = trial.number
         entry = {"value": float(outcome.value), "epoch": outcome.attrs.get(trial_attrs.BEST_EPOCH)}
         if outcome.save_weights is None:
             problem = outcome.checkpoint_problem or "no best-epoch weights"
-            self._set(number, dict(entry, artifact_id=None))
             trial.set_user_attr(trial_attrs.CHECKPOINT, {"state": "missing", "reason": problem})
+            self._set(number, dict(entry, artifact_id=None))
             return
         try:
             with tempfile.TemporaryDirectory(prefix="search-checkpoint-") as folder:
                 path = os.path.join(folder, f"trial_{number}.weights.npz")
                 outcome.save_weights(path)
                 size = os.path.getsize(path)
+                # Optuna records the artifact on the trial first: a finished trial refuses it
+                # before any file is written.
                 artifact_id = upload_artifact(artifact_store=self.store, file_path=path,
                                               study_or_trial=trial)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
         except Exception as exc:  # noqa: BLE001  (a full disk, a bucket out of reach: the trial still counts)
             reason = f"the checkpoint could not be written to {self.location}: {one_line(exc)}"
             _log.warning("trial %d: %s", number, reason)
             self._remove_partial(trial)
-            self._set(number, dict(entry, artifact_id=None))
             trial.set_user_attr(trial_attrs.CHECKPOINT, {"state": "missing", "reason": reason})
+            self._set(number, dict(entry, artifact_id=None))
             return
         self._set(number, dict(entry, artifact_id=artifact_id))  # first: settle() can then drop it
         trial.set_user_attr(trial_attrs.CHECKPOINT, {"state": "saved", "artifact_id": artifact_id,
                                               "filename": os.path.basename(path), "bytes": size,
                                               "epoch": entry["epoch"], "store": self.location})
+
+    def _undo(self, trial: optuna.Trial) -> None:
+        """What :meth:`_keep` wrote for a trial that was finished meanwhile: its file and its entry."""
+        try:
+            entry = self.storage.get_study_system_attrs(self.study_id).get(f"{INDEX_PREFIX}{trial.number}")
+            if entry:
+                self._drop(Ranked(trial.number, float(entry["value"]), entry.get("artifact_id")))
+        except Exception as exc:  # noqa: BLE001  (never lose a worker over housekeeping)
+            _log.warning("trial %d: its checkpoint entry was not removed: %s", trial.number, one_line(exc))
 
     def _remove_partial(self, trial: optuna.Trial) -> None:
         """Remove what a failed upload may have left (its meta is recorded before the write)."""
@@ -209,35 +308,51 @@ class Checkpoints:
 
     def settle(self, number: int, told: bool) -> None:
         """After the trial is told: drop its checkpoint if it was not stored as complete (a stale
-        heartbeat failed it meanwhile), and remove every checkpoint beyond the top K."""
+        heartbeat failed it meanwhile), the entries of trials that finished without completing,
+        and every checkpoint of a completed trial beyond the top K. Entries of running trials
+        hold no place and are left alone, so a stalled worker's result never pushes a kept
+        checkpoint out."""
         if self.keep <= 0:
             return
         try:
-            ranked = self.ranked()
-            drop = ranked[self.keep:]
+            complete, stale, _ = self.standing()
+            drop = stale + complete[self.keep:]
             if not told:
-                drop += [r for r in ranked[:self.keep] if r.number == number]
+                drop += [r for r in complete[:self.keep] if r.number == number]
             for r in drop:
                 self._drop(r)
         except Exception as exc:  # noqa: BLE001  (never lose a worker over housekeeping; the next one retries)
             _log.warning("checkpoints beyond the best %d not removed yet: %s", self.keep, one_line(exc))
 
     def _drop(self, ranked: Ranked) -> None:
-        if ranked.artifact_id:
-            with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
-                self.store.remove(ranked.artifact_id)
+        """Remove an entry from the index, and its file when the entry and the trial's own
+        artifact record both name it as an artifact id."""
+        if ranked.artifact_id is not None:
+            trial = self._trial(ranked.number)
+            recorded = trial is not None and \
+                f"{_ARTIFACT_META_PREFIX}{ranked.artifact_id}" in trial.system_attrs
+            if is_artifact_id(ranked.artifact_id) and recorded:
+                with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+                    self.store.remove(ranked.artifact_id)
+            else:
+                _log.warning("checkpoint index entry of trial %d names %r, which is not an "
+                             "artifact of that trial: no file removed", ranked.number,
+                             ranked.artifact_id)
         self._set(ranked.number, None)
 
     # The reader's side --------------------------------------------------------------------
 
     def artifact_ids(self) -> dict[int, str | None]:
-        """Trial number -> artifact id of its kept checkpoint (None: missing)."""
-        return {r.number: r.artifact_id for r in self.ranked()}
+        """Trial number -> artifact id of its kept checkpoint (None: missing, or the store names
+        something that is not an artifact id)."""
+        return {r.number: r.artifact_id if is_artifact_id(r.artifact_id) else None
+                for r in self.ranked()}
 
     def download(self, artifact_id: str, path: str) -> None:
         """The checkpoint's file at ``path``; a missing artifact is one line for the user."""
         try:
-            download_artifact(artifact_store=self.store, file_path=path, artifact_id=artifact_id)
+            download_artifact(artifact_store=self.store, file_path=path,
+                              artifact_id=_checked_id(artifact_id))
         except ArtifactNotFound:
             raise SearchError(f"checkpoint {artifact_id} is not in the artifact store {self.location}: "
                               "was the store moved? (search start --artifacts)") from None

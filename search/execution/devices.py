@@ -23,6 +23,47 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+# How many local worker processes a machine runs at most, so that a typo (--workers 1000) is one
+# line instead of a fork that fails halfway: 16 a CPU core (a GPU worker, or one whose trials
+# wait, needs little CPU; bench/store_scaling.py ran 32 on 2 cores), and as many as the free
+# memory holds, a worker process taking about 0.4 GiB of its own before its first trial (private
+# memory with TensorFlow and the digits loaded, measured here: 0.34 GiB; the libraries' pages
+# are shared between the workers).
+WORKERS_PER_CORE = 16
+WORKER_MEMORY_BYTES = int(0.4 * 2**30)
+
+
+def _free_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def machine_limit() -> tuple[int, str]:
+    """The most local worker processes this machine runs, and why (for the user)."""
+    cores = os.cpu_count() or 1
+    limit, why = cores * WORKERS_PER_CORE, f"{cores} CPU cores, {WORKERS_PER_CORE} workers a core"
+    free = _free_memory_bytes()
+    if free is not None:
+        by_memory = max(1, free // WORKER_MEMORY_BYTES)
+        why += f"; {free / 2**30:.1f} GiB of memory free, about {WORKER_MEMORY_BYTES / 2**30:.1f} GiB a worker"
+        limit = min(limit, by_memory)
+    return limit, why
+
+
+def check_machine(slots: list, asked: str) -> None:
+    """Refuse more local workers than :func:`machine_limit` (one line: how many, and why)."""
+    limit, why = machine_limit()
+    if len(slots) > limit:
+        raise SearchError(f"{asked}: this machine runs at most {limit} local workers ({why}); "
+                          "run more on other machines with `search worker`")
+
+
 # Environment every worker process gets: grow GPU memory on demand, so several workers can share
 # one GPU (TensorFlow, JAX).
 GROWTH_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
@@ -58,11 +99,20 @@ def plan_slots(gpus: str | None = None, per_gpu: int | None = None,
                               f"(visible: {', '.join(known)})")
     else:
         ids = visible_gpus()
-    if not ids:
-        return [None] * (workers or per_gpu or 1)
     if workers is not None:
-        return [ids[i % len(ids)] for i in range(workers)]
-    return [g for g in ids for _ in range(per_gpu or 1)]
+        asked = f"--workers {workers}"
+    elif per_gpu is not None:
+        asked = f"--per-gpu {per_gpu}" + (f" on {len(ids)} GPUs" if len(ids) > 1 else "")
+    else:
+        asked = f"{len(ids)} GPUs"
+    if not ids:
+        slots = [None] * (workers or per_gpu or 1)
+    elif workers is not None:
+        slots = [ids[i % len(ids)] for i in range(workers)]
+    else:
+        slots = [g for g in ids for _ in range(per_gpu or 1)]
+    check_machine(slots, asked)
+    return slots
 
 
 def worker_env(gpu: str | None, base: dict | None = None) -> dict:

@@ -13,12 +13,15 @@
   and a command-line worker then starts afresh in the same process (``exec``).
 - :class:`StopSignals`: SIGINT stops the worker after the current epoch, a second SIGINT or a
   SIGTERM at once.
+- :func:`watch_pool`: a pool's worker whose pool died (``kill -9`` of ``search start``) learns it
+  through a pidfd of its parent; it finishes its running trial and exits.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -210,3 +213,29 @@ class StopSignals:
     def _terminate(self, signum, frame):
         self.stop.set()
         raise KeyboardInterrupt
+
+
+def watch_pool(pid: int, gone: threading.Event) -> None:
+    """Set ``gone`` once process ``pid`` (this worker's pool, its parent) has exited: a pidfd that
+    becomes readable when it does (Linux 5.3+), else its parent id polled every second."""
+
+    def run():
+        try:
+            if os.getppid() != pid:
+                raise ProcessLookupError(pid)  # gone before the watch began
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pass
+        except (AttributeError, OSError):  # no pidfd here
+            while os.getppid() == pid:
+                time.sleep(1.0)
+        else:
+            try:
+                select.select([fd], [], [])
+            finally:
+                os.close(fd)
+        _log.warning("the pool that started this worker (pid %d) is gone: this worker finishes "
+                     "its running trial and exits", pid)
+        gone.set()
+
+    threading.Thread(target=run, name="search-pool-watch", daemon=True).start()

@@ -8,6 +8,13 @@ While its workers run, the pool reaps stale trials (``optuna.storages.fail_stale
 that a dead worker's trial is retried even when no other worker asks for a trial. Ctrl-C stops
 the local workers after their current epoch; their trials are queued again (see
 ``search.execution.worker``). A second Ctrl-C stops them at once, the same way.
+
+No worker outlives its pool unsupervised: the pool stops every worker it started on every way
+out (a failed start of one of them, an error, an interrupt), each worker's process group with it;
+a worker whose pool died (``kill -9``) sees it through a pidfd, finishes its running trial and
+exits. The workers' log folder (``search-<study>-workers-*`` in the temporary folder) is removed
+on every way out, after the reason a worker died is read from its log: the pool's, or the last
+worker's when the pool died.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -32,7 +41,8 @@ from search import trial_attrs
 from search.errors import SearchError
 from search.execution.devices import worker_env
 from search.execution.faults import fail_stale_trials, work_on
-from search.storage import url_of
+from search.options import study_file_name
+from search.storage import free_connections, url_of
 from search.study import StoredStudy, StudySnapshot, snapshot
 
 POLL_SECONDS = 1.0
@@ -42,6 +52,7 @@ PROGRESS_READ_SHARE = 20  # wait 20x a progress read's time before the next one 
 # heartbeat grace period instead).
 INTERRUPT_GRACE_SECONDS = 30.0
 TERMINATE_GRACE_SECONDS = 10.0
+CONNECTIONS_PER_WORKER = 2  # its pool and its heartbeat (bench/store_scaling.py)
 
 _log = logging.getLogger("search.pool")
 
@@ -50,11 +61,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``docker stop``): stop the local workers at once, as a second Ctrl-C."""
 
 
-def worker_command(study: str, slot: int, space_sha256: str | None = None) -> list[str]:
-    """The command line of one pool worker process."""
-    command = [sys.executable, "-m", "search.execution.pool", "--study", study, "--slot", str(slot)]
+def worker_command(study: str, slot: int, space_sha256: str | None = None,
+                   config_sha256: str | None = None, log_path: str | None = None) -> list[str]:
+    """The command line of one pool worker process (its pool is its parent process)."""
+    command = [sys.executable, "-X", "faulthandler", "-m", "search.execution.pool",
+               "--study", study, "--slot", str(slot), "--pool-pid", str(os.getpid())]
+    if log_path:  # removed by the worker when its pool died and cannot
+        command += ["--log", log_path]
     if space_sha256:  # the worker refuses to run a stored source that differs from this one
         command += ["--space-sha256", space_sha256]
+    if config_sha256:  # and a configuration that differs from the one its coordinator checked
+        command += ["--config-sha256", config_sha256]
     return command
 
 
@@ -68,6 +85,7 @@ class WorkerReport:
     failed: int = 0
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    pool_gone: bool = False  # a pool's worker whose pool died: it finished its trial and left
 
 
 @dataclass
@@ -76,42 +94,97 @@ class LocalWorker:
     gpu: str | None
     proc: subprocess.Popen
     log_path: str
+    reason: str | None = None  # why it exited with an error, read from its log before it goes
+
+
+def log_folder_prefix(study_name: str) -> str:
+    """``search-<study>-workers-``, the study's name made a short file name."""
+    return f"search-{study_file_name(study_name, 40)}-workers-"
 
 
 def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],
-                   log_dir: str, space_sha256: str | None = None) -> list[LocalWorker]:
-    """One process per slot, pinned to its GPU, in a session of its own: a Ctrl-C in the terminal
-    reaches the pool only, which then stops its workers in order."""
+                   log_dir: str, space_sha256: str | None = None,
+                   config_sha256: str | None = None) -> list[LocalWorker]:
+    """One process per slot, pinned to its GPU, in a session (and process group) of its own: a
+    Ctrl-C in the terminal reaches the pool only, which then stops its workers in order. If one
+    cannot be started, those started are stopped at once."""
     workers = []
-    for slot, gpu in enumerate(slots):
-        env = worker_env(gpu)
-        env["SEARCH_STORAGE"] = storage_url
-        log_path = os.path.join(log_dir, f"worker-{slot}.log")
-        with open(log_path, "w") as log:
+    try:
+        for slot, gpu in enumerate(slots):
+            env = worker_env(gpu)
+            env["SEARCH_STORAGE"] = storage_url
+            log_path = os.path.join(log_dir, f"worker-{slot}.log")
             try:
-                proc = subprocess.Popen(worker_command(study_name, slot, space_sha256), env=env,
-                                        stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                with open(log_path, "w") as log:
+                    proc = subprocess.Popen(
+                        worker_command(study_name, slot, space_sha256, config_sha256, log_path),
+                        env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                        start_new_session=True)
             except OSError as exc:
-                stop_workers(workers, now=True)
                 raise SearchError(f"cannot start worker {slot + 1} of {len(slots)}: "
-                                  f"{exc.strerror or exc}") from None
-        workers.append(LocalWorker(slot, gpu, proc, log_path))
+                                  f"{exc.strerror or exc}; the {len(workers)} started were "
+                                  "stopped") from None
+            workers.append(LocalWorker(slot, gpu, proc, log_path))
+    except BaseException:
+        stop_workers(workers, now=True)  # a trial one of them took already is queued again
+        raise
     return workers
 
 
-def _last_line(path: str) -> str:
+# Lines a worker's log holds that say nothing about why it died: the backends' start-up chatter
+# (TensorFlow's C++ log lines, absl's, CUDA's "could not find drivers" where there is no GPU).
+_NOISE = re.compile(r"^(?:[IWEF]\d{4} |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |WARNING: All log messages "
+                    r"before absl|.*(?:cuda|cuDNN|cuFFT|cuBLAS|TF-TRT|oneDNN|rebuild TensorFlow|"
+                    r"computation placer|tensorflow/core/|To enable the following instructions))",
+                    re.IGNORECASE)
+
+
+def _library_folders() -> tuple[str, ...]:
+    """Where the interpreter's own code lives (the standard library, installed packages)."""
+    paths = sysconfig.get_paths()
+    return tuple(os.path.realpath(paths[key]) + os.sep for key in ("stdlib", "purelib", "platlib"))
+
+
+def crash_cause(path: str) -> str | None:
+    """Why a worker died, from its log: Python's fatal-error report (faulthandler: the error and
+    the innermost frame of the crashing thread outside the libraries, e.g. ``Fatal Python error:
+    Segmentation fault in fit (space.py, line 12)``), else its last line that is not the
+    backends' chatter; None when it wrote nothing else."""
     try:
-        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line.rstrip() for line in Path(path).read_text(errors="replace").splitlines()]
     except OSError:
-        return ""
-    return lines[-1] if lines else ""
+        return None
+    fatal = [i for i, line in enumerate(lines) if line.startswith("Fatal Python error:")]
+    if fatal:
+        error = lines[fatal[-1]].strip()
+        after = lines[fatal[-1] + 1:]
+        current = next((i for i, line in enumerate(after) if line.startswith("Current thread")), -1)
+        frames = []
+        for line in after[current + 1:]:
+            frame = re.match(r'\s+File "(.+)", line (\d+) in (.+)', line)
+            if frame is None:
+                if frames:
+                    break
+                continue
+            frames.append(frame.groups())
+        libraries = _library_folders()
+        ours = [f for f in frames if not os.path.realpath(f[0]).startswith(libraries)]
+        if ours or frames:
+            where, number, function = (ours or frames)[0]
+            return f"{error} in {function} ({os.path.basename(where)}, line {number})"
+        return error
+    meaningful = [line.strip() for line in lines if line.strip() and not _NOISE.match(line.strip())]
+    return meaningful[-1] if meaningful else None
 
 
 def _signal_all(workers: list[LocalWorker], sig: int) -> None:
+    """Send ``sig`` to every live worker's process group (what a worker started goes with it)."""
     for w in workers:
         if w.proc.poll() is None:
-            w.proc.send_signal(sig)
+            try:
+                os.killpg(w.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                w.proc.send_signal(sig)
 
 
 def _wait_all(workers: list[LocalWorker], seconds: float) -> bool:
@@ -148,51 +221,90 @@ def run_local_workers(stored: StoredStudy, slots: list[str | None],
     """Run one worker process per slot until they exit (the budget is spent); reap stale trials
     meanwhile. Returns the final snapshot and the workers.
 
-    ``space_sha256``: the workers refuse to run the study's stored source unless it has this hash.
+    ``space_sha256``: the workers refuse to run the study's stored source unless it has this hash,
+    and every worker refuses a configuration other than the one this coordinator holds.
     Ctrl-C stops the workers after their current epoch, a second Ctrl-C or a SIGTERM at once;
     either way their trials are queued again and :class:`KeyboardInterrupt` (or
-    :class:`Terminated`) is raised once they are gone."""
+    :class:`Terminated`) is raised once they are gone. However this returns or raises, no worker
+    it started is left running and its log folder is gone."""
     reaper = work_on(stored)
-    log_dir = tempfile.mkdtemp(prefix=f"search-{stored.name}-workers-")
-    with _terminate_as_interrupt():
-        workers = _spawn_workers(stored.name, url_of(stored.storage), slots, log_dir, space_sha256)
-        if on_started is not None:
-            on_started(workers)
-        next_reap = next_progress = 0.0
-        try:
-            while any(w.proc.poll() is None for w in workers):
-                if time.monotonic() >= next_reap:
-                    fail_stale_trials(reaper.study)
-                    next_reap = time.monotonic() + stored.config.heartbeat
-                if on_progress is not None and time.monotonic() >= next_progress:
-                    read_from = time.monotonic()
-                    on_progress(snapshot(stored))
-                    # A large study takes a while to read: keep the progress line to a small share
-                    # of a core, the workers on this machine need it.
-                    next_progress = time.monotonic() + PROGRESS_READ_SHARE * (time.monotonic() - read_from)
-                time.sleep(POLL_SECONDS)
-        except KeyboardInterrupt as first:
-            try:
-                stop_workers(workers, now=isinstance(first, Terminated))
-            except KeyboardInterrupt as second:  # a second Ctrl-C or a SIGTERM: stop now
-                try:
-                    stop_workers(workers, now=True)
-                except KeyboardInterrupt:  # and a third: SIGKILL (their trials are reaped later)
-                    _signal_all(workers, signal.SIGKILL)
-                raise second from None
-            raise
-    final = snapshot(stored)
-    if on_progress is not None:
-        on_progress(final)
-    failures = [w for w in workers if w.proc.returncode]
-    if failures and not final.done:
-        first = failures[0]
-        raise SearchError(f"{len(failures)} of {len(workers)} workers exited with an error "
-                          f"({_exit_text(first.proc.returncode)}): "
-                          f"{_last_line(first.log_path) or 'no output'} (logs in {log_dir})")
-    if not failures:
+    check_store_room(stored, len(slots))
+    log_dir = tempfile.mkdtemp(prefix=log_folder_prefix(stored.name))
+    workers: list[LocalWorker] = []
+    try:
+        with _terminate_as_interrupt():
+            workers = _spawn_workers(stored.name, url_of(stored.storage), slots, log_dir,
+                                     space_sha256, stored.record.config_sha256)
+            if on_started is not None:
+                on_started(workers)
+            _follow(stored, reaper, workers, on_progress)
+        final = snapshot(stored)
+        if on_progress is not None:
+            on_progress(final)
+        _read_reasons(stored, workers, final)
+        failures = [w for w in workers if w.proc.returncode]
+        if failures and not final.done:
+            raise SearchError(f"{len(failures)} of {len(workers)} workers exited with an error; "
+                              f"the first: {failures[0].reason}")
+        return final, workers
+    finally:
+        if any(w.proc.poll() is None for w in workers):  # an error of the pool's own: stop them now
+            stop_workers(workers, now=True)
         shutil.rmtree(log_dir, ignore_errors=True)
-    return final, workers
+
+
+def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker],
+            on_progress: Callable[[StudySnapshot], None] | None) -> None:
+    """Until every worker exited: reap stale trials, show progress; stop them on Ctrl-C."""
+    next_reap = next_progress = 0.0
+    try:
+        while any(w.proc.poll() is None for w in workers):
+            if time.monotonic() >= next_reap:
+                fail_stale_trials(reaper.study)
+                next_reap = time.monotonic() + stored.config.heartbeat
+            if on_progress is not None and time.monotonic() >= next_progress:
+                read_from = time.monotonic()
+                on_progress(snapshot(stored))
+                # A large study takes a while to read: keep the progress line to a small share
+                # of a core, the workers on this machine need it.
+                next_progress = time.monotonic() + PROGRESS_READ_SHARE * (time.monotonic() - read_from)
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt as first:
+        try:
+            stop_workers(workers, now=isinstance(first, Terminated))
+        except KeyboardInterrupt as second:  # a second Ctrl-C or a SIGTERM: stop now
+            try:
+                stop_workers(workers, now=True)
+            except KeyboardInterrupt:  # and a third: SIGKILL (their trials are reaped later)
+                _signal_all(workers, signal.SIGKILL)
+            raise second from None
+        raise
+
+
+def _read_reasons(stored: StoredStudy, workers: list[LocalWorker], final: StudySnapshot) -> None:
+    """Each worker that exited with an error: how (exit status or signal), during which trial,
+    and the cause its log names, read before the log folder goes."""
+    rows = {row.pid: row for row in final.workers}
+    for w in workers:
+        if not w.proc.returncode:
+            continue
+        row = rows.get(w.proc.pid)
+        during = f" while running trial {row.trial_number}" if row is not None and \
+            row.state == "running" and row.trial_number is not None else ""
+        cause = crash_cause(w.log_path)
+        w.reason = (f"worker {w.slot} (pid {w.proc.pid}) {_exit_text(w.proc.returncode)}{during}: "
+                    f"{cause or 'it wrote no error'}")
+
+
+def check_store_room(stored: StoredStudy, workers: int) -> None:
+    """Refuse more local workers than the store has connections left for (PostgreSQL's
+    ``max_connections``; about two a worker: its pool and its heartbeat)."""
+    free = free_connections(stored.storage.engine)
+    if free is not None and workers * CONNECTIONS_PER_WORKER > free:
+        raise SearchError(f"{workers} workers need about {workers * CONNECTIONS_PER_WORKER} "
+                          f"connections to the store and it has {free} left (max_connections): "
+                          f"run at most {max(0, free // CONNECTIONS_PER_WORKER)} here, or raise "
+                          "max_connections or put a pooler (PgBouncer) in front")
 
 
 @contextmanager
@@ -213,13 +325,18 @@ def _terminate_as_interrupt():
 
 
 def _exit_text(code: int) -> str:
-    return f"killed by signal {-code}" if code < 0 else f"exit {code}"
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        return f"killed by signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def lost_workers(workers: list[LocalWorker]) -> list[str]:
     """One line per local worker that did not exit cleanly."""
-    return [f"worker {w.slot} (pid {w.proc.pid}) {_exit_text(w.proc.returncode)}; "
-            f"log {w.log_path}" for w in workers if w.proc.returncode]
+    return [w.reason or f"worker {w.slot} (pid {w.proc.pid}) {_exit_text(w.proc.returncode)}"
+            for w in workers if w.proc.returncode]
 
 
 def pool_report(final: StudySnapshot, workers: list[LocalWorker], notes: list[str]) -> WorkerReport:
@@ -232,12 +349,22 @@ def pool_report(final: StudySnapshot, workers: list[LocalWorker], notes: list[st
                         failed=states["FAIL"], notes=list(notes))
 
 
+def _remove_log(path: str) -> None:
+    """A worker's own log, and its folder once it is empty (the last worker of a dead pool)."""
+    for remove in (os.remove, lambda p: os.rmdir(os.path.dirname(p))):
+        try:
+            remove(path)
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """One pool worker process: run the study's trials from the store in ``$SEARCH_STORAGE``.
 
     Its output goes to the pool's log file; an error is its last line (the pool reports it)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from search.execution.pins import Pins
     from search.execution.worker import run_worker
     from search.logs import configure_logging
     from search.storage import StoreError, store_failed
@@ -246,11 +373,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", required=True)
     parser.add_argument("--slot", type=int, required=True)
     parser.add_argument("--space-sha256", default=None)
+    parser.add_argument("--config-sha256", default=None)
+    parser.add_argument("--pool-pid", type=int, default=None)
+    parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        report = run_worker(None, args.study, slot=args.slot, expected_sha256=args.space_sha256,
-                            restart_when_stuck=True)
+        report = run_worker(None, args.study, slot=args.slot,
+                            pins=Pins(space_sha256=args.space_sha256, config_sha256=args.config_sha256),
+                            restart_when_stuck=True, pool_pid=args.pool_pid)
+        if report.pool_gone and args.log:  # no pool left to read it or to remove its folder
+            _remove_log(args.log)
     except (SearchError, StoreError) as exc:
         _log.error("error: %s", exc)
         return 1

@@ -18,7 +18,8 @@ Faults (see ``search.execution.faults`` for heartbeats, timeouts and signals):
 - A trial that hangs past ``--trial-timeout`` is FAIL with ``timed out`` as its reason (not
   retried: the configuration is what hangs) and the worker goes on with the next trial.
 - The space source: workers execute the source stored with the study (whoever can write to the
-  store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's.
+  store decides what they run); ``search worker --space FILE`` refuses a source that is not FILE's,
+  and the paths the study reads and writes unless they are pinned too (``search.execution.pins``).
 - Stopping the study (Keras Tuner's rules): a trial that fails as fatal (``FatalError``), or the
   ``max_consecutive_failures``-th failed trial in a row (Keras Tuner's
   ``max_consecutive_failed_trials``), stops the study: the reason is stored with it, no worker
@@ -56,7 +57,9 @@ from search.execution.faults import (
     open_for_work,
     timeout_reason,
     trial_alarm,
+    watch_pool,
 )
+from search.execution.pins import Pins
 from search.execution.pool import WorkerReport
 from search.execution.runner import TrialOutcome, record, run_trial
 from search.options import StudyConfig
@@ -64,7 +67,7 @@ from search.space.loader import Space, space_from_source
 from search.space.pruners import make_pruner
 from search.space.samplers import make_sampler, worker_seed
 from search.space.source import source_sha256
-from search.storage import StudyRecord, StudyRecords, retrying
+from search.storage import StudyRecord, StudyRecords, retrying, url_of
 from search.storage import workers as worker_states
 from search.study import StoredStudy
 
@@ -75,25 +78,10 @@ def space_hyperparameters(config: StudyConfig) -> kt.HyperParameters:
     return kt.HyperParameters.from_config(config.space) if config.space else kt.HyperParameters()
 
 
-def check_space_source(record: StudyRecord, expected_sha256: str | None,
-                       expected_from: str | None = None) -> None:
-    """Refuse a stored space source that is not the expected one (``search worker --space``)."""
-    if expected_sha256 is None:
-        return
-    stored = source_sha256(record.space_source)  # the source itself, not the hash beside it
-    if stored == expected_sha256:
-        return
-    given = f"--space {expected_from}" if expected_from else "the space file it was started with"
-    raise SearchError(
-        f"refusing to run study {record.study_name!r}: the space source stored with it "
-        f"(sha256 {stored[:12]}) is not {given} (sha256 {expected_sha256[:12]}); "
-        "find out who changed the file or the study before running it")
-
-
 def local_space_note(record: StudyRecord) -> str | None:
     """A line for the user when this machine's copy of the space file differs from the stored one."""
     try:
-        with open(record.space_path, encoding="utf-8") as f:
+        with open(record.space_path, encoding="utf-8-sig") as f:
             local = f.read()
     except (OSError, UnicodeDecodeError):
         return None
@@ -120,27 +108,29 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
                gpu: str | None = None,
                on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                on_note: Callable[[str], None] | None = None,
-               stop: threading.Event | None = None, expected_sha256: str | None = None,
-               expected_from: str | None = None,
-               restart_when_stuck: bool = False, space: Space | None = None,
-               callbacks: list | tuple = ()) -> WorkerReport:
+               stop: threading.Event | None = None, pins: Pins | None = None,
+               restart_when_stuck: bool = False, pool_pid: int | None = None,
+               space: Space | None = None, callbacks: list | tuple = ()) -> WorkerReport:
     """Take trials until the study's budget is spent; returns what this worker ran.
 
     ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
-    current epoch of its running trial (which is queued again). ``expected_sha256``: refuse to
-    run unless the study's stored space source has this hash (``expected_from`` names its file).
+    current epoch of its running trial (which is queued again). ``pins``: refuse to run unless the
+    study is what they say (``search worker --space FILE``, ``--data``, ``--artifacts``).
     ``restart_when_stuck``: when a trial overruns its timeout where no signal stops it, fail it
-    and start this process afresh (``exec``: command-line workers only). ``space``: run this
-    space instead of the stored source, with ``callbacks`` in every trial (``search.Tuner``).
+    and start this process afresh (``exec``: command-line workers only). ``pool_pid``: this
+    worker's pool (its parent); once it is gone, the worker finishes its running trial and exits
+    (``report.pool_gone``). ``space``: run this space instead of the stored source, with
+    ``callbacks`` in every trial (``search.Tuner``).
     """
     pin_this_process(gpu)
+    pins = pins or Pins()
     stored = open_for_work(storage_url, study_name)
-    check_space_source(stored.record, expected_sha256, expected_from)
+    pins.check(stored.record, url_of(stored.storage))
     if stored.record.stopped:
         raise StudyStopped(study_name, stored.record.stopped)
     config = stored.config
     report = WorkerReport()
-    notes = [] if expected_sha256 else [local_space_note(stored.record)]
+    notes = [] if pins.pinned else [local_space_note(stored.record)]
     restarted_after = os.environ.pop(RESTARTED_ENV, None)
     if restarted_after is not None:
         notes.append(f"this worker restarted: trial {restarted_after} did not stop after its "
@@ -155,6 +145,9 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     if slot is None:
         slot = os.getpid()
     stop = stop or threading.Event()
+    pool_gone = threading.Event()
+    if pool_pid is not None:
+        watch_pool(pool_pid, pool_gone)
     sampler = make_sampler(config.sampler, worker_seed(config.seed, slot),
                            space_hyperparameters(config), config.fixed)
     study = retrying(lambda: optuna.load_study(
@@ -172,7 +165,7 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     try:
         with StopSignals(stop):
             _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial,
-                  callbacks)
+                  pool_gone, callbacks)
     except KeyboardInterrupt:
         report.interrupted = True
         final_state = worker_states.INTERRUPTED
@@ -183,6 +176,7 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
         if stop.is_set():
             report.interrupted = True
             final_state = worker_states.INTERRUPTED
+        report.pool_gone = pool_gone.is_set()
         try:
             stored.workers.set_state(worker_id, final_state)
         except STORE_ERRORS as exc:  # the store is gone: the row goes stale on its own
@@ -192,10 +186,10 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
 
 def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
           worker_id: int, heartbeat: Heartbeat, stop: threading.Event, report: WorkerReport,
-          on_trial, callbacks=()) -> None:
+          on_trial, pool_gone: threading.Event, callbacks=()) -> None:
     config, study_name = stored.config, stored.name
     checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)  # best-epoch weights, top K kept
-    while not stop.is_set():
+    while not stop.is_set() and not pool_gone.is_set():
         fail_stale_trials(study)
         if not stored.records.claim(study_name):
             stopped = stored.records.get(study_name).stopped

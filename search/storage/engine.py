@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from search.storage.resilient import ResilientRDBStorage
+from search.storage.retry import permanent_problem
 
 SQLITE_BUSY_TIMEOUT_S = 60
 # PostgreSQL: how long to wait for a connection, unless the URL (``?connect_timeout=S``) or
@@ -37,9 +38,13 @@ class StoreError(Exception):
 
 
 def store_failed(exc: BaseException) -> StoreError:
-    """A store that failed past its retries (``storage.retry``), as one line for the user."""
+    """A store that failed past its retries (``storage.retry``), or at once where waiting does not
+    help (a full disk, a read-only file), as one line for the user."""
     cause = exc.__cause__ or exc
     first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    advice = permanent_problem(exc)
+    if advice is not None:
+        return StoreError(f"the store failed: {first}; {advice}")
     return StoreError(f"the store failed and did not come back: {first}")
 
 
@@ -57,7 +62,7 @@ def mask_url(url: str) -> str:
     pattern, so that an error message about it shows no secret either."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         prefix, at, rest = url.rpartition("@")
         if at:  # best effort: whatever lies between the user's ":" and the last "@" is hidden
             start = prefix.find("//") + 2 if "//" in prefix else 0
@@ -172,11 +177,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     """
     try:
         make_url(url)
-    except ArgumentError:
-        raise StoreError(
-            f"malformed storage URL {mask_url(url)!r}: expected e.g. sqlite:///search.db "
-            "or postgresql://user@host/db"
-        ) from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        what = ("its port is not a number (expected e.g. postgresql://user@host:5432/db)"
+                if isinstance(exc, ValueError) else
+                "expected e.g. sqlite:///search.db or postgresql://user@host/db")
+        raise StoreError(f"malformed storage URL {mask_url(url)!r}: {what}") from None
     path = sqlite_path(url)
     if must_exist and path is not None and not os.path.exists(path):
         raise MissingStore(f"no store at {mask_url(url)}: the file {path} does not exist")
@@ -211,3 +216,19 @@ def enable_heartbeat(store: optuna.storages.RDBStorage, interval: int, grace: in
 def url_of(store: optuna.storages.RDBStorage) -> str:
     """The URL an open store was made from, password included (never print it: :func:`mask_url`)."""
     return store.engine.url.render_as_string(hide_password=False)
+
+
+def free_connections(engine: sqlalchemy.engine.Engine) -> int | None:
+    """PostgreSQL: how many more client connections the server accepts (``max_connections`` less
+    the reserved ones and those open now); None for other stores (no such limit)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    query = sqlalchemy.text(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')")
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+    except SQLAlchemyError:  # a role that may not read the settings: no bound from the store
+        return None

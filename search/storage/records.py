@@ -12,6 +12,7 @@ no worker gets a slot until a resume clears it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ class StudyRecord:
     @property
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
+
+    @property
+    def config_sha256(self) -> str:
+        """The hash of the stored configuration (its canonical JSON, as stored)."""
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 class StudyRecords:

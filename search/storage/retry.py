@@ -26,12 +26,39 @@ T = TypeVar("T")
 RETRY_SECONDS = float(os.environ.get("SEARCH_STORE_RETRY_SECONDS", "120"))
 FIRST_PAUSE_S = 0.2
 MAX_PAUSE_S = 5.0
+# SQLite errors that waiting does not mend (SQLite raises them as OperationalError, like a locked
+# file): the message fragment, and what to do about it.
+PERMANENT_ERRORS = {
+    "database or disk is full": "its disk is full: free space on the store's filesystem",
+    "readonly database": ("it cannot be written: make the store file and its folder writable "
+                          "(SQLite writes FILE-wal and FILE-shm beside it) and not immutable "
+                          "(chattr -i)"),
+    "disk i/o error": ("its file cannot be read or written (disk I/O error): check that the file, "
+                       "its -wal and -shm files and its folder are writable and not immutable "
+                       "(chattr -i), and that the disk is healthy"),
+}
 
 _log = logging.getLogger("search.storage")
 
 
+def permanent_problem(exc: BaseException) -> str | None:
+    """What to do about a store error that waiting does not mend (see :data:`PERMANENT_ERRORS`)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).lower()
+        for fragment, advice in PERMANENT_ERRORS.items():
+            if fragment in text:
+                return advice
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for a lost or refused connection and for SQLite's ``database is locked``."""
+    """True for a lost or refused connection and for SQLite's ``database is locked``; never for a
+    full disk or a file that cannot be written (:func:`permanent_problem`)."""
+    if permanent_problem(exc) is not None:
+        return False
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

@@ -99,12 +99,39 @@ def integrity(path: Path) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id still exists."""
+    """Whether a process with this id still runs (a zombie, exited and not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def pool_workers_under(tmpdir: str) -> list[int]:
+    """Live pool worker processes (``python -m search.execution.pool``) whose TMPDIR is
+    ``tmpdir``: those a test's commands started, when the test gave them that folder."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"search.execution.pool" not in (proc / "cmdline").read_bytes():
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if f"TMPDIR={tmpdir}".encode() in environ and pid_alive(int(proc.name)):
+            pids.append(int(proc.name))
+    return pids
+
+
+def worker_log_folders(tmpdir: str) -> list[str]:
+    """The pools' worker log folders (``search-*-workers-*``) in ``tmpdir``."""
+    return sorted(p.name for p in Path(tmpdir).glob("search-*-workers-*"))
 
 
 def running_worker_after_a_completed_trial(url: str, epochs: int | None = None,

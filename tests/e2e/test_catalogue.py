@@ -30,6 +30,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -38,9 +39,10 @@ import pytest
 from click.testing import CliRunner
 
 from search.cli import main
-from search.testing.cli import REPO, error_lines
+from search.testing.cli import REPO, error_lines, popen_cli
 from search.testing.faults import assert_requeued_and_kept, interrupt_a_sleeping_trial
 from search.testing.spaces import TINY_SPACE
+from search.testing.studies import wait_for
 
 CLASSES_SPACE = TINY_SPACE.replace("ds = data.current()",
                                    'ds = data.current(classes=hp.Choice("classes", [20, 40]))')
@@ -69,6 +71,11 @@ def seeded(tmp_path_factory):
     for name, text in FILES.items():
         (root / name).write_text(text)
     np.savez(root / "unlabelled.npz", x_train=np.zeros((4, 8, 8), dtype=np.uint8))
+    images = np.zeros((40, 8, 8), dtype=np.uint8)
+    np.savez(root / "text_labels.npz", x_train=images, y_train=np.array(["cat", "dog"] * 20))
+    np.savez(root / "signed_labels.npz", x_train=images, y_train=np.arange(40) % 3 - 1)
+    np.savez(root / "one_class.npz", x_train=images, y_train=np.zeros(40, dtype=np.int64))
+    np.savez(root / "nan_pixels.npz", x_train=np.full((40, 8, 8), np.nan), y_train=np.arange(40) % 4)
     url = f"sqlite:///{root / 'seed.db'}"
     prepared = prepare(start_options(str(root / "tiny.py"), storage=url, trials=2,
                                     epochs=1, pruner="none"))
@@ -130,6 +137,16 @@ CASES = [
      "Invalid value for '--pruner': 'sometimes' is not one of 'none', 'median'"),
     ("trial-timeout-zero", ["start", "{d}/tiny.py", "--study", "other", "--trial-timeout", "0"],
      "--trial-timeout must be a positive number of seconds"),
+    ("timeout-nan", ["start", "{d}/tiny.py", "--study", "other", "--timeout", "nan"],
+     "--timeout must be a positive number of seconds (got nan)"),
+    ("trials-beyond-the-store", ["start", "{d}/tiny.py", "--study", "other", "--trials", str(10**19)],
+     "--trials must be at most 2147483647 (the store's integer"),
+    ("workers-beyond-the-machine", ["start", "{d}/tiny.py", "--study", "other", "--workers", "1000"],
+     "--workers 1000: this machine runs at most"),
+    ("study-name-too-long", ["start", "{d}/tiny.py", "--study", "x" * 231],
+     "it has 231 characters; a study name is 1 to 200 printable characters"),
+    ("study-name-control-character", ["start", "{d}/tiny.py", "--study", "a\tb"],
+     "it holds a control character"),
     ("data-missing", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/nowhere.npz"],
      "data file {d}/nowhere.npz does not exist"),
     ("data-unknown-format", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/data.csv"],
@@ -138,6 +155,14 @@ CASES = [
      "corrupt.npz: not an .npz file (not a zip archive): save the arrays with numpy.savez"),
     ("data-npz-without-labels", ["start", "{d}/tiny.py", "--study", "other", "--data",
                                  "{d}/unlabelled.npz"], "needs arrays x_train and y_train"),
+    ("data-text-labels", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/text_labels.npz"],
+     "y_train holds labels that are not numbers ('cat', 'dog', ...): labels must be integers 0..K-1"),
+    ("data-signed-labels", ["start", "{d}/tiny.py", "--study", "other", "--data",
+                            "{d}/signed_labels.npz"], "y_train holds labels from -1 to 1"),
+    ("data-one-class", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/one_class.npz"],
+     "y_train has a single class (0): a classifier needs two or more"),
+    ("data-nan-pixels", ["start", "{d}/tiny.py", "--study", "other", "--data", "{d}/nan_pixels.npz"],
+     "x_train holds 2560 NaN or infinite values (of 2560)"),
     ("data-unknown-name", ["start", "{d}/tiny.py", "--study", "other", "--data", "imagenet"],
      "unknown data set 'imagenet': use one of digits, mnist"),
     ("classes-above-the-data", ["start", "{d}/classes.py"],
@@ -304,6 +329,27 @@ def test_ctrl_c_twice_stops_at_once(tmp_path):
     assert_requeued_and_kept(url, before, sleeping, pids)
 
 
+@pytest.mark.slow
+def test_ctrl_c_while_the_space_loads_says_no_trial_ran(tmp_path):
+    """A space whose import hangs (a download, a lock): Ctrl-C says what happened, and speaks of
+    no finished trials where no study started."""
+    marker = tmp_path / "importing"
+    space = tmp_path / "hangs.py"
+    space.write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(600)\n"
+                     + TINY_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    proc = popen_cli("start", str(space), "--storage", url)
+    wait_for(marker.exists, 120, "the space's import", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = error_lines(subprocess.CompletedProcess([], 130, out, err))
+    assert lines == ["error: interrupted while preparing the study (loading the space and its "
+                     "data): no trial ran"], err
+    listing = run("status", "--storage", url)
+    assert "No studies in this store yet" in listing.stdout
+
+
 def test_the_catalogue_is_in_the_readme():
     """Every case above has its line in the README's troubleshooting section."""
     readme = (REPO / "README.md").read_text()
@@ -318,3 +364,30 @@ def test_the_catalogue_is_in_the_readme():
                      "has no finished trials yet", "markup"]:
         assert fragment in section, fragment
 
+
+
+def test_a_storage_port_that_is_not_a_number_is_one_line():
+    result = run("status", "--storage", "postgresql://search:hunter2@db-host:abc/search")
+    assert result.exit_code != 0
+    line = one_line(result)
+    assert "malformed storage URL 'postgresql://search:***@db-host:abc/search': its port is not a " \
+           "number" in line
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_study_name_with_a_slash_runs_and_names_its_own_report(seeded, tmp_path):
+    """A name is any printable text: ``team/a`` runs through the local workers (their log folder
+    is named after it), and its default report is a file of its own, as is ``..``'s."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    for name in ("team/a", ".."):
+        started = subprocess.run(
+            [sys.executable, "-m", "search", "start", str(seeded / "tiny.py"), "--study", name,
+             "--storage", url, "--trials", "1", "--epochs", "1"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+        assert started.returncode == 0, started.stderr
+        analyzed = subprocess.run([sys.executable, "-m", "search", "analyze", "--study", name,
+                                   "--storage", url], capture_output=True, text=True, cwd=tmp_path,
+                                  timeout=300, check=False)
+        assert analyzed.returncode == 0, analyzed.stderr
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["%2E..html", "team%2Fa.html"]

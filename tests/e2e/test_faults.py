@@ -18,7 +18,10 @@ The faults themselves (a worker killed mid-trial, signals to the coordinator whi
 sleeps in fit()) are in search/testing/faults.py, shared with those tests.
 
 Here: SIGKILL of a worker in the middle of a write (its transaction open, the write lock held);
-SIGTERM of the coordinator; the SQLite store's file gone for a while and back; a trial that hangs
+a worker stopped (SIGSTOP) past the grace period after its last epoch and continued (SIGCONT) once
+its trial was retried elsewhere; SIGTERM of the coordinator; SIGKILL of the coordinator (its workers
+finish their trial and exit); a worker that cannot be started (fork fails); workers that crash
+(a segfault, an exit status) and the line that says why; the SQLite store's file gone for a while and back; a trial that hangs
 (``--trial-timeout``), where Python runs and where no signal reaches it; checkpoints written to a
 real full disk (a full tmpfs, where this machine lets the tests mount one).
 """
@@ -42,10 +45,14 @@ from search.testing.studies import (
     FAST_FAULTS,
     completed,
     integrity,
+    pid_alive,
+    pool_workers_under,
     retry_history,
     trials_of,
     wait_for,
     wait_for_trials,
+    worker_log_folders,
+    worker_rows,
 )
 
 pytestmark = pytest.mark.slow
@@ -129,6 +136,118 @@ def test_worker_killed_mid_write_leaves_the_store_whole(tiny_space, tmp_path):
     assert_exact_budget(url, budget)
 
 
+# ------------------------------------------------------------------ a stalled worker's late result
+
+# Each trial trains one real epoch (its best-epoch weights are kept) and scores 0.9, 0.8, 0.7, 0.6 in
+# the order the trials first start (a retry, with the same "x", scores what its trial scored), so
+# the ranking is known: the 0.9 trial's first run stops after its last epoch and waits there (the
+# test stops it with SIGSTOP meanwhile).
+LATE_SPACE = textwrap.dedent('''
+    import os
+    import time
+
+    import keras
+    from search import data
+
+    SCORES = [0.9, 0.8, 0.7, 0.6]
+
+    def build(hp):
+        ds = data.current()
+        model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                                  keras.layers.Dense(ds.num_classes, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def _mark(name, text=""):
+        try:
+            fd = os.open(os.path.join(MARKERS, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, text.encode())
+        os.close(fd)
+        return True
+
+    def fit(hp, model, *args, **kwargs):
+        x = hp.Float("x", 0.0, 1.0)
+        if not kwargs["epochs"]:  # the discovery of the space, not a trial
+            return None
+        model.fit(*args, **kwargs)
+        scored = os.path.join(MARKERS, f"x-{x!r}")
+        if os.path.exists(scored):  # a retry
+            return {"val_accuracy": float(open(scored).read())}
+        score = next(s for i, s in enumerate(SCORES) if _mark(f"score-{i}"))
+        _mark(f"x-{x!r}", repr(score))
+        if score == 0.9 and _mark("stalled", str(os.getpid())):
+            while not os.path.exists(os.path.join(MARKERS, "go")):
+                time.sleep(0.05)
+        return {"val_accuracy": score}
+''')
+
+
+def checkpoint_index(url: str, name: str) -> dict:
+    """The study's checkpoint index (search.execution.checkpoints): trial number -> entry."""
+    import optuna
+
+    from search.execution.checkpoints import INDEX_PREFIX
+
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(name))
+    finally:
+        storage.engine.dispose()
+    return {int(k[len(INDEX_PREFIX):]): v for k, v in attrs.items() if k.startswith(INDEX_PREFIX) and v}
+
+
+def test_a_stalled_workers_late_result_changes_no_kept_checkpoint(tmp_path):
+    """A worker stopped (SIGSTOP) after the last epoch of the best trial, for longer than the grace
+    period: the trial is failed and retried by the other worker, and both kept checkpoints are
+    the retry's and the second best's. Continued (SIGCONT), the stalled worker finds its trial
+    finished: the index, the files and the trial stay exactly as they were."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    space = tmp_path / "late.py"
+    space.write_text(f"MARKERS = {str(markers)!r}\n" + LATE_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    folder = tmp_path / "store-artifacts"
+    proc = popen_cli("start", str(space), "--storage", url, "--trials", "4", "--epochs", "1",
+                     "--workers", "2", "--sampler", "random", "--pruner", "none", "--keep-best", "2",
+                     *FAST_FAULTS)
+    stalled = markers / "stalled"
+    pid = int(wait_for(lambda: stalled.exists() and stalled.read_text().strip(), 150,
+                       "the best trial after its last epoch", proc))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        (markers / "go").touch()  # once it runs again, it goes on at once
+
+        def retried_and_settled(trials):
+            by_score = {t.value: t for t in trials if t.state == TrialState.COMPLETE}
+            late = [t for t in trials if t.state == TrialState.FAIL]
+            kept = {by_score[s].number for s in (0.9, 0.8) if s in by_score}
+            if len(by_score) == 4 and late and set(checkpoint_index(url, "late")) == kept \
+                    and len(kept) == 2 and len(list(folder.iterdir())) == 2:
+                return late[0], by_score
+            return None
+
+        late, by_score = wait_for_trials(url, retried_and_settled, 150,
+                                         "the stalled trial retried and the top 2 kept", proc,
+                                         name="late")
+        index, files = checkpoint_index(url, "late"), sorted(p.name for p in folder.iterdir())
+        late_attrs = dict(late.user_attrs)
+        assert retry_history(by_score[0.9]) == [late.number]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert checkpoint_index(url, "late") == index
+    assert sorted(p.name for p in folder.iterdir()) == files
+    trials = {t.number: t for t in trials_of(url, "late")}
+    assert trials[late.number].state == TrialState.FAIL and trials[late.number].user_attrs == late_attrs
+    assert "checkpoint" not in late_attrs
+    for score in (0.9, 0.8):  # both kept checkpoints: said saved, and there
+        checkpoint = trials[by_score[score].number].user_attrs["checkpoint"]
+        assert checkpoint["state"] == "saved" and (folder / checkpoint["artifact_id"]).is_file()
+
+
 # ------------------------------------------------------------------ signals to the coordinator
 
 def test_sigterm_to_the_coordinator_stops_its_workers_and_requeues_their_trials(tmp_path):
@@ -139,6 +258,128 @@ def test_sigterm_to_the_coordinator_stops_its_workers_and_requeues_their_trials(
     assert len(lines) == 1 and lines[0].startswith("error: terminated"), err
     assert took < 60  # the sleeping trial did not run to its end (300 s)
     assert_requeued_and_kept(url, before, sleeping, pids)
+
+
+# ------------------------------------------------------------------ no worker outlives its coordinator
+
+
+def test_the_workers_of_a_killed_coordinator_finish_their_trial_and_exit(tiny_space, tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    epochs = 8
+    proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", "6", "--epochs",
+                     str(epochs), "--workers", "2", "--pruner", "none", *FAST_FAULTS)
+
+    def both_in_training_early(trials):
+        running = [t for t in trials if t.state == TrialState.RUNNING
+                   and 1 <= len(t.intermediate_values) <= epochs - 3]
+        done = [t for t in trials if t.state.is_finished()]
+        return running if len(running) == 2 and len(done) <= 2 else None
+
+    running = wait_for_trials(url, both_in_training_early, 150, "both workers in a trial", proc)
+    pids = [row.pid for row in worker_rows(url)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), 150,
+             "the workers of the killed coordinator to exit")
+    trials = {t.number: t for t in trials_of(url)}
+    for t in running:  # each finished the trial it was running
+        assert trials[t.number].state == TrialState.COMPLETE
+        assert len(trials[t.number].intermediate_values) == epochs
+    assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    assert sum(t.state.is_finished() for t in trials.values()) < 6  # and took no new one
+    assert {row.state for row in worker_rows(url)} == {"exited"}
+    assert worker_log_folders(os.environ["TMPDIR"]) == []  # the last worker removed the folder
+
+
+# Loaded into the coordinator (PYTHONPATH): starting its third worker process fails as fork does
+# on a machine out of processes or memory. The test only observes; the product has no hook.
+SPAWN_HOOK = textwrap.dedent('''
+    import errno
+    import os
+    import subprocess
+
+    if os.environ.get("SEARCH_TEST_FAIL_SPAWN_AT"):
+        _init, _started = subprocess.Popen.__init__, []
+
+        def _failing_init(self, args, *more, **kwargs):
+            if "search.execution.pool" in list(args):
+                _started.append(1)
+                if len(_started) == int(os.environ["SEARCH_TEST_FAIL_SPAWN_AT"]):
+                    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+            _init(self, args, *more, **kwargs)
+
+        subprocess.Popen.__init__ = _failing_init
+''')
+
+
+def test_a_worker_that_cannot_be_started_stops_those_started(tiny_space, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SPAWN_HOOK)
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
+           "SEARCH_TEST_FAIL_SPAWN_AT": "3"}
+    result = run_cli("start", str(tiny_space), "--storage", f"sqlite:///{tmp_path / 'store.db'}",
+                     "--trials", "4", "--epochs", "1", "--workers", "4", env=env, timeout=300)
+    assert result.returncode == 1
+    lines = error_lines(result)
+    assert lines == ["error: cannot start worker 3 of 4: Resource temporarily unavailable; "
+                     "the 2 started were stopped"], result.stderr
+    assert pool_workers_under(os.environ["TMPDIR"]) == []
+    assert worker_log_folders(os.environ["TMPDIR"]) == []
+
+
+def test_workers_beyond_the_machine_are_one_line():
+    from search.execution.devices import machine_limit
+
+    limit, _ = machine_limit()
+    result = run_cli("start", "spaces/cnn.py", "--workers", str(limit + 1), "--storage",
+                     "sqlite:////nonexistent/never.db")
+    assert result.returncode == 1
+    assert error_lines(result) == [line for line in error_lines(result)
+                                   if line.startswith(f"error: --workers {limit + 1}: this machine "
+                                                      f"runs at most {limit} local workers (")]
+    assert len(error_lines(result)) == 1, result.stderr
+
+
+CRASH_SPACE = textwrap.dedent('''
+    import ctypes
+    import os
+
+    import keras
+    from search import data
+
+    def build(hp):
+        ds = data.current()
+        model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                                  keras.layers.Dense(ds.num_classes, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def fit(hp, model, *args, **kwargs):
+        if kwargs["epochs"]:  # a trial, not the discovery of the space
+            if CRASH == "segfault":
+                ctypes.string_at(0)
+            os._exit(3)
+''')
+
+
+@pytest.mark.parametrize("crash, line", [
+    ("segfault", "worker 0 (pid {pid}) killed by signal 11 (SIGSEGV) while running trial 0: "
+                 "Fatal Python error: Segmentation fault in fit (crash.py, line {line})"),
+    ("exit", "worker 0 (pid {pid}) exited with status 3 while running trial 0: it wrote no error"),
+])
+def test_a_crashed_worker_is_named_with_its_cause_not_the_backends_chatter(tmp_path, crash, line):
+    space = tmp_path / "crash.py"
+    space.write_text(f"CRASH = {crash!r}\n" + CRASH_SPACE)
+    crashing = 1 + [n for n, text in enumerate(space.read_text().splitlines())
+                    if "ctypes.string_at(0)" in text][0]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    result = run_cli("start", str(space), "--storage", url, "--trials", "1", "--epochs", "1",
+                     "--workers", "1", timeout=300)
+    assert result.returncode == 1
+    pid = trials_of(url, "crash")[0].user_attrs["worker"]["pid"]
+    assert error_lines(result) == [f"error: 1 of 1 workers exited with an error; the first: "
+                                   f"{line.format(pid=pid, line=crashing)}"], result.stderr
 
 
 # ------------------------------------------------------------------ the store's file gone and back

@@ -10,7 +10,9 @@
   change the schema: tests/e2e/test_docker.py (test_no_password_is_committed,
   test_the_workers_role_uses_rows_and_cannot_change_the_schema).
 - Workers execute the space source stored in the study: ``search worker --space FILE`` refuses to
-  run a stored source that is not FILE's, and runs when it is.
+  run a stored source that is not FILE's, and runs when it is; so does ``search best --evaluate
+  --space FILE``. A second process writing the store (the artifact store, the checkpoint index)
+  cannot make a pinned worker read, write or delete a file outside the study's artifact store.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -32,7 +35,7 @@ from search import storage
 from search.cli import main
 from search.testing.cli import REPO, error_lines
 from search.testing.spaces import TINY_SPACE
-from search.testing.studies import wait_for, worker_rows
+from search.testing.studies import trials_of, wait_for, worker_rows
 
 
 def every_row(url: str) -> str:
@@ -197,3 +200,84 @@ def test_status_json_holds_no_url(tmp_path):
     payload = json.loads(CliRunner().invoke(main, ["status", "--study", "tiny", "--storage", url,
                                                   "--format", "json"]).stdout)
     assert "store.db" not in json.dumps(payload)
+
+
+def test_best_evaluate_space_refuses_a_stored_source_that_is_not_the_file(tampered):
+    space, url, db, marker = tampered
+    result = CliRunner().invoke(main, ["best", "--study", "tiny", "--evaluate", "--space", str(space),
+                                       "--storage", url])
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to run study 'tiny'"), result.stderr
+    assert f"is not --space {space} (sha256 " in lines[0]
+    assert not marker.exists()  # the stored code was not executed
+
+
+# Run as a second process: what anyone who can write the store can do to it, through Optuna's
+# own storage and the study's row: point the artifact store at another folder (argv[3]) when
+# given, and add checkpoint index entries whose artifact ids are paths (argv[2] is the victim).
+STORE_WRITER = textwrap.dedent('''
+    import json, sys
+    import optuna, sqlalchemy
+    url, victim = sys.argv[1], sys.argv[2]
+    storage = optuna.storages.RDBStorage(url)
+    study_id = storage.get_study_id_from_name("tiny")
+    for number, artifact_id in ((900, "precious.txt"), (901, f"../{victim.rsplit('/', 1)[1]}/precious.txt"),
+                                (902, f"{victim}/precious.txt")):
+        storage.set_study_system_attr(study_id, f"search:checkpoint:{number}",
+                                      {"value": 0.0, "artifact_id": artifact_id, "epoch": 0})
+    if len(sys.argv) > 3:
+        with storage.engine.begin() as conn:
+            config = json.loads(conn.execute(sqlalchemy.text(
+                "SELECT config_json FROM search_studies")).scalar_one())
+            config["artifacts"] = sys.argv[3]
+            conn.execute(sqlalchemy.text("UPDATE search_studies SET config_json = :c"),
+                         {"c": json.dumps(config, sort_keys=True)})
+    storage.engine.dispose()
+''')
+
+
+def test_a_store_writer_cannot_make_a_pinned_worker_touch_files_outside_the_study(tmp_path):
+    from search.commands.start import prepare
+    from search.options import start_options
+
+    space = tmp_path / "tiny.py"
+    space.write_text(TINY_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    kept = tmp_path / "checkpoints"
+    prepare(start_options(str(space), storage=url, trials=2, epochs=1, keep_best=1,
+                         artifacts=str(kept))).stored.storage.engine.dispose()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+
+    def victim_untouched():
+        assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+        assert (victim / "precious.txt").read_text() == "keep me"
+
+    def write_the_store(*args):
+        done = subprocess.run([sys.executable, "-c", STORE_WRITER, url, str(victim), *args],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+
+    write_the_store(str(victim))  # the artifact store moved to the victim's folder
+    for pins in ([], ["--artifacts", str(kept)]):
+        result = CliRunner().invoke(main, ["worker", "--study", "tiny", "--space", str(space),
+                                           "--storage", url, *pins])
+        assert result.exit_code == 1
+        lines = error_lines(result)
+        assert len(lines) == 1 and lines[0].startswith("error: refusing to run study 'tiny'"), \
+            result.stderr
+        assert f"checkpoints in {victim}" in lines[0]
+        victim_untouched()
+    assert trials_of(url)[0].state.name == "WAITING"  # nothing ran
+
+    write_the_store(str(kept))  # the artifact store back, the index entries still paths
+    result = CliRunner().invoke(main, ["worker", "--study", "tiny", "--space", str(space),
+                                       "--artifacts", str(kept), "--storage", url])
+    assert result.exit_code == 0, result.stderr
+    assert "budget spent: ran 2 trials (2 complete" in result.stdout
+    victim_untouched()
+    files = list(kept.iterdir())  # the best trial's checkpoint, under its artifact id
+    best = max((t for t in trials_of(url)), key=lambda t: t.value)
+    assert [f.name for f in files] == [best.user_attrs["checkpoint"]["artifact_id"]]

@@ -197,3 +197,25 @@ def test_default_storage_is_search_db_in_the_working_directory(tiny_space, tmp_p
     assert result.returncode == 0, result.stderr
     assert os.path.exists(tmp_path / "search.db")
     assert len(load(f"sqlite:///{tmp_path / 'search.db'}", "tiny").trials) == 1
+
+
+def test_two_simultaneous_starts_of_a_new_study_make_one_study_and_both_work_on_it(tiny_space,
+                                                                                    store_url):
+    """Started at once, both find no study and create it; the one whose record lands second
+    joins the first's study as a resume would, and both run workers on it to the budget."""
+    from search.testing.cli import popen_cli
+    from search.testing.studies import retry_history
+
+    args = ("start", str(tiny_space), "--storage", store_url, "--trials", "4", "--epochs", "1",
+            "--workers", "1", "--pruner", "none")
+    procs = [popen_cli(*args) for _ in range(2)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    assert sorted(out.startswith("Resuming") for out, _ in outputs) == [False, True], outputs
+    assert [s.study_name for s in optuna.get_all_study_summaries(store_url)] == ["tiny"]
+    trials = load(store_url, "tiny").trials
+    superseded = {n for t in trials for n in retry_history(t)}
+    counted = [t for t in trials if t.number not in superseded]
+    assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert sum(1 for t in trials if t.user_attrs.get("baseline")) == 1

@@ -107,3 +107,32 @@ def test_unknown_data_names_and_formats(tmp_path):
     (tmp_path / "table.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="unknown data format"):
         _datasets.load(str(tmp_path / "table.csv"))
+
+
+def _npz_with(path, **arrays):
+    base = {"x_train": np.zeros((40, 8, 8), dtype=np.uint8), "y_train": np.arange(40) % 4}
+    base.update(arrays)
+    np.savez(path, **base)
+    return str(path)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y_train": np.array(["cat", "dog"] * 20)}, "y_train holds labels that are not numbers ('cat', 'dog'"),
+    ({"y_train": np.arange(40) % 3 - 1}, "y_train holds labels from -1 to 1: labels must be integers 0..K-1"),
+    ({"y_train": np.linspace(0, 1, 40)}, "y_train holds labels that are not whole numbers"),
+    ({"y_train": np.zeros(40, dtype=np.int64)}, "y_train has a single class (0): a classifier needs two"),
+    ({"x_train": np.full((40, 8, 8), np.nan)}, "x_train holds 2560 NaN or infinite values (of 2560)"),
+    ({"x_train": np.array([["a"] * 8] * 40)}, "x_train is not numeric (dtype <U1)"),
+    ({"x_test": np.zeros((4, 8, 8)), "y_test": np.array([0, 1, -2, 3])}, "y_test holds labels from -2"),
+])
+def test_an_npz_whose_arrays_cannot_train_a_classifier_is_one_line(tmp_path, arrays, message):
+    path = _npz_with(tmp_path / "data.npz", **arrays)
+    with pytest.raises(DataError) as raised:
+        _datasets.load(path)
+    assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_an_npz_with_float_labels_that_are_whole_numbers_loads(tmp_path):
+    ds = _datasets.load(_npz_with(tmp_path / "data.npz", y_train=(np.arange(40) % 4).astype(float)))
+    assert ds.num_classes == 4 and ds.y_train.dtype == np.int64

@@ -16,6 +16,9 @@ from search.options import OPTIONS, START_OPTIONS, OptionError, StudyConfig, opt
     ({"heartbeat": 0}, "--heartbeat must be at least 1"),
     ({"grace": 3, "heartbeat": 3}, "--grace must be longer"),
     ({"pruner": "sometimes"}, "unknown pruner"),
+    ({"timeout": float("nan")}, "--timeout must be a positive number of seconds (got nan)"),
+    ({"timeout": float("inf")}, "--timeout must be a positive number of seconds (got inf)"),
+    ({"trials": 10**19}, "--trials must be at most 2147483647 (the store's integer; got 10000000000000000000)"),
 ])
 def test_start_options_are_checked_before_anything_is_stored(options, message):
     from search.options import start_options
@@ -88,3 +91,29 @@ def test_unknown_options_and_normalised_values():
     assert given.trials is None and given.epochs == 3 and given.given("fixed") == {
         "epochs": 3, "artifacts": given.artifacts}
     assert OPTIONS["trials"].stored is None  # the budget lives in the study's record
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("", "it is empty"), ("   ", "it is empty"), ("x" * 231, "it has 231 characters"),
+    ("a\nb", "control character"), ("a\x00b", "control character"),
+])
+def test_a_study_name_no_command_could_use_is_refused_with_what_is_allowed(name, problem):
+    from search.options import check_study_name
+
+    with pytest.raises(SearchError) as raised:
+        check_study_name(name)
+    assert problem in str(raised.value)
+    assert "a study name is 1 to 200 printable characters" in str(raised.value)
+
+
+def test_file_names_made_from_study_names_differ_for_every_name():
+    from search.options import check_study_name, study_file_name
+
+    names = ["cnn", "..", "../../etc/x", "etc_x", "a/b", "a%2Fb", "a_b", "a b", ".hidden", "%2E.",
+             "~", "%7E", "é", "x" * 200, "x" * 199 + "y", "/" * 200, "%2F" * 60, "vgg.v2"]
+    files = [study_file_name(n) for n in names]
+    assert len(set(files)) == len(names), files
+    for name, file in zip(names, files):
+        check_study_name(name)  # all of them are allowed names
+        assert "/" not in file and not file.startswith(".") and 0 < len(file) <= 120, (name, file)
+    assert study_file_name("cnn") == "cnn" and study_file_name("vgg.v2") == "vgg.v2"  # plain names stay

@@ -1,6 +1,7 @@
 """Loading space modules: every broken space is one line naming the file and the cause."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,14 @@ def test_labels_and_a_build_function_as_hypermodel(tmp_path):
     path.write_text("LABELS = 'onehot'\ndef build(hp):\n    pass\n")
     with pytest.raises(SpaceError, match="LABELS must be one of 'sparse', 'one_hot'"):
         load_space(str(path))
+
+
+def test_a_space_file_with_a_byte_order_mark_loads_as_python_runs_it(tmp_path):
+    from search.space.source import read_source, source_sha256
+
+    plain = write(tmp_path, GOOD_BUILD, "plain.py")
+    marked = tmp_path / "marked.py"
+    marked.write_bytes(b"\xef\xbb\xbf" + Path(plain).read_bytes())  # what some editors save
+    space = load_space(str(marked))
+    assert space.hypermodel is not None
+    assert source_sha256(read_source(str(marked))) == source_sha256(read_source(str(plain)))

@@ -30,3 +30,74 @@ def test_a_new_connection_to_a_missing_store_file_waits_for_it(tmp_path):
     finally:
         back.join()
     assert integrity(db) == "ok"
+
+
+def _attempts_of(fn):
+    """``fn`` wrapped to count its calls (how often ``retrying`` tried it)."""
+    calls = []
+
+    def counted():
+        calls.append(1)
+        return fn()
+
+    return counted, calls
+
+
+def test_an_immutable_store_file_fails_at_once_with_what_to_do(tmp_path):
+    """chattr +i (or a read-only file): not retried as a lost connection, one line that says so."""
+    import subprocess
+
+    from search import storage
+
+    db = tmp_path / "store.db"
+    store = storage.open_storage(f"sqlite:///{db}")
+    records = storage.StudyRecords(store.engine)
+    store.engine.dispose()
+    done = subprocess.run(["chattr", "+i", str(db)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a file immutable here: {done.stderr.strip()}")
+    try:
+        write, calls = _attempts_of(lambda: records.grow_budget("nope", 1))
+        with pytest.raises(Exception) as raised:
+            storage.retrying(write, budget_s=120)
+        assert len(calls) == 1  # not retried: waiting does not make the file writable
+        line = str(storage.store_failed(raised.value))
+        assert line.startswith("the store failed: ") and "not immutable (chattr -i)" in line
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=False)
+
+
+def test_a_full_disk_under_the_store_fails_at_once_with_what_to_do(tmp_path):
+    import subprocess
+
+    import sqlalchemy
+
+    from search import storage
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'})")
+    try:
+        store = storage.open_storage(f"sqlite:///{mount / 'store.db'}")
+        storage.StudyRecords(store.engine)
+        filler = sqlalchemy.text("INSERT INTO filler VALUES (:blob)")
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE filler (blob BLOB)")
+
+        def fill():
+            while True:
+                with store.engine.begin() as conn:
+                    conn.execute(filler, {"blob": os.urandom(16384)})
+
+        write, calls = _attempts_of(fill)
+        with pytest.raises(Exception) as raised:
+            storage.retrying(write, budget_s=120)
+        assert len(calls) == 1
+        line = str(storage.store_failed(raised.value))
+        assert "database or disk is full" in line and "its disk is full" in line, line
+        store.engine.dispose()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
