@@ -80,6 +80,46 @@ class Grid:
                 config[p.name] = p.default
         return config
 
+    def restricted(self, name: str, values: tuple) -> "Grid":
+        """The grid with parameter ``name`` restricted to ``values``; a conditional parameter keeps
+        only the conditions its parent can still meet, and goes where none is left (Keras Tuner
+        sets a parent to a condition's value to discover its children)."""
+        params = {p.name: (Param(p.name, values, p.default, p.when) if p.name == name else p)
+                  for p in self.params}
+        kept = []
+        for p in params.values():
+            if p.when is not None:
+                parent = next(q for q in kept if q.name == p.when[0]) if any(
+                    q.name == p.when[0] for q in kept) else None
+                meets = tuple(v for v in p.when[1] if parent is not None and v in parent.values)
+                if not meets:
+                    continue
+                p = Param(p.name, p.values, p.default, (p.when[0], meets))
+            kept.append(p)
+        return Grid(self.space, self.path, tuple(kept))
+
+    def complete_part(self, table: "Table", seed: int) -> "Grid":
+        """The largest part of the grid, around its default, that the table holds whole for ``seed``
+        (itself when the table holds it all): parameter by parameter, keep the values whose every
+        configuration is recorded if the default's is among them, else keep the default only and
+        go on. The recorder goes through the grid in order, so a partial table holds whole slices
+        of it. Raises LookupError when not even the default configuration is recorded."""
+        def complete(grid):
+            return all(table.get(self.space, seed, c) is not None for c in grid.configs())
+
+        grid = self
+        for p in self.params:
+            if complete(grid):
+                return grid
+            kept = tuple(v for v in p.values if complete(grid.restricted(p.name, (v,))))
+            if p.default in kept:
+                return grid.restricted(p.name, kept)
+            grid = grid.restricted(p.name, (p.default,))
+        if complete(grid):
+            return grid
+        raise LookupError(f"{self.space} seed {seed}: the table does not hold the grid's default "
+                          "configuration yet")
+
     def declare(self, hp) -> dict:
         """Declare the grid's parameters on a Keras Tuner ``hp`` (Choices and Booleans, with
         conditional scopes where the real space has a condition); returns the active configuration."""

@@ -22,7 +22,10 @@ same; the space's source stays the same):
 
 - ``BENCH_REPLAY_SPACE``: ``mlp`` (default) or ``cnn``;
 - ``BENCH_REPLAY_SEED``: the recorded seed (default 0);
-- ``BENCH_REPLAY_TABLE``: the table's path (default the committed one).
+- ``BENCH_REPLAY_TABLE``: the table's path (default the committed one);
+- ``BENCH_REPLAY_PARTIAL=1``: the table is still being recorded: search the part of the grid it
+  holds whole (``curves.Grid.complete_part``: the values of the grid's first parameter whose every
+  configuration is recorded).
 
     BENCH_REPLAY_SPACE=cnn search start bench/spaces/replay.py --trials 50 --epochs 27
 """
@@ -83,7 +86,8 @@ class ReplayModel(keras.Model):
 
 
 class Replay(kt.HyperModel):
-    def __init__(self, space: str | None = None, seed: int | None = None, table_path=None):
+    def __init__(self, space: str | None = None, seed: int | None = None, table_path=None,
+                 partial: bool | None = None):
         super().__init__()
         self.space = space or os.environ.get("BENCH_REPLAY_SPACE", "mlp")
         if self.space not in curves.GRIDS:
@@ -94,6 +98,9 @@ class Replay(kt.HyperModel):
             raise ValueError(f"no learning-curve table at {self.table_path} (bench/learning_curves.py "
                              "records it)")
         self.grid = curves.GRIDS[self.space]
+        self.partial = os.environ.get("BENCH_REPLAY_PARTIAL", "") == "1" if partial is None else partial
+        if self.partial:  # a table still being recorded: the grid's slices it holds whole
+            self.grid = self.grid.complete_part(table(self.table_path), self.seed)
         self.trained: list[tuple[str, int, float | None, float]] = []  # (config key, epoch, value, cost)
 
     def build(self, hp):
