@@ -8,11 +8,13 @@ callbacks, so each tuner's own code decides what to train and for how long:
   epochs it trained, and their recorded seconds); it is then run with as many iterations as the
   largest budget multiple;
 - Keras Tuner ``RandomSearch`` and ``BayesianOptimization``: trials of E epochs;
-- this service through its own start and worker loop (``search.commands.start.prepare``, then
-  ``search.execution.worker.run_worker``, in this process, one worker): ``--sampler tpe`` with
-  ``--pruner none``, ``asha`` and ``hyperband``, and ``--sampler random --pruner asha``; the space's
-  default configuration runs first (the service's rule); the study is resumed with more trials
-  until the largest budget is spent.
+- this service: ``--sampler tpe`` with ``--pruner none``, ``asha`` and ``hyperband``, and
+  ``--sampler random --pruner asha``; the space's default configuration runs first (the service's
+  rule); trials until the largest budget is spent. ``--loop worker``: through its own start and
+  worker loop (``search.commands.start.prepare``, then ``search.execution.worker.run_worker`` on a
+  SQLite store, in this process, one worker); ``--loop memory`` (default, ~10x faster): the study
+  made by ``prepare``, then the worker's own sampler, pruner and trial (``run_trial``) on an
+  in-memory Optuna study; a test checks that both train the same epochs in the same order.
 
 A run is the sequence of epochs it trained, in order, each with its val_accuracy and recorded cost.
 Its best at a budget (k x B epochs, or k x B's seconds) is the best val_accuracy among the epochs
@@ -65,6 +67,10 @@ def parse_args(argv=None):
     p.add_argument("--table", default=str(curves.TABLE), help="the learning-curve table")
     p.add_argument("--partial", action="store_true",
                    help="replay the part of each grid the table holds whole (a table still being recorded)")
+    p.add_argument("--loop", choices=("memory", "worker"), default="memory",
+                   help="our trials: the worker's sampler, pruner and trial on an in-memory study "
+                        "(memory, default: fast), or the worker loop on a SQLite store (worker: exact, "
+                        "~1 s a trial here)")
     p.add_argument("--out", default=None,
                    help="JSON path (default bench/results/efficiency_replay.json, _partial with --partial)")
     args = p.parse_args(argv)
@@ -120,6 +126,12 @@ def run_keras_tuner(kind: str, hypermodel, seed: int, epochs: int, factor: int, 
 
 
 def run_ours(kind: str, seed: int, epochs: int, budget: int, work: Path) -> tuple[list[tuple], dict]:
+    """One study through the service's start and worker loop (one worker, slot 0), stopped once it
+    has trained ``budget`` epochs: its trial budget is ``budget`` (every trial trains one epoch at
+    least) and the worker's stop event is set after the trial that spends it (the worker then
+    exits before claiming another)."""
+    import threading
+
     import optuna
 
     from search.commands.start import prepare
@@ -129,31 +141,86 @@ def run_ours(kind: str, seed: int, epochs: int, budget: int, work: Path) -> tupl
     sampler, pruner = OURS[kind]
     url = f"sqlite:///{work / f'{kind}-{seed}.db'}"
     study = f"{kind}-{seed}"
-    trials = math.ceil(budget / epochs)
-    for _ in range(50):
-        prepared = prepare(start_options(str(REPLAY_SPACE), study=study, storage=url, trials=trials,
-                                         epochs=epochs, sampler=sampler, seed=seed, pruner=pruner,
-                                         keep_best=0))
-        prepared.stored.storage.engine.dispose()
-        run_worker(url, study, slot=0)  # slot 0: the sampler's seed is the study's
-        store = optuna.storages.RDBStorage(url)
-        done = sorted(optuna.load_study(study_name=study, storage=store).get_trials(deepcopy=False),
-                      key=lambda t: t.number)
-        store.engine.dispose()
-        run = []
-        for t in done:
-            history = t.user_attrs.get("history") or {}
-            scored = t.state != optuna.trial.TrialState.FAIL
-            for value, cost in zip(history.get("val_accuracy", []), history.get("replay_seconds", [])):
-                run.append((value if scored else None, cost))
-        if len(run) >= budget or len(done) < trials:  # spent, or the sampler stopped early
-            break
-        per_trial = len(run) / max(1, len(done))
-        trials = len(done) + max(1, math.ceil((budget - len(run)) / max(per_trial, 1.0)))
-    states: dict[str, int] = {}
+    prepared = prepare(start_options(str(REPLAY_SPACE), study=study, storage=url, trials=budget,
+                                     epochs=epochs, sampler=sampler, seed=seed, pruner=pruner,
+                                     keep_best=0))
+    prepared.stored.storage.engine.dispose()
+    stop, spent = threading.Event(), [0]
+
+    def on_trial(finished):
+        spent[0] += len((finished.user_attrs.get("history") or {}).get("val_accuracy", []))
+        if spent[0] >= budget:
+            stop.set()
+
+    run_worker(url, study, slot=0, stop=stop, on_trial=on_trial)  # slot 0: the sampler's seed is the study's
+    store = optuna.storages.RDBStorage(url)
+    done = sorted(optuna.load_study(study_name=study, storage=store).get_trials(deepcopy=False),
+                  key=lambda t: t.number)
+    store.engine.dispose()
+    run, states = [], {}
     for t in done:
+        if t.state == optuna.trial.TrialState.WAITING:
+            continue
+        history = t.user_attrs.get("history") or {}
+        scored = t.state != optuna.trial.TrialState.FAIL
+        for value, cost in zip(history.get("val_accuracy", []), history.get("replay_seconds", [])):
+            run.append((value if scored else None, cost))
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    return run, {"trials": len(done), "states": states}
+    return run, {"trials": sum(states.values()), "states": states}
+
+
+def run_ours_in_memory(kind: str, seed: int, epochs: int, budget: int, work: Path) -> tuple[list[tuple], dict]:
+    """The service's trials without its store: ``prepare`` creates the study as ``search start``
+    does (its configuration, the default-first baseline trial), then the worker's own parts run on
+    an in-memory Optuna study: its sampler (``make_sampler``, slot 0's seed), its pruner
+    (``make_pruner``), its trial (``run_trial``: the trial callback, pruning) and ``record``; no
+    budget claims, heartbeats or SQLite round trips (~235 statements a trial). Trials are added
+    until ``budget`` epochs are spent. ``--loop worker`` runs the same through the worker loop;
+    tests/unit/bench/test_replay_efficiency.py checks that both give the same trials."""
+    import optuna
+
+    from search import _datasets, trial_attrs
+    from search.commands.start import prepare
+    from search.execution.runner import record, run_trial
+    from search.execution.worker import space_hyperparameters
+    from search.options import start_options
+    from search.space.loader import space_from_source
+    from search.space.pruners import make_pruner
+    from search.space.samplers import make_sampler, worker_seed
+
+    sampler, pruner = OURS[kind]
+    url = f"sqlite:///{work / f'{kind}-{seed}.db'}"
+    prepared = prepare(start_options(str(REPLAY_SPACE), study=f"{kind}-{seed}", storage=url, trials=1,
+                                     epochs=epochs, sampler=sampler, seed=seed, pruner=pruner, keep_best=0))
+    stored = prepared.stored
+    config = stored.config
+    queued = [t for t in stored.storage.get_all_trials(stored.study_id, deepcopy=False)
+              if t.state == optuna.trial.TrialState.WAITING]
+    space = space_from_source(stored.record.space_source, stored.record.space_path)
+    stored.storage.engine.dispose()
+    study = optuna.create_study(
+        direction="maximize" if config.direction == "max" else "minimize",
+        sampler=make_sampler(config.sampler, worker_seed(config.seed, 0), space_hyperparameters(config),
+                             config.fixed),
+        pruner=make_pruner(config.pruner, config.epochs))
+    for t in queued:
+        study.enqueue_trial(t.system_attrs["fixed_params"], user_attrs=dict(t.user_attrs))
+    dataset = _datasets.load(config.data, config.seed)
+    run, states = [], {}
+    while len(run) < budget:
+        trial = study.ask()
+        outcome = run_trial(trial, space, dataset, config)
+        record(trial, outcome)
+        if outcome.state == optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, outcome.value)
+        else:
+            study.tell(trial, state=outcome.state)
+        history = outcome.attrs.get(trial_attrs.HISTORY) or {}
+        scored = outcome.state != optuna.trial.TrialState.FAIL
+        for value, cost in zip(history.get("val_accuracy", []), history.get("replay_seconds", [])):
+            run.append((value if scored else None, cost))
+        states[outcome.state.name] = states.get(outcome.state.name, 0) + 1
+    return run, {"trials": sum(states.values()), "states": states}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +321,8 @@ def replay_seed(space: str, seed: int, args, table: curves.Table, epochs: int, w
             trials = math.ceil(top * unit_budget["epochs"] / epochs) + 1
             run = run_keras_tuner(tuner, hypermodel, seed, epochs, args.factor, 1, trials, work)
         else:
-            run, info = run_ours(tuner, seed, epochs, top * unit_budget["epochs"], work)
+            ours = run_ours if args.loop == "worker" else run_ours_in_memory
+            run, info = ours(tuner, seed, epochs, top * unit_budget["epochs"], work)
         runs[tuner] = (run, info, time.perf_counter() - started)
     out = []
     for tuner, (run, info, seconds) in runs.items():

@@ -82,3 +82,17 @@ def tiny_table_path(table) -> str:
     import os
 
     return os.environ["BENCH_REPLAY_TABLE"]
+
+
+@pytest.mark.slow  # the worker loop's SQLite store: ~1 s a trial
+@pytest.mark.parametrize("kind", ["tpe_asha", "random_asha"])
+def test_the_in_memory_loop_runs_the_trials_the_worker_loop_runs(tmp_path, table, kind):
+    budget = 45
+    (tmp_path / "w").mkdir()
+    (tmp_path / "m").mkdir()
+    by_worker, info_worker = replay_efficiency.run_ours(kind, 3, tiny_table.E, budget, tmp_path / "w")
+    in_memory, info_memory = replay_efficiency.run_ours_in_memory(kind, 3, tiny_table.E, budget, tmp_path / "m")
+    n = min(len(by_worker), len(in_memory))
+    assert n >= budget
+    assert in_memory[:n] == by_worker[:n]  # the same epochs, in the same order, with the same costs
+    assert info_memory["states"].get("PRUNED", 0) > 0
