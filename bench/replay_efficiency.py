@@ -324,6 +324,8 @@ def replay_seed(space: str, seed: int, args, table: curves.Table, epochs: int, w
             ours = run_ours if args.loop == "worker" else run_ours_in_memory
             run, info = ours(tuner, seed, epochs, top * unit_budget["epochs"], work)
         runs[tuner] = (run, info, time.perf_counter() - started)
+        common.say(f"  {space} seed {seed} {LABELS[tuner]}: {len(run)} epochs replayed in "
+                   f"{runs[tuner][2]:.1f} s")
     out = []
     for tuner, (run, info, seconds) in runs.items():
         r = {"space": space, "seed": seed, "recorded_seed": rec_seed, "configs": configs, "tuner": tuner,
@@ -340,7 +342,7 @@ def replay_seed(space: str, seed: int, args, table: curves.Table, epochs: int, w
                     r[f"to_{target}"][cell] = None if reach is None else reach / budget
         out.append(r)
         common.say(f"{space} seed {seed} {LABELS[tuner]}: {len(run)} epochs ({r['seconds_trained']:.0f} s "
-                   f"recorded) in {seconds:.1f} s, best {common.fmt(r['best'][f'epochs@{top}'], 4)} at "
+                   f"recorded), best {common.fmt(r['best'][f'epochs@{top}'], 4)} at "
                    f"{top} x B = {top * unit_budget['epochs']} epochs")
     return out
 
