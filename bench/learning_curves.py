@@ -12,12 +12,14 @@ validation split as validation data, ``verbose=0``), and every epoch's loss, val
 val_accuracy, wall seconds and CPU seconds (``time.process_time``: with one thread, the compute
 the epoch cost whatever else runs on the machine) is stored.
 
-Sizing (measured on the 2-core machine of bench/README.md, one thread, shared with other work):
-per-epoch cost after the first epoch, TensorFlow 0.2-0.6 s (mlp) and 0.2-1.3 s (cnn), JAX 0.03-0.06 s
-(mlp) and 0.03-1.1 s (cnn); the first epoch (graph tracing, or XLA compilation) costs 1.4-3.8 s on
-TensorFlow and 3-18 s on JAX. Whole 27-epoch configurations: see ``--measure`` below and the
-figures in bench/README.md; the grid was sized so that 2 seeds x (432 + 624) configurations x 27
-epochs fit in about 10 hours of one core.
+Sizing and backend (``--measure 4``: 4 configurations per space, 27 epochs, one thread, on the
+2-core machine of bench/README.md shared with other work). TensorFlow: the first epoch 1.7-4.3 CPU s
+(graph tracing), later ones 0.25-0.47; a whole configuration 9.3 CPU s (mlp) and 14.5 (cnn) on
+average. JAX: later epochs 0.03-0.07 CPU s, but compiling costs 5-7 CPU s a model (and runs on
+more than the one thread asked for), so a whole configuration costs as much (mlp 10.2 CPU s).
+TensorFlow is as cheap per configuration and keeps to one thread: the table is TensorFlow's. The
+grids were sized from those figures: 2 seeds x (624 x 9.3 + 432 x 14.5) CPU s = 6.3 CPU hours,
+within the 10 hours of one core they were given (bench/README.md, section 5).
 
 Resumable: the table (``bench/results/learning_curves.jsonl.gz``) is append-only, one record per
 (space, configuration, seed); a run skips what is recorded already (also a table committed by an
