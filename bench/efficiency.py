@@ -22,6 +22,7 @@ reach it within B in most seeds). Target: the same best in at most half the epoc
     python bench/efficiency.py                                      # small: mlp, 2 seeds, E=4
     python bench/efficiency.py --spaces cnn --max-epochs 4          # the cnn space, 2 seeds
     python bench/efficiency.py --spaces cnn,mlp --seeds 5 --max-epochs 9   # the full run
+    python bench/efficiency.py --replay         # on the recorded curves, 30 seeds (bench/replay_efficiency.py)
 
 Keras Tuner's RandomSearch and BayesianOptimization start from random configurations (BayesianOptimization
 samples 3 x the number of hyperparameters at random before its Gaussian process takes over); this
@@ -66,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--tuners", default=",".join(TUNERS), help=f"subset of {','.join(TUNERS)}")
     p.add_argument("--data", default="digits")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/efficiency.json)")
+    p.add_argument("--replay", action="store_true",
+                   help="search the recorded learning curves instead of training (bench/replay_efficiency.py; "
+                        "its own flags: --replay --help)")
     p.add_argument("--report", metavar="JSON", default=None,
                    help="print the tables of a finished run's JSON again (nothing is run)")
     args = p.parse_args(argv)
@@ -233,6 +237,11 @@ def summarise(runs: list[dict], tuners: list[str]) -> list[dict]:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--replay" in argv:  # on the recorded learning curves: bench/replay_efficiency.py
+        from bench import replay_efficiency
+
+        return replay_efficiency.main([a for a in argv if a != "--replay"])
     args = parse_args(argv)
     if args.report:
         payload = json.loads(Path(args.report).read_text())
