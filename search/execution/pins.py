@@ -51,7 +51,7 @@ class Pins:
     def of(cls, space: str | None = None, data: str | None = None,
            artifacts: str | None = None) -> Pins:
         """The pins of ``--space FILE``, ``--data`` and ``--artifacts`` (the file read here)."""
-        from search.space.loader import read_source, source_sha256
+        from search.space.source import read_source, source_sha256
 
         sha256 = source_sha256(read_source(space)) if space is not None else None
         return cls(sha256, space, data, normalize_location(artifacts) if artifacts else None)
@@ -63,7 +63,7 @@ class Pins:
     def check(self, record: StudyRecord, storage_url: str) -> None:
         """Refuse, with one line and before anything is executed, a study that is not what the
         pins say."""
-        from search.space.loader import source_sha256
+        from search.space.source import source_sha256
 
         name = record.study_name
         if self.space_sha256 is not None:
