@@ -15,8 +15,8 @@ so a stored study can be resumed):
 import math
 import os
 import time
-import types
 
+import keras
 import keras_tuner as kt
 
 DATA = "digits"
@@ -26,22 +26,13 @@ DIRECTION = "max"
 _state = {"first": True}
 
 
-class _NoModel(types.SimpleNamespace):
-    """What build returns: no weights, nothing to train (the runner counts its parameters; a
-    best-epoch checkpoint of it is an empty weights list, saved as a file of a few bytes)."""
+class _NoModel(keras.Model):
+    """What build returns: a Keras model (as Keras Tuner requires of build) with no weights and
+    nothing to train (the runner counts its parameters; a best-epoch checkpoint of it is an empty
+    weights list, saved as a file of a few bytes)."""
 
-    def __init__(self):
-        super().__init__(trainable_weights=[], non_trainable_weights=[], stop_training=False)
-
-    def get_weights(self):
-        return []
-
-    def set_weights(self, weights):
-        pass
-
-    def save_weights(self, path):
-        with open(path, "wb") as f:
-            f.write(b"no weights")
+    def call(self, inputs):
+        return inputs
 
 
 class SleepModel(kt.HyperModel):
