@@ -14,18 +14,25 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import optuna
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from search.storage.resilient import ResilientRDBStorage
 from search.storage.retry import permanent_problem
 
+T = TypeVar("T")
+
 SQLITE_BUSY_TIMEOUT_S = 60
+# Tries to open a store while another process is opening it too (see _opened_despite_races).
+OPEN_RACE_ATTEMPTS = 8
 # PostgreSQL: how long to wait for a connection, unless the URL (``?connect_timeout=S``) or
 # ``PGCONNECT_TIMEOUT`` says otherwise. An unreachable server is reported after this, not a hang.
 CONNECT_TIMEOUT_S = 10
@@ -164,6 +171,36 @@ def _begin_immediate(engine: sqlalchemy.engine.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _lost_open_race(exc: BaseException) -> bool:
+    """True when opening a new store lost a race with another process opening it too: Optuna's
+    first ``create_all`` found the tables made meanwhile (SQLite: ``table ... already exists``;
+    PostgreSQL: a duplicate key in its catalogue, or the version row inserted twice), or SQLite
+    refused the switch to WAL while the other held the file (``database is locked``, which that
+    switch reports at once instead of waiting)."""
+    text = str(exc).lower()
+    return (isinstance(exc, IntegrityError)
+            or any(part in text for part in ("already exists", "duplicate key", "database is locked")))
+
+
+def _opened_despite_races(fn: Callable[[], T]) -> T:
+    """``fn()``, again after a short pause while it loses an opening race (two ``search start`` of
+    a new study on one new store): by the next try the tables are there and the file is in WAL."""
+    for attempt in range(OPEN_RACE_ATTEMPTS):
+        try:
+            return fn()
+        except SQLAlchemyError as exc:
+            if attempt == OPEN_RACE_ATTEMPTS - 1 or not _lost_open_race(exc):
+                raise
+            time.sleep(min(0.1 * 2 ** attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
+def _new_storage(url: str, **kwargs) -> ResilientRDBStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+
+
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None,
                  on_stale_trial=None, must_exist: bool = False) -> optuna.storages.RDBStorage:
@@ -186,12 +223,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     if must_exist and path is not None and not os.path.exists(path):
         raise MissingStore(f"no store at {mask_url(url)}: the file {path} does not exist")
     try:
-        _use_wal(url)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            store = ResilientRDBStorage(
-                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period, heartbeat_stale_trial_callback=on_stale_trial)
+        _opened_despite_races(lambda: _use_wal(url))
+        store = _opened_despite_races(lambda: _new_storage(
+            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            heartbeat_stale_trial_callback=on_stale_trial))
         _begin_immediate(store.engine)
         if path is not None:
             _guard_missing_file(store.engine, path)

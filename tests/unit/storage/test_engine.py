@@ -37,3 +37,31 @@ def test_the_password_is_masked_wherever_a_url_is_shown():
     ]:
         assert storage.mask_url(url) == shown
         assert "s3cret" not in shown and "cret" not in shown
+
+
+def _open_at_once(url, barrier, results):
+    barrier.wait()
+    try:
+        open_storage(url)
+        results.put("ok")
+    except StoreError as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_one_new_store_at_once_all_open_it(tmp_path):
+    """Two ``search start`` of a new study open a new file together: each creates Optuna's
+    tables, and the one that loses the race opens the store again instead of failing."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(6):
+        url = f"sqlite:///{tmp_path}/race{round_}.db"
+        barrier, results = context.Barrier(4), context.Queue()
+        procs = [context.Process(target=_open_at_once, args=(url, barrier, results))
+                 for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        assert outcomes == ["ok"] * 4, outcomes
