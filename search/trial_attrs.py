@@ -25,6 +25,8 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``ablation``                ``{"param", "value", "repeat", "center"}`` of an ablation trial
 ``checkpoint``              ``{"state": "saved"|"missing", ...}`` of its best-epoch weights
 ``test_metrics``            and ``test_samples``: measured later by ``search best --evaluate``
+``hp.<name>``               the value used of a parameter that Optuna holds as another variable
+                            (a reverse-log one: ``<name>.reverse_log_u``), set when it is sampled
 ==========================  ==================================================================
 
 System attribute: ``retry_history`` (Optuna's ``RetryHeartbeatStaleTrialCallback``), the numbers of
@@ -61,6 +63,8 @@ CHECKPOINT = "checkpoint"
 TEST_METRICS = "test_metrics"
 TEST_SAMPLES = "test_samples"
 
+USED_VALUE_PREFIX = "hp."  # + a parameter's name: its value used (search.space.bridge)
+
 RETRY_HISTORY = "retry_history"  # system attribute of Optuna's RetryHeartbeatStaleTrialCallback
 
 LOST_WORKER_REASON = "worker lost (no heartbeat)"
@@ -69,6 +73,11 @@ LOST_WORKER_REASON = "worker lost (no heartbeat)"
 def hp_values(trial: FrozenTrial) -> dict:
     """The hyperparameter values a trial used (Optuna's params where the runner recorded none)."""
     return dict(trial.user_attrs.get(HP_VALUES) or trial.params)
+
+
+def used_value_key(name: str) -> str:
+    """The user attribute holding the value used of ``name`` (where Optuna holds another variable)."""
+    return USED_VALUE_PREFIX + name
 
 
 def best_epoch(trial: FrozenTrial) -> int | None:
