@@ -160,6 +160,7 @@ def _trial_dict(trial: FrozenTrial, requeued: int | None = None) -> dict:
         "ms_per_step": trial.user_attrs.get(trial_attrs.MS_PER_STEP),
         "attempt": trial_attrs.attempt(trial),
         "fail_reason": trial_attrs.fail_reason(trial, requeued),
+        "fail_detail": trial.user_attrs.get(trial_attrs.FAIL_DETAIL),
     }
 
 

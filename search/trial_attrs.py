@@ -15,7 +15,9 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``ms_per_step``             milliseconds per training step
 ``trainable_params``        and ``non_trainable_params``: parameter counts
 ``seed``                    the seed of the trial's weights and shuffling
-``fail_reason``             one line, when the trial failed
+``fail_reason``             one line, when the trial failed (what tables show)
+``fail_detail``             the exception behind it: type, whole message, the last frames of the
+                            space's code (bounded; ``search status --format json``)
 ``fatal``                   the failure stopped the study (Keras Tuner's ``FatalError``)
 ``interrupted``             the trial was stopped by the user and queued again
 ``timed_out``               the trial overran ``--trial-timeout``
@@ -52,6 +54,7 @@ TRAINABLE_PARAMS = "trainable_params"
 NON_TRAINABLE_PARAMS = "non_trainable_params"
 SEED = "seed"
 FAIL_REASON = "fail_reason"
+FAIL_DETAIL = "fail_detail"
 FATAL = "fatal"
 INTERRUPTED = "interrupted"
 TIMED_OUT = "timed_out"
