@@ -18,6 +18,7 @@ the trial's ``build`` selected (:func:`select`, :func:`in_use`) live here, one p
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import typing
 from dataclasses import dataclass
@@ -109,6 +110,38 @@ def subset(dataset: Dataset, classes: int) -> Dataset:
         raise DataError(f"classes={classes} but {dataset.name} has {dataset.num_classes} classes "
                         f"(use 2..{dataset.num_classes})")
     return _subset(dataset.name, dataset.seed, _val_fraction(dataset), classes)
+
+
+def unscaled_note(model, dataset: Dataset) -> str | None:
+    """One line when ``dataset`` holds raw 0..255 uint8 images and ``model`` has no layer that
+    rescales them (``layers.Rescaling``, ``layers.Normalization``, nested models included): the
+    model would train on raw pixel values. None otherwise."""
+    from keras import layers
+
+    if dataset.x_train.dtype != np.uint8:
+        return None
+    pending = list(getattr(model, "layers", []))
+    while pending:
+        layer = pending.pop()
+        if isinstance(layer, (layers.Rescaling, layers.Normalization)):
+            return None
+        pending.extend(getattr(layer, "layers", []))
+    return (f"{dataset.name}: the inputs are uint8 pixels 0..255 and the model has no Rescaling or "
+            "Normalization layer: it trains on raw values; add keras.layers.Rescaling(1 / 255) "
+            "after its Input")
+
+
+_log = logging.getLogger("search.data")
+_warned: set[str] = set()  # the notes this process logged already: one line, not one a trial
+
+
+def warn_if_unscaled(model, dataset: Dataset) -> None:
+    """Log :func:`unscaled_note` as a warning, once per process (``search start``'s output when
+    the space is discovered, a worker's log when a trial builds)."""
+    note = unscaled_note(model, dataset)
+    if note and note not in _warned:
+        _warned.add(note)
+        _log.warning(note)
 
 
 def _val_fraction(dataset: Dataset) -> float:

@@ -178,6 +178,7 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         if not isinstance(model, keras.Model):
             raise FatalResult(f"build() returned {type(model).__name__}, not a Keras model")
         trained_on = _datasets.in_use()  # the class subset build() selected, or the whole set
+        _datasets.warn_if_unscaled(model, trained_on)
         attrs[trial_attrs.TRAINABLE_PARAMS] = _count_params(model.trainable_weights)
         attrs[trial_attrs.NON_TRAINABLE_PARAMS] = _count_params(model.non_trainable_weights)
         y_train, y_val, encoding = _fit_labels(space, model, trained_on)

@@ -337,6 +337,7 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
         keras.backend.clear_session()
         if defaults is None:
             defaults, returns = dict(hp.values), returned
+            _datasets.warn_if_unscaled(model, dataset)
         for item in hp.space:
             if not full._exists(item.name, item.conditions):
                 full._register(item)

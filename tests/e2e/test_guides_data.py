@@ -1,7 +1,7 @@
 """The Keras Tuner guides' code on the guides' data, through `search start`: the regression
 section (float targets, `y = np.random.rand(n, 1)`) trains on its real targets and minimises
 `val_mean_absolute_error`, or the float its fit() returns; a module that only defines the guides'
-`build_model(hp)` runs."""
+`build_model(hp)` runs, and says in one line that its model does not rescale uint8 pixels."""
 
 import numpy as np
 import optuna
@@ -60,6 +60,9 @@ def test_a_module_defining_only_build_model_runs(tmp_path, store_url):
     space.write_text(build_model_source())
     result = run_cli("start", str(space), "--storage", store_url, "--trials", "2", "--epochs", "1")
     assert result.returncode == 0, result.stderr[-2000:]
+    # The guide's model does not rescale the digits' uint8 pixels: said once, as one line.
+    notes = [line for line in result.stderr.splitlines() if "the inputs are uint8 pixels 0..255" in line]
+    assert len(notes) == 1 and "add keras.layers.Rescaling(1 / 255)" in notes[0]
     study = optuna.load_study(study_name="guide", storage=store_url)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert {"units", "activation", "dropout", "lr"} <= set(study.trials[0].user_attrs["hp_values"])

@@ -163,3 +163,19 @@ def test_one_hot_rows_and_a_column_of_integers_are_class_labels(tmp_path):
     column = _datasets.load(_npz_with(tmp_path / "b.npz", y_train=labels.reshape(-1, 1)))
     for ds in (one_hot, column):
         assert not ds.regression and ds.num_classes == 4 and ds.y_train.dtype == np.int64
+
+
+def test_raw_uint8_images_into_a_model_that_does_not_rescale_them_is_one_note():
+    import keras
+
+    ds = _datasets.load("digits")
+    inputs = keras.Input(shape=ds.input_shape)
+    bare = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    note = _datasets.unscaled_note(bare, ds)
+    assert note.startswith("digits: the inputs are uint8 pixels 0..255") and "\n" not in note
+    inner = keras.Sequential([keras.layers.Rescaling(1 / 255), keras.layers.Flatten()])
+    nested = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+    assert _datasets.unscaled_note(nested, ds) is None  # a Rescaling layer inside a nested model
+    floats = _datasets.Dataset("f", ds.x_train.astype("float32"), ds.y_train, ds.x_val, ds.y_val,
+                               ds.x_test, ds.y_test, ds.num_classes)
+    assert _datasets.unscaled_note(bare, floats) is None
