@@ -3,7 +3,10 @@
 Splits are fixed by the study's seed: the held-out test split (the data set's own, or a seeded
 stratified 20% where it has none) is never seen by the search; the validation split is a seeded
 stratified fraction (15% by default) of the training data. Every worker computes the same splits.
-Images are kept as uint8 (one copy); spaces normalise inside the model (``layers.Rescaling``).
+Images are kept as uint8 (one copy); spaces normalise inside the model (``layers.Rescaling``),
+and :func:`warn_if_unscaled` says once when a model does not. Targets arrive as stored
+(:func:`_checked_targets`): integer labels are classes, float targets a regression (kept with
+their dtype and shape, split without stratifying, ``num_classes`` 0).
 
 Data sets by name: ``digits`` (scikit-learn's bundled digits, no download), ``mnist``,
 ``fashion_mnist``, ``cifar10``, ``cifar100`` (through ``keras.datasets``, cached under

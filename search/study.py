@@ -97,6 +97,12 @@ def no_such_study(name: str, storage_url: str) -> SearchError:
                        "`search status` lists the studies there")
 
 
+def not_ours(name: str, storage_url: str) -> SearchError:
+    return SearchError(f"study {name!r} in {mask_url(storage_url)} was not created by `search start` "
+                       "(a plain Optuna study): `search status`, `search analyze` and `search best` "
+                       "read it")
+
+
 def open_study(storage_url: str | None, name: str,
                store: optuna.storages.RDBStorage | None = None, *,
                read_only: bool = False) -> StoredStudy:
@@ -105,6 +111,13 @@ def open_study(storage_url: str | None, name: str,
     ``read_only``: nothing is written to the store (no table made, the journal mode kept), and a
     plain Optuna study is opened too (a foreign study: ``StoredStudy.foreign``)."""
     url = resolve_storage(storage_url)
+    if store is None and not read_only:
+        # Looked up first without writing: a mistyped name, or a plain Optuna study, leaves the
+        # store as it was (opening it to work switches SQLite to WAL and adds our tables).
+        found = open_study(url, name, read_only=True)
+        found.storage.engine.dispose()
+        if found.foreign:
+            raise not_ours(name, url)
     try:
         store = store or open_storage(url, must_exist=True, read_only=read_only)
     except MissingStore as exc:
@@ -120,8 +133,7 @@ def open_study(storage_url: str | None, name: str,
     except KeyError:
         raise no_such_study(name, url) from None
     if not read_only:
-        raise SearchError(f"study {name!r} in {mask_url(url)} was not created by `search start` "
-                          "(a plain Optuna study): `search status` and `search analyze` read it")
+        raise not_ours(name, url)
     stored = StoredStudy(name, store, records, None, StudyConfig("", ""), workers, study_id)
     stored.config = _foreign_config(stored)
     return stored

@@ -91,3 +91,16 @@ def test_best_lists_a_plain_studys_top_trials_without_claiming_checkpoints(plain
     assert [t["value"] for t in best["trials"]] == values[:2]
     assert all("search kept no checkpoints" in t["checkpoint"] for t in best["trials"])
     assert file_state(path) == before
+
+
+def test_a_worker_for_a_plain_or_a_mistyped_study_is_refused_before_anything_is_written(plain_store):
+    from search.errors import SearchError
+    from search.study import open_study
+
+    path, url = plain_store
+    before = file_state(path)
+    with pytest.raises(SearchError, match="was not created by `search start`"):
+        open_study(url, PLAIN)  # what `search worker --study plain` opens
+    with pytest.raises(SearchError, match="no study named 'plian'"):
+        open_study(url, "plian")
+    assert file_state(path) == before
