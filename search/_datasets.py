@@ -3,7 +3,10 @@
 Splits are fixed by the study's seed: the held-out test split (the data set's own, or a seeded
 stratified 20% where it has none) is never seen by the search; the validation split is a seeded
 stratified fraction (15% by default) of the training data. Every worker computes the same splits.
-Images are kept as uint8 (one copy); spaces normalise inside the model (``layers.Rescaling``).
+Images are kept as uint8 (one copy); spaces normalise inside the model (``layers.Rescaling``),
+and :func:`warn_if_unscaled` says once when a model does not. Targets arrive as stored
+(:func:`_checked_targets`): integer labels are classes, float targets a regression (kept with
+their dtype and shape, split without stratifying, ``num_classes`` 0).
 
 Data sets by name: ``digits`` (scikit-learn's bundled digits, no download), ``mnist``,
 ``fashion_mnist``, ``cifar10``, ``cifar100`` (through ``keras.datasets``, cached under
@@ -18,6 +21,7 @@ the trial's ``build`` selected (:func:`select`, :func:`in_use`) live here, one p
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import typing
 from dataclasses import dataclass
@@ -45,7 +49,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    num_classes: int
+    num_classes: int  # 0: regression targets (``y_*`` are floats, as stored)
     seed: int = 0
     classes: tuple[int, ...] | None = None  # the original labels of a class subset, in label order
 
@@ -53,11 +57,20 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def regression(self) -> bool:
+        """The targets are floats (regression), not class labels."""
+        return is_regression(self.y_train)
+
     def summary(self) -> str:
         subset = f" (subset of {len(self.classes)} classes)" if self.classes else ""
+        if self.regression:
+            targets = f"regression targets {self.y_train.dtype} {tuple(self.y_train.shape[1:])}"
+        else:
+            targets = f"{self.num_classes} classes{subset}"
         return (
             f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} validation / "
-            f"{len(self.x_test)} test, input {self.input_shape}, {self.num_classes} classes{subset}"
+            f"{len(self.x_test)} test, input {self.input_shape}, {targets}"
         )
 
 
@@ -91,12 +104,47 @@ def subset(dataset: Dataset, classes: int) -> Dataset:
     """``dataset`` restricted to ``classes`` classes chosen by its seed (cached per process)."""
     if classes == dataset.num_classes and dataset.classes is None:
         return dataset
+    if dataset.regression:
+        raise DataError(f"classes={classes} but {dataset.name} holds regression targets "
+                        f"({dataset.y_train.dtype}), not classes")
     if dataset.classes is not None:
         raise DataError(f"{dataset.name}: a class subset cannot be subset again")
     if not 2 <= classes <= dataset.num_classes:
         raise DataError(f"classes={classes} but {dataset.name} has {dataset.num_classes} classes "
                         f"(use 2..{dataset.num_classes})")
     return _subset(dataset.name, dataset.seed, _val_fraction(dataset), classes)
+
+
+def unscaled_note(model, dataset: Dataset) -> str | None:
+    """One line when ``dataset`` holds raw 0..255 uint8 images and ``model`` has no layer that
+    rescales them (``layers.Rescaling``, ``layers.Normalization``, nested models included): the
+    model would train on raw pixel values. None otherwise."""
+    from keras import layers
+
+    if dataset.x_train.dtype != np.uint8:
+        return None
+    pending = list(getattr(model, "layers", []))
+    while pending:
+        layer = pending.pop()
+        if isinstance(layer, (layers.Rescaling, layers.Normalization)):
+            return None
+        pending.extend(getattr(layer, "layers", []))
+    return (f"{dataset.name}: the inputs are uint8 pixels 0..255 and the model has no Rescaling or "
+            "Normalization layer: it trains on raw values; add keras.layers.Rescaling(1 / 255) "
+            "after its Input")
+
+
+_log = logging.getLogger("search.data")
+_warned: set[str] = set()  # the notes this process logged already: one line, not one a trial
+
+
+def warn_if_unscaled(model, dataset: Dataset) -> None:
+    """Log :func:`unscaled_note` as a warning, once per process (``search start``'s output when
+    the space is discovered, a worker's log when a trial builds)."""
+    note = unscaled_note(model, dataset)
+    if note and note not in _warned:
+        _warned.add(note)
+        _log.warning(note)
 
 
 def _val_fraction(dataset: Dataset) -> float:
@@ -247,6 +295,8 @@ def _read(name: str):
 def _split(x, y, fraction: float, seed: int):
     from sklearn.model_selection import train_test_split
 
+    if is_regression(y):  # regression targets: a seeded split, nothing to stratify on
+        return train_test_split(x, y, test_size=fraction, random_state=seed)
     _, counts = np.unique(y, return_counts=True)
     held_out = int(np.ceil(fraction * len(y)))
     # Stratify where each side of the split can hold every class at least once.
@@ -306,19 +356,52 @@ def _checked_inputs(name: str, part: str, x) -> np.ndarray:
     return _as_images(x)
 
 
-def _checked_labels(name: str, part: str, y) -> np.ndarray:
-    """Class labels as the models expect them: integers 0..K-1."""
-    y = np.asarray(y).reshape(-1)
-    fix = "labels must be integers 0..K-1 (numpy.unique(y, return_inverse=True)[1] maps any labels so)"
+LABELS_FIX = "labels must be integers 0..K-1 (numpy.unique(y, return_inverse=True)[1] maps any labels so)"
+
+
+def _one_hot_rows(y: np.ndarray) -> bool:
+    return y.ndim == 2 and y.shape[1] > 1 and bool(np.all((y == 0) | (y == 1))) \
+        and bool(np.all(y.sum(axis=1) == 1))
+
+
+def _checked_targets(name: str, part: str, y, regression: bool = False) -> np.ndarray:
+    """The targets as stored, or one line naming the file and the dtype where they cannot be used:
+
+    - integer (or bool) labels, a column ``(N, 1)`` of them, or float labels that are all whole
+      numbers: class labels, as integers 0..K-1;
+    - one-hot rows ``(N, K)``: their class labels (a model compiled with a categorical loss gets
+      them one-hot again, ``search.space.labels``);
+    - any other float array (any float array where ``regression``: the test targets of a
+      regression set): regression targets, kept as they are (dtype and shape).
+    """
+    y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in np.unique(y)[:3])
-        raise DataError(f"{name}: {part} holds labels that are not numbers ({shown}, ...): {fix}")
-    if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))):
-        raise DataError(f"{name}: {part} holds labels that are not whole numbers: {fix}")
-    y = y.astype(np.int64)
+        raise DataError(f"{name}: {part} holds labels that are not numbers ({shown}, ...): "
+                        f"{LABELS_FIX}; its dtype is {y.dtype}")
+    if _one_hot_rows(y):
+        return np.argmax(y, axis=1).astype(np.int64)
+    column = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+    if y.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(y)))
+        if bad:
+            raise DataError(f"{name}: {part} holds {bad} NaN or infinite values (of {y.size}, dtype "
+                            f"{y.dtype}): every trial would diverge; clean or impute them first")
+        if regression or not column or np.any(y != np.round(y)):
+            return y  # regression targets, as stored
+    elif not column:
+        raise DataError(f"{name}: {part} is an integer array of shape {y.shape} (dtype {y.dtype}) "
+                        "that is neither class labels nor one-hot rows: store regression targets "
+                        "as floats, labels as one integer per sample")
+    y = y.reshape(-1).astype(np.int64)
     if len(y) and y.min() < 0:
-        raise DataError(f"{name}: {part} holds labels from {y.min()} to {y.max()}: {fix}")
+        raise DataError(f"{name}: {part} holds labels from {y.min()} to {y.max()}: {LABELS_FIX}")
     return y
+
+
+def is_regression(y: np.ndarray) -> bool:
+    """Whether ``y`` holds regression targets (floats) rather than class labels (integers)."""
+    return y.dtype.kind == "f"
 
 
 @functools.lru_cache(maxsize=2)
@@ -328,18 +411,24 @@ def _load(name: str, seed: int, val_fraction: float) -> Dataset:
         return _as_given(name, read, seed)
     x, y, x_test, y_test = read
     x = _checked_inputs(name, "x_train", x)
-    y = _checked_labels(name, "y_train", y)
+    y = _checked_targets(name, "y_train", y)
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} inputs but {len(y)} labels")
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise DataError(f"{name}: y_train has a single class ({', '.join(map(str, classes)) or 'none'}): "
-                        "a classifier needs two or more")
+    regression = is_regression(y)
+    if not regression:
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise DataError(f"{name}: y_train has a single class ({', '.join(map(str, classes)) or 'none'}): "
+                            "a classifier needs two or more")
     if x_test is None:
         x, x_test, y, y_test = _split(x, y, DEFAULT_TEST_FRACTION, seed)
     else:
         x_test = _checked_inputs(name, "x_test", x_test)
-        y_test = _checked_labels(name, "y_test", y_test)
+        y_test = _checked_targets(name, "y_test", y_test, regression)
+        if is_regression(y_test) != regression:
+            kinds = {True: "regression targets (floats)", False: "class labels"}
+            raise DataError(f"{name}: y_train holds {kinds[regression]} but y_test "
+                            f"{kinds[not regression]} (dtype {y_test.dtype})")
     x_train, x_val, y_train, y_val = _split(x, y, val_fraction, seed + 1)
     return Dataset(
         name=name,
@@ -349,6 +438,6 @@ def _load(name: str, seed: int, val_fraction: float) -> Dataset:
         y_val=y_val,
         x_test=x_test,
         y_test=y_test,
-        num_classes=int(max(y.max(), y_test.max())) + 1,
+        num_classes=0 if regression else int(max(y.max(), y_test.max())) + 1,
         seed=seed,
     )

@@ -141,18 +141,19 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
 
 @_store_errors
 def status(study: str | None = None, *, storage: str | None = None) -> list[StudySnapshot]:
-    """Snapshots of one study (with its workers), or of every study search created in the store."""
-    from search.storage import MissingStore, StudyRecords, open_storage
-    from search.study import open_study, snapshot
+    """Snapshots of one study (with its workers), or of every study in the store: those search
+    created and plain Optuna ones (single-objective). Reads only: nothing is written to the store."""
+    from search.storage import MissingStore, open_storage
+    from search.study import open_study, single_objective_names, snapshot
 
     if study is not None:
-        return [snapshot(open_study(storage, study))]
+        return [snapshot(open_study(storage, study, read_only=True))]
     try:
-        store = open_storage(resolve_storage(storage), must_exist=True)
+        store = open_storage(resolve_storage(storage), read_only=True)
     except MissingStore:  # no store file: no studies (and no empty file made for it)
         return []
-    names = sorted(StudyRecords(store.engine).names())
-    return [snapshot(open_study(storage, name, store)) for name in names]
+    return [snapshot(open_study(storage, name, store, read_only=True))
+            for name in single_objective_names(store)]
 
 
 @_store_errors
@@ -163,7 +164,7 @@ def analyze(study: str, *, storage: str | None = None,
     imports no Keras."""
     from search.study import open_study
 
-    stored = open_study(storage, study)  # an unknown study is answered before pandas and scipy load
+    stored = open_study(storage, study, read_only=True)  # answered before pandas and scipy load
     from search.commands.analyze import analyze as analyze_stored
 
     return analyze_stored(stored, params=params)
@@ -174,9 +175,10 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
            repeats: int | None = None) -> AblationQueued:
     """Queue one-factor-at-a-time trials around the best configuration; the study's workers run
     them. Returns what was queued."""
-    from search.study import open_study
+    from search.study import needs_space, open_study
 
-    open_study(storage, study)  # an unknown study is answered before Keras loads
+    # An unknown study, or one without a space, is answered before Keras loads and unwritten.
+    needs_space(open_study(storage, study, read_only=True), "`search ablate`")
     from search.commands.ablate import DEFAULT_REPEATS
     from search.commands.ablate import ablate as queue_ablation
 
@@ -192,10 +194,12 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
     """The top trials with their kept checkpoints; ``evaluate`` measures them on the held-out
     test split, ``export`` writes their models and configurations to that folder. Both execute
     the stored space source: ``space`` (a file), ``data`` and ``artifacts`` pin it as for
-    ``worker``."""
-    from search.study import open_study
+    ``worker``. Without ``evaluate`` and ``export`` nothing is written to the store."""
+    from search.study import needs_space, open_study
 
-    open_study(storage, study)  # an unknown study is answered before Keras loads
+    stored = open_study(storage, study, read_only=True)  # answered before Keras loads
+    if evaluate or export:
+        needs_space(stored, "`search best --evaluate`" if evaluate else "`search best --export`")
     from search.commands.best import best as best_trials
     from search.execution.pins import Pins
 

@@ -4,6 +4,13 @@
 and worker registry; :func:`snapshot` reads what the study looks like right now (trials by
 state, budget, best trial, workers). Imports no Keras, so ``search status`` and ``search
 analyze`` answer in the time it takes to read the store.
+
+``open_study(..., read_only=True)`` (``search status``, ``analyze``, ``best``) writes nothing,
+and also opens a study ``search`` did not create: a plain Optuna study in the same store, or one
+copied there with ``optuna.copy_study``. Such a *foreign* study has no record: its parameters
+are Optuna's distributions, its objective Optuna's metric name (else ``value``) and direction,
+and it has no budget, no workers and no space; what needs the space (``search ablate``,
+``search best --evaluate``) says so in one line (:func:`needs_space`).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class StoredStudy:
     name: str
     storage: optuna.storages.RDBStorage
     records: StudyRecords
-    record: StudyRecord
+    record: StudyRecord | None  # None: a study search did not create (see the module's notes)
     config: StudyConfig
     workers: WorkerRegistry
     study_id: int
@@ -47,6 +54,16 @@ class StoredStudy:
     @property
     def maximize(self) -> bool:
         return self.config.direction == "max"
+
+    @property
+    def foreign(self) -> bool:
+        """A study ``search start`` did not create (a plain Optuna study): no record, no space."""
+        return self.record is None
+
+    @property
+    def budget(self) -> int | None:
+        """The study's trial budget (None for a foreign study: it has none of ours)."""
+        return None if self.record is None else self.record.budget
 
     @property
     def study(self) -> optuna.Study:
@@ -62,8 +79,10 @@ class StoredStudy:
         """The store's URL with any password masked: safe to print."""
         return mask_url(url_of(self.storage))
 
-    def reload(self) -> StudyRecord:
+    def reload(self) -> StudyRecord | None:
         """The study's record as stored now (budget, claims, deadline, configuration)."""
+        if self.foreign:
+            return None
         self.record = self.records.get(self.name)
         self.config = StudyConfig.from_dict(self.record.config)
         return self.record
@@ -78,28 +97,85 @@ def no_such_study(name: str, storage_url: str) -> SearchError:
                        "`search status` lists the studies there")
 
 
+def not_ours(name: str, storage_url: str) -> SearchError:
+    return SearchError(f"study {name!r} in {mask_url(storage_url)} was not created by `search start` "
+                       "(a plain Optuna study): `search status`, `search analyze` and `search best` "
+                       "read it")
+
+
 def open_study(storage_url: str | None, name: str,
-               store: optuna.storages.RDBStorage | None = None) -> StoredStudy:
+               store: optuna.storages.RDBStorage | None = None, *,
+               read_only: bool = False) -> StoredStudy:
     """The study ``name`` that ``search start`` created in the store; ``store`` reuses an open one.
-    One clear error when there is no store file or no such study (and nothing is created)."""
+    One clear error when there is no store file or no such study (and nothing is created).
+    ``read_only``: nothing is written to the store (no table made, the journal mode kept), and a
+    plain Optuna study is opened too (a foreign study: ``StoredStudy.foreign``)."""
     url = resolve_storage(storage_url)
+    if store is None and not read_only:
+        # Looked up first without writing: a mistyped name, or a plain Optuna study, leaves the
+        # store as it was (opening it to work switches SQLite to WAL and adds our tables).
+        found = open_study(url, name, read_only=True)
+        found.storage.engine.dispose()
+        if found.foreign:
+            raise not_ours(name, url)
     try:
-        store = store or open_storage(url, must_exist=True)
+        store = store or open_storage(url, must_exist=True, read_only=read_only)
     except MissingStore as exc:
         raise SearchError(f"no study named {name!r}: {missing_store_hint(exc)}") from None
-    records = StudyRecords(store.engine)
+    records = StudyRecords(store.engine, create=not read_only)
+    workers = WorkerRegistry(store.engine, create=not read_only)
     record = records.get(name)
-    if record is None:
-        raise no_such_study(name, url)
-    return StoredStudy(name, store, records, record, StudyConfig.from_dict(record.config),
-                       WorkerRegistry(store.engine), store.get_study_id_from_name(name))
+    if record is not None:
+        return StoredStudy(name, store, records, record, StudyConfig.from_dict(record.config),
+                           workers, store.get_study_id_from_name(name))
+    try:
+        study_id = retrying(lambda: store.get_study_id_from_name(name), "find study")
+    except KeyError:
+        raise no_such_study(name, url) from None
+    if not read_only:
+        raise not_ours(name, url)
+    stored = StoredStudy(name, store, records, None, StudyConfig("", ""), workers, study_id)
+    stored.config = _foreign_config(stored)
+    return stored
+
+
+def _foreign_config(stored: StoredStudy) -> StudyConfig:
+    """A plain Optuna study's configuration as far as Optuna knows it: its direction and its
+    objective's name (``study.set_metric_names``, else ``value``)."""
+    directions = stored.study.directions
+    if len(directions) > 1:
+        raise SearchError(f"study {stored.name!r} has {len(directions)} objectives: search reads "
+                          "single-objective studies (optuna-dashboard shows a Pareto front)")
+    maximize = directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    objective = (stored.study.metric_names or [FOREIGN_OBJECTIVE])[0]
+    # keep_best=0: search kept no checkpoints of its trials
+    return StudyConfig("", "", objective=objective, direction="max" if maximize else "min", keep_best=0)
+
+
+def single_objective_names(store: optuna.storages.RDBStorage) -> list[str]:
+    """Every study in the store that search can read, sorted: those it created and the plain
+    Optuna studies with one objective."""
+    ours = set(StudyRecords(store.engine, create=False).names())
+    return sorted(ours | {s.study_name for s in retrying(store.get_all_studies, "list studies")
+                          if len(s.directions) == 1})
+
+
+FOREIGN_OBJECTIVE = "value"  # a plain Optuna study's objective when it names none
+
+
+def needs_space(stored: StoredStudy, what: str) -> None:
+    """One line where ``what`` (a command) needs the space a foreign study does not have."""
+    if stored.foreign:
+        raise SearchError(f"study {stored.name!r} was not created by `search start` (a plain Optuna "
+                          f"study, no space stored): {what} needs its space; `search status`, "
+                          "`search analyze` and `search best` read it")
 
 
 @dataclass
 class StudySnapshot:
     study_name: str
     config: StudyConfig
-    budget: int
+    budget: int | None  # None: a study search did not create (no budget of ours)
     claimed: int
     states: dict[str, int]
     trials: list[FrozenTrial] = field(repr=False)
@@ -119,15 +195,20 @@ class StudySnapshot:
         return sum(1 for t in self.trials if t.state.is_finished() and t.number not in again)
 
     @property
+    def foreign(self) -> bool:
+        """A study search did not create: no budget, no workers of ours."""
+        return self.budget is None
+
+    @property
     def budget_left(self) -> int:
-        return max(0, self.budget - self.claimed)
+        return 0 if self.budget is None else max(0, self.budget - self.claimed)
 
     @property
     def done(self) -> bool:
         """Every slot of the budget was run and nothing runs: workers that died did not cost the
         study anything (their trials were retried by the others)."""
-        return self.claimed >= self.budget and self.states.get("RUNNING", 0) == 0 \
-            and self.states.get("WAITING", 0) == 0
+        return (self.budget is None or self.claimed >= self.budget) \
+            and self.states.get("RUNNING", 0) == 0 and self.states.get("WAITING", 0) == 0
 
     def to_dict(self) -> dict:
         best = None
@@ -141,6 +222,7 @@ class StudySnapshot:
             "objective": self.config.objective,
             "direction": self.config.direction,
             "budget": self.budget,
+            "foreign": self.foreign,
             "states": self.states,
             "deadline": self.deadline,
             "stopped": self.stopped,
@@ -160,6 +242,7 @@ def _trial_dict(trial: FrozenTrial, requeued: int | None = None) -> dict:
         "ms_per_step": trial.user_attrs.get(trial_attrs.MS_PER_STEP),
         "attempt": trial_attrs.attempt(trial),
         "fail_reason": trial_attrs.fail_reason(trial, requeued),
+        "fail_detail": trial.user_attrs.get(trial_attrs.FAIL_DETAIL),
     }
 
 
@@ -173,18 +256,18 @@ def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
 
 def snapshot(stored: StoredStudy) -> StudySnapshot:
     """Read the study's state from the store (one query for the trials, one for the record)."""
-    record = stored.records.get(stored.name)
+    record = stored.reload()
     trials = read_trials(stored.storage, stored.study_id)
-    config = StudyConfig.from_dict(record.config)
+    config = stored.config
     return StudySnapshot(
         study_name=stored.name,
         config=config,
-        budget=record.budget,
-        claimed=record.claimed,
+        budget=record.budget if record else None,
+        claimed=record.claimed if record else len(trials),
         states=dict(Counter(t.state.name for t in trials)),
         trials=trials,
         best=best_trial(trials, config.direction),
         workers=stored.workers.list(stored.name),
-        deadline=record.deadline,
-        stopped=record.stopped,
+        deadline=record.deadline if record else None,
+        stopped=record.stopped if record else None,
     )

@@ -15,7 +15,9 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``ms_per_step``             milliseconds per training step
 ``trainable_params``        and ``non_trainable_params``: parameter counts
 ``seed``                    the seed of the trial's weights and shuffling
-``fail_reason``             one line, when the trial failed
+``fail_reason``             one line, when the trial failed (what tables show)
+``fail_detail``             the exception behind it: type, whole message, the last frames of the
+                            space's code (bounded; ``search status --format json``)
 ``fatal``                   the failure stopped the study (Keras Tuner's ``FatalError``)
 ``interrupted``             the trial was stopped by the user and queued again
 ``timed_out``               the trial overran ``--trial-timeout``
@@ -25,6 +27,8 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``ablation``                ``{"param", "value", "repeat", "center"}`` of an ablation trial
 ``checkpoint``              ``{"state": "saved"|"missing", ...}`` of its best-epoch weights
 ``test_metrics``            and ``test_samples``: measured later by ``search best --evaluate``
+``hp.<name>``               the value used of a parameter that Optuna holds as another variable
+                            (a reverse-log one: ``<name>.reverse_log_u``), set when it is sampled
 ==========================  ==================================================================
 
 System attribute: ``retry_history`` (Optuna's ``RetryHeartbeatStaleTrialCallback``), the numbers of
@@ -50,6 +54,7 @@ TRAINABLE_PARAMS = "trainable_params"
 NON_TRAINABLE_PARAMS = "non_trainable_params"
 SEED = "seed"
 FAIL_REASON = "fail_reason"
+FAIL_DETAIL = "fail_detail"
 FATAL = "fatal"
 INTERRUPTED = "interrupted"
 TIMED_OUT = "timed_out"
@@ -61,6 +66,8 @@ CHECKPOINT = "checkpoint"
 TEST_METRICS = "test_metrics"
 TEST_SAMPLES = "test_samples"
 
+USED_VALUE_PREFIX = "hp."  # + a parameter's name: its value used (search.space.bridge)
+
 RETRY_HISTORY = "retry_history"  # system attribute of Optuna's RetryHeartbeatStaleTrialCallback
 
 LOST_WORKER_REASON = "worker lost (no heartbeat)"
@@ -69,6 +76,11 @@ LOST_WORKER_REASON = "worker lost (no heartbeat)"
 def hp_values(trial: FrozenTrial) -> dict:
     """The hyperparameter values a trial used (Optuna's params where the runner recorded none)."""
     return dict(trial.user_attrs.get(HP_VALUES) or trial.params)
+
+
+def used_value_key(name: str) -> str:
+    """The user attribute holding the value used of ``name`` (where Optuna holds another variable)."""
+    return USED_VALUE_PREFIX + name
 
 
 def best_epoch(trial: FrozenTrial) -> int | None:

@@ -73,6 +73,13 @@ def analyze(stored: StoredStudy, *, params: list[str] | None = None) -> StudyAna
 
     trials = read_trials(stored.storage, stored.study_id)
     result = analyze_study(stored.study, stored.config.objective, params,
-                           space=stored.config.space or None, budget=stored.record.budget,
+                           space=stored.config.space or None, budget=stored.budget,
                            trials=trials)
+    if stored.foreign:
+        result.notes.append(FOREIGN_NOTE)
     return StudyAnalysis(result, stored)
+
+
+FOREIGN_NOTE = ("A plain Optuna study (not created by `search start`): its parameters are read from "
+                "Optuna's distributions; it has no stored space, so `search ablate` (the controlled "
+                "comparison) and `search best --evaluate` are unavailable for it.")

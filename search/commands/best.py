@@ -79,6 +79,9 @@ def _tags(trial: FrozenTrial) -> list[str]:
     return tags
 
 
+FOREIGN_NO_CHECKPOINTS = "a plain Optuna study: search kept no checkpoints of it"
+
+
 def _checkpoint_state(trial: FrozenTrial, kept: dict, keep: int,
                       disabled: str | None) -> tuple[str, str | None]:
     if kept.get(trial.number):
@@ -181,10 +184,13 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
         raise SearchError(f"--top must be at least 1 (got {top})")
     if export and Path(export).exists() and not Path(export).is_dir():
         raise SearchError(f"--export {export} is a file: give a folder")
-    stored = open_study(storage, study)
-    (pins or Pins()).check(stored.record, url_of(stored.storage))
+    stored = open_study(storage, study, read_only=not (evaluate or export))  # reading writes nothing
+    if not stored.foreign:
+        (pins or Pins()).check(stored.record, url_of(stored.storage))
     config = stored.config
     checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)
+    if stored.foreign:  # search kept no checkpoints of a study it did not run
+        checkpoints.disabled, checkpoints.keep, checkpoints.location = FOREIGN_NO_CHECKPOINTS, 0, None
     rows = top_trials(stored, top or max(1, config.keep_best), checkpoints)
     if not rows:
         raise SearchError(f"study {study!r} has no completed trials yet: run `search start` or "

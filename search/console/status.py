@@ -21,9 +21,14 @@ MAX_TRIAL_ROWS = 50
 WIDE = 120  # columns from which a trial's hyperparameters fit beside its figures
 
 
+FOREIGN_NOTE = ("a plain Optuna study (not created by `search start`): no budget or workers of ours, "
+                "and no space, which `search ablate` and `search best --evaluate` need")
+
+
 def states_line(snap: StudySnapshot) -> str:
     states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(snap.states.items())) or "no trials"
-    return f"{snap.finished} of {snap.budget} trials finished ({states})"
+    of = "" if snap.budget is None else f" of {snap.budget}"
+    return f"{snap.finished}{of} trials finished ({states})"
 
 
 def trials_table(snap: StudySnapshot, title: str = "Trials", with_config: bool = True) -> Table:
@@ -92,8 +97,11 @@ def studies_table(snaps: list[StudySnapshot]) -> Table:
     for s in snaps:
         table.add_row(escape(s.study_name), escape(f"{s.config.objective} ({s.config.direction})"),
                       str(s.finished),
-                      str(s.budget), str(s.states.get("RUNNING", 0)), str(s.states.get("FAIL", 0)),
+                      "-" if s.budget is None else str(s.budget), str(s.states.get("RUNNING", 0)), str(s.states.get("FAIL", 0)),
                       metric(s.best.value if s.best else None))
+    foreign = [s.study_name for s in snaps if s.foreign]
+    if foreign:
+        table.caption = f"plain Optuna studies (not created by `search start`): {', '.join(foreign)}"
     return table
 
 
@@ -121,6 +129,8 @@ def deadline_line(snap: StudySnapshot) -> str | None:
 
 def print_study(console: Console, snap: StudySnapshot) -> None:
     console.print(f"Study [bold]{escape(snap.study_name)}[/bold]: {states_line(snap)}", highlight=False)
+    if snap.foreign:
+        console.print(FOREIGN_NOTE, highlight=False)
     deadline = deadline_line(snap)
     if deadline:
         console.print(deadline, highlight=False)

@@ -10,7 +10,9 @@ trial as user attributes:
   ``ms_per_step``, ``trainable_params``, ``non_trainable_params``
 - ``seed``: the seed of its weights and shuffling (the study's seed and the trial number, so
   repeats of one configuration, e.g. ablation repeats, differ)
-- ``fail_reason`` (one line) when the trial failed
+- ``fail_reason`` (one line, what tables show) when the trial failed, and ``fail_detail``
+  (:func:`failure_detail`: the exception's type, its whole message and the last frames of the
+  space's own code, bounded) when an exception failed it
 
 A completed trial's outcome carries ``save_weights(path)``, which writes its best-epoch weights
 (kept in memory by the callback, nothing re-trained) to an ``.npz`` file, the arrays of
@@ -41,6 +43,7 @@ import functools
 import math
 import numbers
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -68,6 +71,7 @@ class TrialOutcome:
     save_weights: Callable[[str], None] | None = field(default=None, repr=False)
     checkpoint_problem: str | None = None  # why a completed trial has no best-epoch weights
     fatal: bool = False  # Keras Tuner's FatalError: the study stops (the reason says why)
+    detail: str | None = None  # the exception behind the failure (:func:`failure_detail`)
 
 
 class TrialFailed(Exception):
@@ -174,6 +178,7 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         if not isinstance(model, keras.Model):
             raise FatalResult(f"build() returned {type(model).__name__}, not a Keras model")
         trained_on = _datasets.in_use()  # the class subset build() selected, or the whole set
+        _datasets.warn_if_unscaled(model, trained_on)
         attrs[trial_attrs.TRAINABLE_PARAMS] = _count_params(model.trainable_weights)
         attrs[trial_attrs.NON_TRAINABLE_PARAMS] = _count_params(model.non_trainable_weights)
         y_train, y_val, encoding = _fit_labels(space, model, trained_on)
@@ -215,7 +220,8 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         reason = f"{where}: {shown}"
         if where == "fit" and not fatal:
             reason += labels.hint(exc, encoding)
-        outcome = TrialOutcome(TrialState.FAIL, reason=reason, fatal=fatal)
+        outcome = TrialOutcome(TrialState.FAIL, reason=reason, fatal=fatal,
+                               detail=failure_detail(exc, space.path))
     attrs.update({
         trial_attrs.SEED: seed,
         trial_attrs.HP_VALUES: {k: _plain(v) for k, v in hp.values.items()},
@@ -228,10 +234,34 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
     })
     if outcome.reason:
         attrs[trial_attrs.FAIL_REASON] = outcome.reason
+    if outcome.detail:
+        attrs[trial_attrs.FAIL_DETAIL] = outcome.detail
     if outcome.fatal:
         attrs[trial_attrs.FATAL] = True
     outcome.attrs = attrs
     return outcome
+
+
+# What a failure's detail keeps: the last frames of the space's own code (the deepest frames
+# where none is the space's), the message up to a bound, and the whole up to another.
+DETAIL_FRAMES = 3
+DETAIL_MESSAGE_CHARS = 2000
+DETAIL_CHARS = 4000
+
+
+def failure_detail(exc: BaseException, user_file: str) -> str:
+    """The exception that failed a trial, for the user: ``Type: message`` (every line of it,
+    bounded) and the last frames of the user's code (the space module ``user_file``), as
+    ``File ..., line N, in f`` lines; Keras-internal frames only where the space has none."""
+    stack = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in stack if f.filename == user_file]
+    frames = (mine or list(stack))[-DETAIL_FRAMES:]
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if len(message) > DETAIL_MESSAGE_CHARS:
+        message = message[:DETAIL_MESSAGE_CHARS] + " ..."
+    where = "".join(traceback.format_list(frames)).rstrip()
+    text = f"{message}\n{where}" if where else message
+    return text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + " ..."
 
 
 def trial_seed(study_seed: int, number: int) -> int:

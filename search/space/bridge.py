@@ -16,7 +16,9 @@ Float linear [step]         FloatDistribution(low, high[, step])
 Float log, no step          FloatDistribution(low, high, log=True)
 Int/Float log with step     CategoricalDistribution of the multiplicative grid (Optuna has no log+step)
 Int/Float reverse_log       FloatDistribution(0, 1) on ``<name>.reverse_log_u``; the value is
-                            ``hp.prob_to_value(u)`` (Optuna has no reverse-log)
+                            ``hp.prob_to_value(u)`` (Optuna has no reverse-log), recorded at
+                            once as the user attribute ``hp.<name>``, so optuna-dashboard and
+                            ``trials_dataframe()`` (``user_attrs_hp.<name>``) show what ran
 Choice                      CategoricalDistribution(values) (``ordered`` is kept by Keras Tuner only)
 Choice of bools, Boolean    CategoricalDistribution([False, True]) with real bools
 Fixed, ``--set`` values     not suggested: the value is fixed
@@ -36,6 +38,7 @@ from typing import Any, Callable
 import keras_tuner as kt
 from keras_tuner.engine import hyperparameters as hp_types
 
+from search import trial_attrs
 from search.errors import SpaceError
 
 REVERSE_LOG_SUFFIX = ".reverse_log_u"
@@ -199,7 +202,10 @@ class TrialHyperParameters(kt.HyperParameters):
             return hp.value  # Fixed
         if self.trial is None:
             return hp.default
-        return mapping.suggest(self.trial)
+        value = mapping.suggest(self.trial)
+        if mapping.decode is not None:  # Optuna holds another variable: record the value used too
+            self.trial.set_user_attr(trial_attrs.used_value_key(hp.name), value)
+        return value
 
 
 def to_optuna_params(hps: kt.HyperParameters, values: dict) -> dict:

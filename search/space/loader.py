@@ -2,10 +2,10 @@
 
 Contract (see the README): the module defines one of
 
-- ``HYPERMODEL``: a ``keras_tuner.HyperModel`` instance (e.g. from ``keras_tuner.applications``)
-  or a build function, what a Keras Tuner user passes to a tuner,
+- ``HYPERMODEL`` (or ``hypermodel``): a ``keras_tuner.HyperModel`` instance (e.g. from
+  ``keras_tuner.applications``) or a build function, what a Keras Tuner user passes to a tuner,
 - a ``keras_tuner.HyperModel`` subclass (instantiated with no arguments),
-- ``build(hp)`` returning a compiled Keras model, with an optional ``fit(hp, model, *args, **kwargs)``,
+- ``build(hp)`` (or the guides' ``build_model(hp)``) returning a compiled Keras model, with an optional ``fit(hp, model, *args, **kwargs)``,
 
 and optionally ``DATA`` (the default data set name or path), ``OBJECTIVE`` (a name or a
 ``keras_tuner.Objective``, as Keras Tuner's ``objective=``), ``DIRECTION`` ("max"/"min", inferred
@@ -196,17 +196,46 @@ def study_objective(space: Space, name: str | None, direction: str | None,
     return kt.Objective(DEFAULT_OBJECTIVE, "max")
 
 
-def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
-    explicit = getattr(module, "HYPERMODEL", None)
-    if explicit is not None:
+# Names a module's hypermodel goes by: the project's, and those the Keras Tuner guides use.
+HYPERMODEL_NAMES = ("HYPERMODEL", "hypermodel")
+BUILD_NAMES = ("build", "build_model")
+
+
+def _explicit_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel | None:
+    """``HYPERMODEL`` (or the guides' lower-case ``hypermodel``): an instance or a build function."""
+    for name in HYPERMODEL_NAMES:
+        explicit = getattr(module, name, None)
+        if explicit is None or isinstance(explicit, types.ModuleType):
+            continue
         if isinstance(explicit, type) and issubclass(explicit, kt.HyperModel):
-            raise SpaceError(f"{path}: HYPERMODEL is the class {explicit.__name__}: set it to an "
+            raise SpaceError(f"{path}: {name} is the class {explicit.__name__}: set it to an "
                              f"instance, {explicit.__name__}()")
-        if not isinstance(explicit, kt.HyperModel) and callable(explicit):
+        if isinstance(explicit, kt.HyperModel):
+            return explicit
+        if callable(explicit):
             return FunctionHyperModel(explicit)  # a build function, as Keras Tuner's tuners take
-        if not isinstance(explicit, kt.HyperModel):
-            raise SpaceError(f"{path}: HYPERMODEL must be a keras_tuner.HyperModel instance or a "
-                             "build(hp) function")
+        raise SpaceError(f"{path}: {name} must be a keras_tuner.HyperModel instance or a "
+                         "build(hp) function")
+    return None
+
+
+def _defined_here(module: types.ModuleType) -> list[str]:
+    """What the module itself defines that could have been its hypermodel: its functions and
+    classes, and the HyperModel instances it holds."""
+    found = []
+    for name, obj in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(obj, kt.HyperModel):
+            found.append(f"{name} ({type(obj).__name__} instance)")
+        elif callable(obj) and getattr(obj, "__module__", None) == module.__name__:
+            found.append(f"{name}()" if isinstance(obj, types.FunctionType) else f"{name} (class)")
+    return found
+
+
+def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
+    explicit = _explicit_hypermodel(module, path)
+    if explicit is not None:
         return explicit
     subclasses = [
         obj for obj in vars(module).values()
@@ -221,13 +250,16 @@ def _find_hypermodel(module: types.ModuleType, path: str) -> kt.HyperModel:
             return subclasses[0]()
         except Exception as exc:
             raise SpaceError(f"{path}: {subclasses[0].__name__}() raised {one_line(exc)}") from None
-    build = getattr(module, "build", None)
-    if callable(build):
-        fit = getattr(module, "fit", None)
-        return FunctionHyperModel(build, fit if callable(fit) else None)
+    for name in BUILD_NAMES:
+        build = getattr(module, name, None)
+        if callable(build) and not isinstance(build, type):
+            fit = getattr(module, "fit", None)
+            return FunctionHyperModel(build, fit if callable(fit) else None)
+    defined = _defined_here(module)
     raise SpaceError(
-        f"{path}: defines no hypermodel: add build(hp), a keras_tuner.HyperModel subclass "
-        "or HYPERMODEL = <instance>"
+        f"{path}: defines no hypermodel: add build(hp), a keras_tuner.HyperModel subclass or "
+        "HYPERMODEL = <instance> (build_model(hp) and hypermodel = ... work too); it defines "
+        + (", ".join(defined) if defined else "no function, class or HyperModel instance")
     )
 
 
@@ -305,6 +337,7 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
         keras.backend.clear_session()
         if defaults is None:
             defaults, returns = dict(hp.values), returned
+            _datasets.warn_if_unscaled(model, dataset)
         for item in hp.space:
             if not full._exists(item.name, item.conditions):
                 full._register(item)

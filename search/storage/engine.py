@@ -7,6 +7,12 @@ with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite recipe): SQLite ignor
 claim it; with it the read and the claim of a transaction hold the write lock together.
 PostgreSQL: a pool with pre-ping, so a restarted server is reconnected, and every operation retried
 while the server is unreachable (``storage.resilient``).
+
+Read-only (``open_storage(url, read_only=True)``, for ``search status``, ``analyze`` and ``best``):
+nothing is written, to our store or to any Optuna store (one ``search`` did not create, a copy
+made with ``optuna.copy_study``): no table is created, the journal mode is left as it is, and the
+connections themselves cannot write (SQLite opens the file with ``mode=ro``; PostgreSQL sessions
+start with ``default_transaction_read_only``).
 """
 
 from __future__ import annotations
@@ -93,14 +99,23 @@ def mask_url(url: str) -> str:
     return masked
 
 
-def _engine_kwargs(url: str) -> dict:
+def _engine_kwargs(url: str, read_only: bool = False) -> dict:
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
+        path = sqlite_path(url)
+        if read_only and path is not None:  # a connection that cannot write the file
+            from urllib.parse import quote
+
+            ro_uri = f"file:{quote(path)}?mode=ro"
+            return {"creator": lambda: sqlite3.connect(ro_uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
+                                                        check_same_thread=False)}
         # isolation_level=None: pysqlite emits no BEGIN of its own; _begin_immediate does.
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
     if backend == "postgresql":
         given = "connect_timeout" in make_url(url).query or os.environ.get("PGCONNECT_TIMEOUT")
         connect_args = {} if given else {"connect_timeout": CONNECT_TIMEOUT_S}
+        if read_only:
+            connect_args["options"] = "-c default_transaction_read_only=on"
         return {"pool_pre_ping": True, "connect_args": connect_args}
     return {"pool_pre_ping": True}
 
@@ -195,22 +210,26 @@ def _opened_despite_races(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _new_storage(url: str, **kwargs) -> ResilientRDBStorage:
+def _new_storage(url: str, read_only: bool = False, **kwargs) -> ResilientRDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+        return ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url, read_only),
+                                   skip_table_creation=read_only, **kwargs)
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None,
-                 on_stale_trial=None, must_exist: bool = False) -> optuna.storages.RDBStorage:
+                 on_stale_trial=None, must_exist: bool = False,
+                 read_only: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage for ``url``.
 
     ``heartbeat_interval``, ``grace_period`` and ``on_stale_trial`` are Optuna's heartbeat
     settings (``heartbeat_stale_trial_callback``): a RUNNING trial whose heartbeat is older than
     the grace period is failed by ``optuna.storages.fail_stale_trials`` and handed to the callback.
     ``must_exist``: a SQLite store's file must exist already (raises :class:`MissingStore`, and
-    no empty file is created); only ``search start`` creates a store.
+    no empty file is created); only ``search start`` creates a store. ``read_only``: the store
+    must exist and nothing is written to it (see the module's notes); a database that holds no
+    Optuna tables is one :class:`StoreError`.
     """
     try:
         make_url(url)
@@ -220,8 +239,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
                 "expected e.g. sqlite:///search.db or postgresql://user@host/db")
         raise StoreError(f"malformed storage URL {mask_url(url)!r}: {what}") from None
     path = sqlite_path(url)
-    if must_exist and path is not None and not os.path.exists(path):
+    if (must_exist or read_only) and path is not None and not os.path.exists(path):
         raise MissingStore(f"no store at {mask_url(url)}: the file {path} does not exist")
+    if read_only:
+        return _read_only_storage(url, path)
     try:
         _opened_despite_races(lambda: _use_wal(url))
         store = _opened_despite_races(lambda: _new_storage(
@@ -232,9 +253,32 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
             _guard_missing_file(store.engine, path)
         return store
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreError(f"cannot open the store {mask_url(url)}: {reason.rstrip('.')}; "
-                         f"{_hint(reason)}") from None
+        raise _cannot_open(url, exc) from None
+
+
+def _read_only_storage(url: str, path: str | None) -> optuna.storages.RDBStorage:
+    """An existing store opened so that nothing can be written to it (``open_storage``)."""
+    try:
+        probe = sqlalchemy.create_engine(url, **_engine_kwargs(url, read_only=True))
+        try:
+            optuna_tables = sqlalchemy.inspect(probe).has_table("studies")
+        finally:
+            probe.dispose()
+        if not optuna_tables:
+            raise StoreError(f"{mask_url(url)} holds no Optuna tables: not an Optuna store "
+                             "(check --storage or SEARCH_STORAGE)")
+        store = _new_storage(url, read_only=True)
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError,
+            RuntimeError) as exc:  # RuntimeError: Optuna's schema check (a store to upgrade)
+        raise _cannot_open(url, exc) from None
+    if path is not None:
+        _guard_missing_file(store.engine, path)
+    return store
+
+
+def _cannot_open(url: str, exc: BaseException) -> StoreError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreError(f"cannot open the store {mask_url(url)}: {reason.rstrip('.')}; {_hint(reason)}")
 
 
 def enable_heartbeat(store: optuna.storages.RDBStorage, interval: int, grace: int,

@@ -50,6 +50,15 @@ def _add_missing_columns(engine: sa.engine.Engine) -> None:
                     f"ALTER TABLE {study_records.name} ADD COLUMN {column.name} {type_sql}")
 
 
+def _present_columns(engine: sa.engine.Engine) -> list[sa.Column]:
+    """The table's columns as stored (none where the table is missing)."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(study_records.name):
+        return []
+    have = {c["name"] for c in inspector.get_columns(study_records.name)}
+    return [c for c in study_records.columns if c.name in have]
+
+
 @dataclass
 class StudyRecord:
     study_name: str
@@ -75,19 +84,28 @@ class StudyRecord:
 class StudyRecords:
     """Read and write study records through a SQLAlchemy engine (Optuna's own, usually)."""
 
-    def __init__(self, engine: sa.engine.Engine):
+    def __init__(self, engine: sa.engine.Engine, *, create: bool = True):
+        """``create=False`` (a read-only store, perhaps one ``search`` never wrote to): the table
+        is read where it exists, never made or altered; a column it lacks reads as empty."""
         self.engine = engine
-        retrying(lambda: metadata.create_all(engine, checkfirst=True), "create tables")
-        retrying(lambda: _add_missing_columns(engine), "add columns")
+        if create:
+            retrying(lambda: metadata.create_all(engine, checkfirst=True), "create tables")
+            retrying(lambda: _add_missing_columns(engine), "add columns")
+            self._columns = list(study_records.columns)
+        else:
+            self._columns = retrying(lambda: _present_columns(engine), "read tables")
 
     @retried
     def get(self, study_name: str) -> StudyRecord | None:
+        if not self._columns:
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(study_records).where(study_records.c.study_name == study_name)
+                sa.select(*self._columns).where(study_records.c.study_name == study_name)
             ).mappings().first()
         if row is None:
             return None
+        row = {c.name: row.get(c.name) for c in study_records.columns}
         return StudyRecord(
             study_name=row["study_name"],
             space_path=row["space_path"],
@@ -205,5 +223,7 @@ class StudyRecords:
 
     @retried
     def names(self) -> list[str]:
+        if not self._columns:
+            return []
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(sa.select(study_records.c.study_name))]

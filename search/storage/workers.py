@@ -77,9 +77,15 @@ def _db_now(conn) -> dt.datetime:
 class WorkerRegistry:
     """Register workers, stamp their heartbeats, list them."""
 
-    def __init__(self, engine: sa.engine.Engine):
+    def __init__(self, engine: sa.engine.Engine, *, create: bool = True):
+        """``create=False`` (a read-only store): the table is read where it exists, never made."""
         self.engine = engine
-        retrying(lambda: metadata.create_all(engine, checkfirst=True), "create tables")
+        if create:
+            retrying(lambda: metadata.create_all(engine, checkfirst=True), "create tables")
+            self.present = True
+        else:
+            self.present = retrying(lambda: sa.inspect(engine).has_table(workers_table.name),
+                                    "read tables")
 
     @retried
     def register(self, study_name: str, host: str, pid: int, slot: int | None,
@@ -110,6 +116,8 @@ class WorkerRegistry:
     @retried
     def list(self, study_name: str) -> list[WorkerRow]:
         """Every worker the study has had, newest first."""
+        if not self.present:
+            return []
         with self.engine.connect() as conn:
             now = _db_now(conn)
             rows = conn.execute(sa.select(workers_table)

@@ -120,6 +120,21 @@ class HyperRegressor(keras_tuner.HyperModel):
 
 HYPERMODEL = HyperRegressor()
 ''', None, one_hot=False),
+    # Getting started, "Tune a regression model": float targets, the validation MAE minimised.
+    "regression": Pattern("regression", '''
+import keras
+from keras import layers
+
+def build_regressor(hp):
+    model = keras.Sequential([
+        layers.Dense(units=hp.Int("units", 32, 128, 32), activation="relu"),
+        layers.Dense(units=1),
+    ])
+    model.compile(optimizer="adam", loss="mean_squared_error", metrics=["mean_absolute_error"])
+    return model
+
+HYPERMODEL = build_regressor
+''', ("val_mean_absolute_error", "min"), one_hot=False),
     # Getting started: fit() returns a dict of metrics with objective=Objective("metric_a", "max").
     "fit_returns_dict": Pattern("fit_returns_dict", _BUILD_MODEL + '''
 class DictHyperModel(keras_tuner.HyperModel):
@@ -231,6 +246,19 @@ def digits(one_hot: bool, float_targets: bool = False):
 
     scale = lambda x: x.astype("float32") / 255.0  # noqa: E731
     return (scale(ds.x_train), labels(ds.y_train)), (scale(ds.x_val), labels(ds.y_val))
+
+
+def regression_data(seed: int = 0, train: int = 100, val: int = 20, features: int = 10):
+    """The guides' random regression data: ``x = np.random.rand(n, 10)``, ``y = np.random.rand(n, 1)``
+    (seeded), as ``(x_train, y_train), (x_val, y_val)``."""
+    rng = np.random.default_rng(seed)
+    return ((rng.random((train, features)), rng.random((train, 1))),
+            (rng.random((val, features)), rng.random((val, 1))))
+
+
+def build_model_source() -> str:
+    """The guides' ``build_model(hp)`` as a module that names it nothing else (no ``HYPERMODEL``)."""
+    return textwrap.dedent(_BUILD_MODEL)
 
 
 def module_source(pattern: Pattern) -> str:

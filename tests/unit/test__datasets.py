@@ -119,7 +119,10 @@ def _npz_with(path, **arrays):
 @pytest.mark.parametrize("arrays, message", [
     ({"y_train": np.array(["cat", "dog"] * 20)}, "y_train holds labels that are not numbers ('cat', 'dog'"),
     ({"y_train": np.arange(40) % 3 - 1}, "y_train holds labels from -1 to 1: labels must be integers 0..K-1"),
-    ({"y_train": np.linspace(0, 1, 40)}, "y_train holds labels that are not whole numbers"),
+    ({"y_train": np.full(40, np.nan)}, "y_train holds 40 NaN or infinite values (of 40, dtype float64)"),
+    ({"y_train": np.arange(80).reshape(40, 2) % 5}, "y_train is an integer array of shape (40, 2) (dtype int64)"),
+    ({"y_train": np.linspace(0, 1, 40), "x_test": np.zeros((4, 8, 8)), "y_test": np.arange(4)},
+     "y_train holds regression targets (floats) but y_test class labels (dtype int64)"),
     ({"y_train": np.zeros(40, dtype=np.int64)}, "y_train has a single class (0): a classifier needs two"),
     ({"x_train": np.full((40, 8, 8), np.nan)}, "x_train holds 2560 NaN or infinite values (of 2560)"),
     ({"x_train": np.array([["a"] * 8] * 40)}, "x_train is not numeric (dtype <U1)"),
@@ -136,3 +139,43 @@ def test_an_npz_whose_arrays_cannot_train_a_classifier_is_one_line(tmp_path, arr
 def test_an_npz_with_float_labels_that_are_whole_numbers_loads(tmp_path):
     ds = _datasets.load(_npz_with(tmp_path / "data.npz", y_train=(np.arange(40) % 4).astype(float)))
     assert ds.num_classes == 4 and ds.y_train.dtype == np.int64
+
+
+@pytest.mark.parametrize("targets", [
+    np.random.default_rng(0).random((40, 1)),  # the keras-io guides' y = np.random.rand(n, 1)
+    np.random.default_rng(0).random(40).astype(np.float32),
+    np.random.default_rng(0).random((40, 3)),  # several outputs
+])
+def test_float_targets_are_regression_targets_kept_as_stored(tmp_path, targets):
+    ds = _datasets.load(_npz_with(tmp_path / "data.npz", y_train=targets))
+    assert ds.regression and ds.num_classes == 0
+    assert ds.y_train.dtype == targets.dtype and ds.y_train.shape[1:] == targets.shape[1:]
+    kept = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    assert len(kept) == 40 and np.allclose(np.sort(kept, axis=0), np.sort(targets, axis=0))
+    assert "regression targets" in ds.summary() and "classes" not in ds.summary()
+    with pytest.raises(DataError, match="holds regression targets"):
+        _datasets.subset(ds, 2)
+
+
+def test_one_hot_rows_and_a_column_of_integers_are_class_labels(tmp_path):
+    labels = np.arange(40) % 4
+    one_hot = _datasets.load(_npz_with(tmp_path / "a.npz", y_train=np.eye(4)[labels]))
+    column = _datasets.load(_npz_with(tmp_path / "b.npz", y_train=labels.reshape(-1, 1)))
+    for ds in (one_hot, column):
+        assert not ds.regression and ds.num_classes == 4 and ds.y_train.dtype == np.int64
+
+
+def test_raw_uint8_images_into_a_model_that_does_not_rescale_them_is_one_note():
+    import keras
+
+    ds = _datasets.load("digits")
+    inputs = keras.Input(shape=ds.input_shape)
+    bare = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    note = _datasets.unscaled_note(bare, ds)
+    assert note.startswith("digits: the inputs are uint8 pixels 0..255") and "\n" not in note
+    inner = keras.Sequential([keras.layers.Rescaling(1 / 255), keras.layers.Flatten()])
+    nested = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+    assert _datasets.unscaled_note(nested, ds) is None  # a Rescaling layer inside a nested model
+    floats = _datasets.Dataset("f", ds.x_train.astype("float32"), ds.y_train, ds.x_val, ds.y_val,
+                               ds.x_test, ds.y_test, ds.num_classes)
+    assert _datasets.unscaled_note(bare, floats) is None

@@ -56,3 +56,55 @@ def test_results_keras_tuner_rejects_are_fatal(returned, message):
     with pytest.raises(FatalResult, match=message) as raised:
         _score_from_return(returned, callback("metric_a"), "metric_a")
     assert isinstance(raised.value, kt.errors.FatalError)
+
+
+FAILING_SPACE = '''
+import keras
+from search import data
+
+
+def layers_for(hp):
+    return keras.layers.Dense(hp.Int("units", -2, -1))  # Keras refuses: the cause is inside Keras
+
+
+def build_model(hp):
+    ds = data.current()
+    model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(), layers_for(hp)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+'''
+
+
+def test_a_failure_keeps_type_message_and_the_spaces_last_frames(tmp_path):
+    from search import _datasets
+    from search.execution.runner import DETAIL_CHARS, run_trial
+    from search.options import StudyConfig
+    from search.space.loader import load_space
+
+    path = tmp_path / "failing.py"
+    path.write_text(FAILING_SPACE)
+    space = load_space(str(path))
+    trial = optuna.create_study().ask()
+    outcome = run_trial(trial, space, _datasets.load("digits"), StudyConfig(str(path), "digits", epochs=1))
+    reason, detail = outcome.attrs["fail_reason"], outcome.attrs["fail_detail"]
+    assert reason.startswith("build: ValueError: ") and "\n" not in reason  # the tables' line
+    assert detail.startswith("ValueError: ") and "units" in detail
+    assert f'File "{path}", line 7, in layers_for' in detail  # the user's frames, innermost last
+    assert f'File "{path}", line 12, in build_model' in detail
+    assert len(detail) <= DETAIL_CHARS + 4
+
+
+def test_a_long_multi_line_message_is_kept_whole_up_to_its_bound():
+    from search.execution.runner import DETAIL_MESSAGE_CHARS, failure_detail
+
+    def deep():
+        raise RuntimeError("Exception encountered when calling layer\n" + "the real cause: " + "x" * 5000)
+
+    try:
+        deep()
+    except RuntimeError as exc:
+        detail = failure_detail(exc, "/nowhere/space.py")
+    message, _, frames = detail.partition("\n  File ")
+    assert "the real cause: xxx" in message and message.endswith(" ...")
+    assert len(message) <= DETAIL_MESSAGE_CHARS + 4
+    assert "in deep" in frames  # no frame of the space: the deepest frames instead

@@ -71,6 +71,18 @@ def test_reverse_log_samples_u_and_converts_with_keras_tuner():
     assert 0.5 <= value <= 0.999
 
 
+def test_reverse_log_value_used_is_in_trials_dataframe():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    used = []
+    for _ in range(3):
+        trial = study.ask()
+        used.append(TrialHyperParameters(trial).Float("momentum", 0.5, 0.999, sampling="reverse_log"))
+        study.tell(trial, 0.0)
+    frame = study.trials_dataframe()
+    assert frame["user_attrs_hp.momentum"].tolist() == used
+    assert frame["params_momentum" + REVERSE_LOG_SUFFIX].tolist() != used  # Optuna's own variable
+
+
 def test_choice_boolean_and_fixed():
     _, trial = new_trial()
     hp = TrialHyperParameters(trial)

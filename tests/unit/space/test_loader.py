@@ -136,3 +136,51 @@ def test_a_space_file_with_a_byte_order_mark_loads_as_python_runs_it(tmp_path):
     space = load_space(str(marked))
     assert space.hypermodel is not None
     assert source_sha256(read_source(str(marked))) == source_sha256(read_source(str(plain)))
+
+
+BUILD_MODEL = '''
+import keras
+from search import data
+def build_model(hp):
+    ds = data.current()
+    model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(hp.Int("units", 8, 16, step=8)),
+                              keras.layers.Dense(ds.num_classes, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+'''
+
+
+@pytest.mark.parametrize("source", [
+    BUILD_MODEL,  # the keras-io guides' name
+    BUILD_MODEL + "hypermodel = build_model\n",  # a lower-case hypermodel = <build function>
+    BUILD_MODEL.replace("def build_model", "def make") + "import keras_tuner\n"
+    "class Wrapped(keras_tuner.HyperModel):\n    def build(self, hp):\n        return make(hp)\n"
+    "hypermodel = Wrapped()\n",  # a lower-case hypermodel = <instance>
+])
+def test_the_guides_names_are_found(tmp_path, source):
+    space = load_space(write(tmp_path, source))
+    found = discover(space, _datasets.load("digits"))
+    assert {hp.name for hp in found.hyperparameters.space} == {"units"}
+
+
+def test_no_hypermodel_lists_what_the_module_defines(tmp_path):
+    source = '''
+        import keras_tuner
+        def make_model(hp):
+            return None
+        class Helper:
+            pass
+        tuned = keras_tuner.applications.HyperResNet(input_shape=(8, 8, 3), classes=2)
+        '''
+    with pytest.raises(SpaceError) as err:
+        load_space(write(tmp_path, source))
+    text = str(err.value)
+    assert "defines no hypermodel" in text
+    assert "it defines make_model(), Helper (class), tuned (HyperResNet instance)" in text
+
+
+def test_hypermodel_names_a_class_not_an_instance(tmp_path):
+    source = "import keras_tuner\nclass Net(keras_tuner.HyperModel):\n    pass\nhypermodel = Net\n"
+    with pytest.raises(SpaceError, match="hypermodel is the class Net: set it to an instance, Net()"):
+        load_space(write(tmp_path, source))

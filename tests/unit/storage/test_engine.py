@@ -65,3 +65,36 @@ def test_processes_opening_one_new_store_at_once_all_open_it(tmp_path):
         for proc in procs:
             proc.join(timeout=60)
         assert outcomes == ["ok"] * 4, outcomes
+
+
+def test_read_only_opening_writes_nothing_to_a_plain_optuna_file(tmp_path):
+    import sqlalchemy as sa
+
+    from search.testing.plain_optuna import PLAIN, file_state, plain_optuna_store
+
+    path = tmp_path / "plain.db"
+    url = plain_optuna_store(path, trials=3, copy=False)
+    before = file_state(path)
+    store = open_storage(url, read_only=True)
+    assert [s.study_name for s in store.get_all_studies()] == [PLAIN]
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert "studies" in tables and not any(t.startswith("search_") for t in tables)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "delete"  # not switched to WAL
+    with pytest.raises(Exception) as err:  # the connection itself cannot write
+        store.set_study_user_attr(store.get_study_id_from_name(PLAIN), "k", 1)
+    assert "readonly database" in str(err.value.__cause__)
+    store.engine.dispose()
+    assert file_state(path) == before
+
+
+def test_read_only_opening_refuses_a_missing_file_and_a_file_that_is_not_optunas(tmp_path):
+    import sqlite3
+
+    with pytest.raises(storage.MissingStore):
+        open_storage(f"sqlite:///{tmp_path / 'none.db'}", read_only=True)
+    assert not (tmp_path / "none.db").exists()
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE notes (x)").connection.commit()
+    with pytest.raises(StoreError, match="holds no Optuna tables: not an Optuna store"):
+        open_storage(f"sqlite:///{other}", read_only=True)
