@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the modules behind these import Optuna, Keras or plotly: lo
     from search.commands.analyze import StudyAnalysis
     from search.commands.best import BestTrials, TopTrial
     from search.commands.start import Prepared
+    from search.execution.launchers.slurm import SlurmJob
     from search.execution.pool import WorkerReport
     from search.study import StudySnapshot
 
@@ -137,6 +138,25 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     final, workers = run_local_workers(stored, slots, on_progress,
                                        space_sha256=pins.space_sha256)
     return pool_report(final, workers, [note] if note else [])
+
+
+@_store_errors
+def slurm(study: str, *, storage: str | None = None, workers: int = 1, gpus_per_worker: int = 1,
+          cpus_per_worker: int = 1, mem: str | None = None, time_limit: str | None = None,
+          partition: str | None = None, sbatch_options: tuple[str, ...] = (),
+          script: str | None = None, dry_run: bool = False) -> SlurmJob:
+    """Submit a Slurm job array of ``workers`` workers on ``study``, ``gpus_per_worker`` GPUs each
+    (0: CPU workers): its batch script is written to ``script`` (default ``slurm/<study>.sbatch``)
+    and submitted with ``sbatch`` unless ``dry_run``. The store URL in the script has no password;
+    a password file beside the script (mode 600, ``PGPASSFILE``) holds it."""
+    from search.execution.launchers.slurm import submit
+    from search.study import open_study
+
+    url = resolve_storage(storage)
+    open_study(url, study)  # an unknown study or an unreachable store is answered before sbatch
+    return submit(study, url, workers, script=script, dry_run=dry_run,
+                  gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, mem=mem,
+                  time_limit=time_limit, partition=partition, sbatch_options=sbatch_options)
 
 
 @_store_errors

@@ -267,3 +267,29 @@ def free_connections(engine: sqlalchemy.engine.Engine) -> int | None:
             return int(conn.execute(query).scalar_one())
     except SQLAlchemyError:  # a role that may not read the settings: no bound from the store
         return None
+
+
+def pgpass_escape(value: str) -> str:
+    """A field of a libpq password file (``\\`` and ``:`` escaped with ``\\``)."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def without_password(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` with its password taken out, the password, and the password file line
+    (``host:port:database:user:password``, libpq's ``PGPASSFILE`` format) that gives it back to
+    a client of the URL without it. A URL with no password comes back as it is, with two Nones."""
+    parsed = make_url(url)
+    secret = parsed.password
+    query_secret = next((v for k, v in parsed.query.items() if k.lower() == "password"), None)
+    secret = secret if secret is not None else query_secret
+    if secret is None:
+        return url, None, None
+    if isinstance(secret, tuple):
+        secret = secret[0]
+    plain = sqlalchemy.engine.URL.create(
+        parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database,
+        {k: v for k, v in parsed.query.items() if k.lower() != "password"})
+    line = ":".join(pgpass_escape(str(part)) for part in (
+        plain.host or "localhost", plain.port or 5432, plain.database or plain.username or "*",
+        plain.username or "*", secret))
+    return plain.render_as_string(hide_password=False), str(secret), line
