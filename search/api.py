@@ -75,7 +75,8 @@ def start(space_file: str, *, fixed: dict | None = None,
     ``options`` are ``search start``'s, by their Python names (``search.options.START_OPTIONS``):
     ``study``, ``storage``, ``trials``, ``epochs``, ``workers``, ``data``, ``sampler``, ``seed``,
     ``pruner``, ``timeout``, ``gpus``, ``per_gpu``, ``heartbeat``, ``grace``, ``keep_best``,
-    ``artifacts``, ``trial_timeout``; ``fixed`` holds ``--set`` values (name -> value).
+    ``artifacts``, ``trial_timeout``, ``ray`` (a Ray cluster's address, or ``auto``: the workers
+    are placed there as Ray tasks); ``fixed`` holds ``--set`` values (name -> value).
     ``on_prepared`` sees the created or resumed study before the workers start, ``on_progress``
     each snapshot while they run.
     """
@@ -86,14 +87,26 @@ def start(space_file: str, *, fixed: dict | None = None,
     checked = start_options(space_file, fixed, **options)  # every check that needs no Keras first
     check_space_file(space_file)
     check_backend()
-    slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
+    if checked.ray and checked.gpus:
+        raise SearchError("--gpus names this machine's GPUs; with --ray, Ray places the workers "
+                          "(--workers N, --per-gpu K)")
+    if checked.ray:  # a cluster that cannot be reached is answered before Keras loads
+        from search.execution.launchers.ray import place
+
+        placement = place(checked.ray, checked.workers, checked.per_gpu)
+        slots = [None] * placement.workers
+    else:
+        slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
     from search.commands import start as start_command  # imports Keras and the backend
 
     prepared = start_command.prepare(checked)
     prepared.workers = len(slots)
     if on_prepared is not None:
         on_prepared(prepared)
-    final = start_command.run(prepared, slots, on_progress)
+    if checked.ray:
+        final = start_command.run_on_ray(prepared, placement, on_progress)
+    else:
+        final = start_command.run(prepared, slots, on_progress)
     return StartResult(prepared.study_name, prepared.resumed, prepared.notes, len(slots), final)
 
 
