@@ -278,11 +278,11 @@ def slurm(study, storage, **options):
     job = _run(lambda: api.slurm(study, storage=storage, **options))
     if job.job_id is None:
         console.print(f"wrote {escape(str(job.script))} ({job.workers} workers); submit it with "
-                      f"sbatch {escape(str(job.script))}", highlight=False)
+                      f"sbatch {escape(str(job.script))}", highlight=False, soft_wrap=True)
         return
     console.print(f"submitted Slurm job {job.job_id}: {job.workers} workers on study "
                   f"{escape(repr(study))} (array tasks {job.job_id}_0..{job.job_id}_{job.workers - 1}, "
-                  f"batch script {escape(str(job.script))})", highlight=False)
+                  f"batch script {escape(str(job.script))})", highlight=False, soft_wrap=True)
 
 
 @main.command()

@@ -36,6 +36,11 @@ OPEN_RACE_ATTEMPTS = 8
 # PostgreSQL: how long to wait for a connection, unless the URL (``?connect_timeout=S``) or
 # ``PGCONNECT_TIMEOUT`` says otherwise. An unreachable server is reported after this, not a hang.
 CONNECT_TIMEOUT_S = 10
+# PostgreSQL: one pooled connection a process (a worker's loop and its heartbeat thread take turns
+# on it; a worker's calls are milliseconds between minutes of training), and a few more opened
+# only while two threads need one at once, closed when given back (bench/scale.py counts them).
+POOL_SIZE = 1
+POOL_OVERFLOW = 4
 # Query parameters of a URL that carry a secret (libpq accepts ``?password=``).
 SECRET_QUERY_KEYS = ("password", "sslpassword")
 
@@ -101,7 +106,8 @@ def _engine_kwargs(url: str) -> dict:
     if backend == "postgresql":
         given = "connect_timeout" in make_url(url).query or os.environ.get("PGCONNECT_TIMEOUT")
         connect_args = {} if given else {"connect_timeout": CONNECT_TIMEOUT_S}
-        return {"pool_pre_ping": True, "connect_args": connect_args}
+        return {"pool_pre_ping": True, "connect_args": connect_args, "pool_size": POOL_SIZE,
+                "max_overflow": POOL_OVERFLOW}
     return {"pool_pre_ping": True}
 
 
