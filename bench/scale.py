@@ -20,12 +20,11 @@ the store does). Measured per run:
 - the projection for 1,000 workers: the calls per second they would make at that T, and the
   connections they would need.
 
-``--pgbouncer``: the workers connect through PgBouncer in transaction mode (``pool_mode =
-transaction``, ``default_pool_size`` server connections), Debian's ``pgbouncer`` package, started
-on loopback in front of the same server; the server's connections are then PgBouncer's.
+``--sqlalchemy-pool``: SQLAlchemy's default pool (5 kept, 10 more) instead of the product's, to
+compare the connections.
 
     python bench/scale.py                                   # 50, 100, 200 workers; T = 30 s and 5 s
-    python bench/scale.py --workers 200 --trial-seconds 5 --pgbouncer
+    python bench/scale.py --workers 50 --trial-seconds 30 --sqlalchemy-pool
 """
 
 from __future__ import annotations
@@ -33,11 +32,8 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -60,8 +56,6 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=5, help="reports per trial (default 5)")
     p.add_argument("--heartbeat", type=int, default=10, help="heartbeat seconds (default 10, the product's)")
     p.add_argument("--processes", type=int, default=4, help="processes the threads are spread over (default 4)")
-    p.add_argument("--pgbouncer", action="store_true", help="connect through PgBouncer (transaction mode)")
-    p.add_argument("--pool-size", type=int, default=20, help="PgBouncer's server connections (default 20)")
     p.add_argument("--sqlalchemy-pool", action="store_true",
                    help="SQLAlchemy's default pool (5 kept + 10 overflow) instead of the product's, to compare")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/scale.json)")
@@ -174,16 +168,15 @@ def _client_connections(server, database: str) -> int:
         conn.close()
 
 
-def run_one(server, workers: int, trial_seconds: float, args, bouncer=None) -> dict:
+def run_one(server, workers: int, trial_seconds: float, args) -> dict:
     database = server.create_database()
     url = server.url(database)
     budget = workers * args.trials_per_worker
     _create_study(url, budget, args.epochs, args.heartbeat)
-    work_url = bouncer.url(database) if bouncer else url
     start_at = time.time() + 20 + workers * 0.15  # every worker's store open before the clock starts
     queue = mp.get_context("spawn").Queue()
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_process, args=(work_url, list(range(i, workers, args.processes)),
+    procs = [ctx.Process(target=_process, args=(url, list(range(i, workers, args.processes)),
                                                 trial_seconds, args.epochs, start_at, queue,
                                                 args.sqlalchemy_pool))
              for i in range(args.processes)]
@@ -211,13 +204,16 @@ def run_one(server, workers: int, trial_seconds: float, args, bouncer=None) -> d
         errors += r["errors"]
     trials = optuna.load_study(study_name=STUDY, storage=url).get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    first = min(t.datetime_start for t in trials)
+    if not complete:
+        raise SystemExit(f"{workers} workers, T = {trial_seconds:g} s: no trial completed; "
+                         f"{len(errors)} workers failed, the first: {errors[:1]}")
+    first = min(t.datetime_start for t in trials if t.datetime_start)
     last = max(t.datetime_complete for t in complete)
     seconds = (last - first).total_seconds()
     steady = samples[: max(1, len(samples) - 2)]
     row = {
         "workers": workers, "trial_seconds": trial_seconds, "budget": budget,
-        "pgbouncer": bool(bouncer), "seconds": seconds,
+        "seconds": seconds,
         "trials_per_s": len(complete) / seconds, "ideal_trials_per_s": workers / trial_seconds,
         "lost": budget - len(complete), "duplicated": (len(told) - len(set(told))) + max(0, len(complete) - budget),
         "not_complete": sum(1 for t in trials if t.state.name != "COMPLETE"),
@@ -235,57 +231,6 @@ def run_one(server, workers: int, trial_seconds: float, args, bouncer=None) -> d
     return row
 
 
-# ------------------------------------------------------------------------------------ pgbouncer
-
-
-class PgBouncer:
-    """PgBouncer in transaction mode on a free loopback port, in front of ``server``."""
-
-    def __init__(self, server, pool_size: int):
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        if not os.path.exists(binary):
-            raise SystemExit("pgbouncer is not installed: apt-get install pgbouncer")
-        from search.testing.postgres import free_port
-
-        self.server = server
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="search-pgbouncer-"))
-        (self.root / "users.txt").write_text(f'"search" "{server.password}"\n')
-        (self.root / "pgbouncer.ini").write_text(f"""[databases]
-* = host=127.0.0.1 port={server.port}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {self.port}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {self.root}/users.txt
-pool_mode = transaction
-default_pool_size = {pool_size}
-max_client_conn = 2000
-max_db_connections = {pool_size}
-logfile = {self.root}/pgbouncer.log
-pidfile = {self.root}/pgbouncer.pid
-""")
-        user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if user:
-            shutil.chown(self.root, "postgres")
-            for f in self.root.iterdir():
-                shutil.chown(f, "postgres")
-        self.proc = subprocess.Popen([*user, binary, str(self.root / "pgbouncer.ini")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        time.sleep(1.0)
-        if self.proc.poll() is not None:
-            raise SystemExit(f"pgbouncer did not start: {(self.root / 'pgbouncer.log').read_text()[-800:]}")
-
-    def url(self, database: str) -> str:
-        return f"postgresql://search:{self.server.password}@127.0.0.1:{self.port}/{database}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 # ------------------------------------------------------------------------------------ main
 
 
@@ -295,18 +240,12 @@ def main(argv=None) -> None:
     rows = []
     started = time.time()
     with common.postgres() as server:
-        bouncer = PgBouncer(server, args.pool_size) if args.pgbouncer else None
-        try:
-            for trial_seconds in args.trial_seconds:
-                for workers in args.workers:
-                    common.say(f"{workers} simulated workers, T = {trial_seconds:g} s"
-                               + (" (through PgBouncer)" if bouncer else ""))
-                    rows.append(run_one(server, workers, trial_seconds, args, bouncer))
-                    for e in rows[-1]["errors"][:3]:
-                        common.say(f"  {e}")
-        finally:
-            if bouncer is not None:
-                bouncer.stop()
+        for trial_seconds in args.trial_seconds:
+            for workers in args.workers:
+                common.say(f"{workers} simulated workers, T = {trial_seconds:g} s")
+                rows.append(run_one(server, workers, trial_seconds, args))
+                for e in rows[-1]["errors"][:3]:
+                    common.say(f"  {e}")
     table = []
     for r in rows:
         c = r["calls"]
@@ -322,15 +261,14 @@ def main(argv=None) -> None:
                       r["lost"], r["duplicated"], len(r["errors"]),
                       f"{r['projection_1000']['calls_per_s']:.0f} / {r['measured_calls_per_s']:.0f}"])
     common.print_table(
-        "Store scale: simulated workers on one PostgreSQL server" + (" through PgBouncer" if args.pgbouncer else "")
+        "Store scale: simulated workers on one PostgreSQL server"
         + (" (SQLAlchemy's default pool)" if args.sqlalchemy_pool else ""),
         ["workers", "T s", "trials", "trials/s (ideal)", "claim", "ask", "report", "tell", "heartbeat",
          "conns mean/peak", "conns/worker", "lost", "dup", "errors", "calls/s: 1000 need / here"],
-        table, note="claim .. heartbeat: p50 / p99 ms per call; conns: the server's client connections to the study's database "
-                    "(PgBouncer's, with --pgbouncer)")
+        table, note="claim .. heartbeat: p50 / p99 ms per call; conns: the server's client connections to the study's database")
     payload = {"args": {k: v for k, v in vars(args).items()}, "rows": rows, "machine": common.machine(),
                "seconds": time.time() - started}
-    name = "scale" + ("_pgbouncer" if args.pgbouncer else "") + ("_sqlalchemy_pool" if args.sqlalchemy_pool else "")
+    name = "scale" + ("_sqlalchemy_pool" if args.sqlalchemy_pool else "")
     path = common.write_results(name, payload, args.out)
     common.say(f"results: {path}")
 
