@@ -101,6 +101,10 @@ def submit(study: str, storage_url: str, workers: int, *, script: str | None = N
     if workers < 1:
         raise SearchError(f"--workers must be at least 1 (got {workers})")
     check_time_limit(script_options.get("time_limit"))
+    for option in script_options.get("sbatch_options", ()):
+        if not option.startswith("-") or not option.isprintable():
+            raise SearchError(f"--sbatch-option {option!r}: expected one sbatch option on one line, "
+                              "e.g. --account=lab")
     path = Path(script or Path("slurm") / f"{study_file_name(study)}.sbatch").absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,9 @@ def test_a_password_goes_to_a_private_file_never_into_the_script(tmp_path):
 def test_refusals_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(SearchError, match=r"--time '90 min': expected Slurm's"):
         submit("tiny", "sqlite:///s.db", 1, script=str(tmp_path / "s.sbatch"), time_limit="90 min")
+    with pytest.raises(SearchError, match=r"--sbatch-option '--account=x\\nrm -rf /': expected one"):
+        submit("tiny", "sqlite:///s.db", 1, script=str(tmp_path / "s.sbatch"),
+               sbatch_options=("--account=x\nrm -rf /",))
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on this machine
     with pytest.raises(SearchError, match=r"sbatch not found: run `search slurm` on a Slurm login "
                                           r"node \(the batch script is written: .*s\.sbatch\)"):
