@@ -98,3 +98,15 @@ def test_read_only_opening_refuses_a_missing_file_and_a_file_that_is_not_optunas
     sqlite3.connect(other).execute("CREATE TABLE notes (x)").connection.commit()
     with pytest.raises(StoreError, match="holds no Optuna tables: not an Optuna store"):
         open_storage(f"sqlite:///{other}", read_only=True)
+
+
+@pytest.mark.parametrize("url, plain, line", [
+    ("postgresql://search:p%40ss:w@db:6543/search?connect_timeout=5",
+     "postgresql://search@db:6543/search?connect_timeout=5", "db:6543:search:search:p@ss\\:w"),
+    ("postgresql+psycopg2://u@db/d?password=x&sslmode=require",
+     "postgresql+psycopg2://u@db/d?sslmode=require", "db:5432:d:u:x"),
+    ("postgresql://u:back\\slash@/d", "postgresql://u@/d", "localhost:5432:d:u:back\\\\slash"),
+])
+def test_without_password_gives_the_url_and_the_password_file_line(url, plain, line):
+    assert storage.without_password(url) == (plain, storage.without_password(url)[1], line)
+    assert storage.without_password(plain) == (plain, None, None)
