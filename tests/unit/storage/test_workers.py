@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from search.storage import WorkerRegistry
 
 
-def test_an_old_workers_table_gets_the_job_column(tmp_path):
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+def _old_store(path) -> sa.engine.Engine:
+    engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:  # the table as it was before the job column
         conn.execute(sa.text(
             "CREATE TABLE search_workers (worker_id INTEGER PRIMARY KEY, study_name VARCHAR(512) "
@@ -19,9 +19,21 @@ def test_an_old_workers_table_gets_the_job_column(tmp_path):
         conn.execute(sa.text(
             "INSERT INTO search_workers VALUES (1, 's', 'old-host', 7, 0, NULL, 'exited', NULL, 2, "
             "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+    return engine
+
+
+def test_an_old_workers_table_gets_the_job_column(tmp_path):
+    engine = _old_store(tmp_path / "old.db")
     registry = WorkerRegistry(engine)
     WorkerRegistry(engine)  # a second opening finds the column there
     registry.register("s", "node1", 8, None, None, job="40_2")
     rows = {r.host: r for r in registry.list("s")}
     assert rows["old-host"].job is None and rows["node1"].job == "40_2"
     assert rows["node1"].to_dict()["job"] == "40_2"
+
+
+def test_a_read_only_registry_lists_an_old_table_without_adding_the_column(tmp_path):
+    engine = _old_store(tmp_path / "old.db")
+    rows = WorkerRegistry(engine, create=False).list("s")
+    assert [(r.host, r.job) for r in rows] == [("old-host", None)]
+    assert "job" not in {c["name"] for c in sa.inspect(engine).get_columns("search_workers")}
