@@ -195,6 +195,39 @@ def _opened_despite_races(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+# Tables every Optuna RDB store has (any schema version since 1.0).
+OPTUNA_TABLES = {"version_info", "studies"}
+
+
+def _refuse_foreign(url: str) -> None:
+    """A database that holds tables and none of Optuna's is someone else's: refuse it before
+    anything is written to it (Optuna would add its tables beside theirs, and SQLite's file
+    would be switched to WAL)."""
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        return  # a new file: made here
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if tables and not tables & OPTUNA_TABLES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"the store {mask_url(url)} is not an Optuna store (it holds other tables: "
+                         f"{shown}): give a new file or an empty database; nothing was changed")
+
+
+def _schema_problem(exc: RuntimeError, url: str) -> StoreError | None:
+    """Optuna's refusal of a store whose tables another Optuna version set up, as one line."""
+    text = str(exc)
+    if "table schema" not in text:
+        return None
+    first = text.split(". Please", 1)[0].strip()
+    return StoreError(f"cannot open the store {mask_url(url)}: {first}: use the Optuna version that "
+                      "made it, or back it up and run `optuna storage upgrade --storage URL`; "
+                      "nothing was changed")
+
+
 def _new_storage(url: str, **kwargs) -> ResilientRDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -223,6 +256,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     if must_exist and path is not None and not os.path.exists(path):
         raise MissingStore(f"no store at {mask_url(url)}: the file {path} does not exist")
     try:
+        _refuse_foreign(url)
         _opened_despite_races(lambda: _use_wal(url))
         store = _opened_despite_races(lambda: _new_storage(
             url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -231,6 +265,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         if path is not None:
             _guard_missing_file(store.engine, path)
         return store
+    except RuntimeError as exc:  # Optuna's schema version check
+        problem = _schema_problem(exc, url)
+        if problem is None:
+            raise
+        raise problem from None
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(f"cannot open the store {mask_url(url)}: {reason.rstrip('.')}; "
