@@ -173,7 +173,27 @@ def fail_dead_trial(stored: StoredStudy, trial_id: int, reason: str) -> bool | N
     except optuna.exceptions.UpdateFinishedTrialError:
         return None
     study = optuna.load_study(study_name=stored.name, storage=storage)
-    return StaleTrialRetry(stored.config.max_retry, stored.records)(study, frozen, f"failed: {reason}")
+    retried = StaleTrialRetry(stored.config.max_retry, stored.records)(study, frozen, f"failed: {reason}")
+    if not retried:  # a failure that stays: it may be the one too many in a row
+        stop = failed_in_a_row_reason(stored, storage.get_trial(trial_id))
+        if stop:
+            stored.records.stop(stored.name, stop)
+            _log.warning("study %r stopped: %s", stored.name, stop)
+    return retried
+
+
+def failed_in_a_row_reason(stored: StoredStudy, trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why the study stops after this failed trial, when it is the ``max_consecutive_failures``-th
+    failed trial in a row (Keras Tuner's ``max_consecutive_failed_trials``); else None."""
+    limit = stored.config.max_consecutive_failures
+    if not limit:
+        return None
+    run = trial_attrs.failed_in_a_row(stored.storage.get_all_trials(stored.study_id, deepcopy=False))
+    if len(run) < limit:
+        return None
+    return (f"{len(run)} trials failed in a row (--max-consecutive-failures {limit}, Keras Tuner's "
+            f"max_consecutive_failed_trials); the last, trial {trial.number}: "
+            f"{trial_attrs.fail_reason(trial)}")
 
 
 class TrialTimeout(BaseException):

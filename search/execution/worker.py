@@ -58,6 +58,7 @@ from search.execution.faults import (
     TrialTimeout,
     fail_stale_trials,
     fail_stuck_trial,
+    failed_in_a_row_reason,
     open_for_work,
     timeout_reason,
     trial_alarm,
@@ -270,15 +271,7 @@ def stop_reason(stored: StoredStudy, trial: optuna.trial.FrozenTrial, outcome: T
     """Why the study stops after this failed trial (Keras Tuner's rules), or None."""
     if outcome.fatal:
         return f"trial {trial.number} failed with a fatal error: {outcome.reason}"
-    limit = stored.config.max_consecutive_failures
-    if not limit:
-        return None
-    run = trial_attrs.failed_in_a_row(stored.storage.get_all_trials(stored.study_id, deepcopy=False))
-    if len(run) < limit:
-        return None
-    return (f"{len(run)} trials failed in a row (--max-consecutive-failures {limit}, Keras Tuner's "
-            f"max_consecutive_failed_trials); the last, trial {trial.number}: "
-            f"{trial_attrs.fail_reason(trial)}")
+    return failed_in_a_row_reason(stored, trial)
 
 
 def _others_may_need_a_retry(stored: StoredStudy) -> bool:

@@ -80,11 +80,12 @@ def test_a_death_reason_says_how_and_in_which_step():
     assert exit_text(-200) == "killed by signal 200"
 
 
-def _study_with_a_running_trial(tmp_path, max_retry=1):
+def _study_with_a_running_trial(tmp_path, max_retry=1, max_consecutive_failures=3):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     store = storage.open_storage(url)
     records = storage.StudyRecords(store.engine)
-    config = StudyConfig(space_path="x.py", data="digits", max_retry=max_retry)
+    config = StudyConfig(space_path="x.py", data="digits", max_retry=max_retry,
+                         max_consecutive_failures=max_consecutive_failures)
     records.add(storage.StudyRecord(study_name="s", space_path="x.py", space_sha256="0" * 64,
                                     space_source="", config=config.to_dict(), budget=2))
     optuna.create_study(study_name="s", storage=store)
@@ -124,3 +125,19 @@ def test_a_dead_workers_finished_trial_is_left_as_it_was(tmp_path):
     study.tell(trial, 0.5)
     assert fail_dead_trial(handle, trial._trial_id, "worker exited with status 0 during scoring") is None
     assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 0.5)]
+
+
+def test_dead_workers_trials_failed_too_many_in_a_row_stop_the_study(tmp_path):
+    from search.execution.faults import fail_dead_trial
+
+    handle, study, records, trial = _study_with_a_running_trial(tmp_path, max_retry=0,
+                                                                max_consecutive_failures=2)
+    reason = "worker exited with status 0 during build()"
+    assert fail_dead_trial(handle, trial._trial_id, reason) is False  # no retries: it stays failed
+    assert records.get("s").stopped is None  # one in a row
+    assert records.claim("s")
+    second = study.ask()
+    assert fail_dead_trial(handle, second._trial_id, reason) is False
+    assert records.get("s").stopped == (
+        "2 trials failed in a row (--max-consecutive-failures 2, Keras Tuner's "
+        f"max_consecutive_failed_trials); the last, trial 1: {reason}")
