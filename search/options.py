@@ -108,13 +108,20 @@ def between(low: int, high: int, why: str) -> Callable[[Any], str | None]:
                       f"must be at most {high} ({why}; got {v})" if v > high else None)
 
 
+# The longest span of seconds an option takes (about 31 years): within what timers and waits
+# accept (setitimer, threading's TIMEOUT_MAX) on every platform.
+MAX_SECONDS = 10**9
+
+
 def at_least_seconds(low: int) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= low else f"must be at least {low} second (got {v})"
+    return lambda v: (f"must be at least {low} second (got {v})" if v < low else
+                      f"must be at most {MAX_SECONDS} seconds (got {v})" if v > MAX_SECONDS else None)
 
 
 def positive_seconds(v) -> str | None:
-    return None if v > 0 and math.isfinite(v) else \
-        f"must be a positive number of seconds (got {v:g})"
+    if not (v > 0 and math.isfinite(v)):
+        return f"must be a positive number of seconds (got {v:g})"
+    return f"must be at most {MAX_SECONDS} seconds (got {v:g})" if v > MAX_SECONDS else None
 
 
 def zero_or_more(v) -> str | None:
@@ -171,7 +178,8 @@ START_OPTIONS: tuple[Option, ...] = (
            metavar="URL"),
     Option("trials", int, "The study's total trial budget (all workers).", default=10,
            check=between(1, MAX_TRIALS, "the store's integer")),
-    Option("epochs", int, "Maximum epochs per trial.", default=10, stored="fixed", check=at_least(1)),
+    Option("epochs", int, "Maximum epochs per trial.", default=10, stored="fixed",
+           check=between(1, MAX_TRIALS, "the store's integer, an epoch's step")),
     Option("workers", int, "Local worker processes (default: one per GPU, else 1).",
            check=at_least(1)),
     Option("data", str, "Data set name or .npz path.", stored="fixed", metavar="NAME_OR_PATH"),

@@ -14,6 +14,7 @@ completed trial raises a ``SearchError`` with its first failure's reason.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,8 +246,9 @@ def check_ended(stored: StoredStudy, final: StudySnapshot) -> None:
     if final.done and not final.states.get("COMPLETE"):
         failed = sorted((t for t in final.trials if trial_attrs.fail_reason(t)), key=lambda t: t.number)
         if failed:
+            (reason, count), = Counter(trial_attrs.fail_reason(t) for t in failed).most_common(1)
             raise SearchError(f"no trial of study {stored.name!r} completed ({len(failed)} failed); "
-                              f"the first, trial {failed[0].number}: {trial_attrs.fail_reason(failed[0])}")
+                              f"the most common reason ({count} of {len(failed)}): {reason}")
 
 
 def _raise_if_stopped(stored: StoredStudy) -> None:

@@ -13,6 +13,11 @@
   and a command-line worker then starts afresh in the same process (``exec``).
 - :class:`StopSignals`: SIGINT stops the worker after the current epoch, a second SIGINT or a
   SIGTERM at once.
+- A pool worker that dies in a trial (any exit: ``os._exit``, ``sys.exit()``, a signal, a
+  segfault, the kernel's out-of-memory killer): its pool sees the exit at once and fails the
+  trial with how the worker died and in which step (:class:`PhaseFile`, :func:`death_reason`,
+  :func:`fail_dead_trial`); the trial is retried by the same rule as a lost heartbeat, and the
+  pool starts a new worker in the slot (``search.execution.pool``).
 - :func:`watch_pool`: a pool's worker whose pool died (``kill -9`` of ``search start``) learns it
   through a pidfd of its parent; it finishes its running trial and exits.
 """
@@ -61,13 +66,16 @@ class StaleTrialRetry:
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self.records = records
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                 why: str = "lost its worker (no heartbeat)") -> bool:
+        """Queue the retry; True when it was queued (False: its retries are spent)."""
         retried = len(trial_attrs.retry_history(trial)) < self.max_retry
         self.retry(study, trial)
         if retried:
             self.records.release(study.study_name)
-        _log.warning("trial %d lost its worker (no heartbeat): %s", trial.number,
+        _log.warning("trial %d %s: %s", trial.number, why,
                      "queued again" if retried else f"not retried ({self.max_retry} retries spent)")
+        return retried
 
 
 def work_on(stored: StoredStudy) -> StoredStudy:
@@ -87,6 +95,105 @@ def fail_stale_trials(study: optuna.Study) -> None:
     """Optuna's reaper: fail RUNNING trials whose heartbeat is older than the grace period, and
     hand each to the storage's retry callback."""
     retrying(lambda: optuna.storages.fail_stale_trials(study), "fail stale trials")
+
+
+# The steps of a worker's trial outside the runner's own (``runner.BUILD``, ``FIT``, ``SCORING``).
+SETUP, STORING, IDLE = "its setup", "storing its result", "idle"
+_PHASE_WIDTH = 120
+
+
+class PhaseFile:
+    """Where a pool worker says which trial it runs and in which step: one line of a small file
+    in its pool's log folder, rewritten in place (a write to the page cache, no store round
+    trip, so free per step; it survives the process). The pool reads it once the worker died
+    (:meth:`read`); without a path (a worker not started by a pool), nothing is written."""
+
+    def __init__(self, path: str | None):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if path else None
+        self.set(None, None, IDLE)
+
+    def set(self, trial_id: int | None, number: int | None, phase: str) -> None:
+        if self.fd is not None:
+            line = f"{'-' if trial_id is None else trial_id} {'-' if number is None else number} {phase}"
+            os.pwrite(self.fd, line[:_PHASE_WIDTH].ljust(_PHASE_WIDTH).encode() + b"\n", 0)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def read(path: str) -> tuple[int, int, str] | None:
+        """(trial id, trial number, step) of the trial the worker was running; None when it ran
+        none (or wrote nothing yet)."""
+        try:
+            with open(path) as f:
+                trial_id, number, phase = f.readline().strip().split(" ", 2)
+        except (OSError, ValueError):
+            return None
+        if trial_id == "-":
+            return None
+        return int(trial_id), int(number), phase
+
+
+def exit_text(code: int) -> str:
+    """How a process ended, from its exit status (a negative status: the signal that killed it)."""
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    if -code == signal.SIGKILL:  # nobody else sends it unasked: the kernel, when memory runs out
+        return "killed by SIGKILL (by the kernel: out of memory? or a kill -9)"
+    return f"killed by {name}"
+
+
+def death_reason(code: int, phase: str, cause: str | None = None) -> str:
+    """A trial's fail reason when its worker process died in it: how, in which step, and the
+    cause the worker's log names (``pool.crash_cause``)."""
+    reason = f"worker {exit_text(code)} during {phase}"
+    return f"{reason}: {cause}" if cause else reason
+
+
+def fail_dead_trial(stored: StoredStudy, trial_id: int, reason: str) -> bool | None:
+    """The trial (id) whose worker died: FAIL with ``reason`` and queued again by the study's
+    retry rule (:class:`StaleTrialRetry`, as a lost heartbeat). Returns whether a retry was
+    queued; None when the trial had finished already (its result stored, or reaped as stale)."""
+    storage = stored.storage
+    try:
+        # as it ran: its retry copies its user attributes, and must not inherit the reason
+        frozen = retrying(lambda: storage.get_trial(trial_id), "read trial")
+        if frozen.state != TrialState.RUNNING:
+            return None
+        retrying(lambda: storage.set_trial_user_attr(trial_id, trial_attrs.FAIL_REASON, reason),
+                 "fail trial")
+        if not retrying(lambda: storage.set_trial_state_values(trial_id, TrialState.FAIL), "fail trial"):
+            return None
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None
+    study = optuna.load_study(study_name=stored.name, storage=storage)
+    retried = StaleTrialRetry(stored.config.max_retry, stored.records)(study, frozen, f"failed: {reason}")
+    if not retried:  # a failure that stays: it may be the one too many in a row
+        stop = failed_in_a_row_reason(stored, storage.get_trial(trial_id))
+        if stop:
+            stored.records.stop(stored.name, stop)
+            _log.warning("study %r stopped: %s", stored.name, stop)
+    return retried
+
+
+def failed_in_a_row_reason(stored: StoredStudy, trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why the study stops after this failed trial, when it is the ``max_consecutive_failures``-th
+    failed trial in a row (Keras Tuner's ``max_consecutive_failed_trials``); else None."""
+    limit = stored.config.max_consecutive_failures
+    if not limit:
+        return None
+    run = trial_attrs.failed_in_a_row(stored.storage.get_all_trials(stored.study_id, deepcopy=False))
+    if len(run) < limit:
+        return None
+    return (f"{len(run)} trials failed in a row (--max-consecutive-failures {limit}, Keras Tuner's "
+            f"max_consecutive_failed_trials); the last, trial {trial.number}: "
+            f"{trial_attrs.fail_reason(trial)}")
 
 
 class TrialTimeout(BaseException):

@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -40,9 +41,18 @@ from pathlib import Path
 from search import trial_attrs
 from search.errors import SearchError
 from search.execution.devices import worker_env
-from search.execution.faults import fail_stale_trials, work_on
+from search.execution.faults import (
+    STORE_ERRORS,
+    PhaseFile,
+    death_reason,
+    exit_text,
+    fail_dead_trial,
+    fail_stale_trials,
+    work_on,
+)
 from search.options import study_file_name
 from search.storage import free_connections, url_of
+from search.storage import workers as worker_states
 from search.study import StoredStudy, StudySnapshot, snapshot
 
 POLL_SECONDS = 1.0
@@ -66,8 +76,8 @@ def worker_command(study: str, slot: int, space_sha256: str | None = None,
     """The command line of one pool worker process (its pool is its parent process)."""
     command = [sys.executable, "-X", "faulthandler", "-m", "search.execution.pool",
                "--study", study, "--slot", str(slot), "--pool-pid", str(os.getpid())]
-    if log_path:  # removed by the worker when its pool died and cannot
-        command += ["--log", log_path]
+    if log_path:  # removed by the worker when its pool died and cannot; its phase file beside it
+        command += ["--log", log_path, "--phase-file", phase_path(log_path)]
     if space_sha256:  # the worker refuses to run a stored source that differs from this one
         command += ["--space-sha256", space_sha256]
     if config_sha256:  # and a configuration that differs from the one its coordinator checked
@@ -95,6 +105,13 @@ class LocalWorker:
     proc: subprocess.Popen
     log_path: str
     reason: str | None = None  # why it exited with an error, read from its log before it goes
+    died_in: str | None = None  # the trial it died in and what became of it (``_on_death``)
+    seen: bool = False  # its exit was handled
+
+
+def phase_path(log_path: str) -> str:
+    """A pool worker's phase file (``faults.PhaseFile``), beside its log."""
+    return os.path.splitext(log_path)[0] + ".phase"
 
 
 def log_folder_prefix(study_name: str) -> str:
@@ -102,29 +119,44 @@ def log_folder_prefix(study_name: str) -> str:
     return f"search-{study_file_name(study_name, 40)}-workers-"
 
 
-def _spawn_workers(study_name: str, storage_url: str, slots: list[str | None],
-                   log_dir: str, space_sha256: str | None = None,
-                   config_sha256: str | None = None) -> list[LocalWorker]:
-    """One process per slot, pinned to its GPU, in a session (and process group) of its own: a
-    Ctrl-C in the terminal reaches the pool only, which then stops its workers in order. If one
-    cannot be started, those started are stopped at once."""
+@dataclass
+class _Spawner:
+    """Starts the pool's worker processes: each pinned to its slot's GPU, in a session (and
+    process group) of its own (a Ctrl-C in the terminal reaches the pool only, which then stops
+    its workers in order), with its own log (and phase file) in the pool's log folder."""
+
+    study_name: str
+    storage_url: str
+    log_dir: str
+    space_sha256: str | None = None
+    config_sha256: str | None = None
+    started: int = 0
+
+    def start(self, slot: int, gpu: str | None) -> LocalWorker:
+        """One worker process (``OSError`` when it cannot be started)."""
+        env = worker_env(gpu)
+        env["SEARCH_STORAGE"] = self.storage_url
+        log_path = os.path.join(self.log_dir, f"worker-{slot}-{self.started}.log")
+        self.started += 1
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                worker_command(self.study_name, slot, self.space_sha256, self.config_sha256, log_path),
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        return LocalWorker(slot, gpu, proc, log_path)
+
+
+def _spawn_workers(spawner: _Spawner, slots: list[str | None]) -> list[LocalWorker]:
+    """One process per slot. If one cannot be started, those started are stopped at once."""
     workers = []
     try:
         for slot, gpu in enumerate(slots):
-            env = worker_env(gpu)
-            env["SEARCH_STORAGE"] = storage_url
-            log_path = os.path.join(log_dir, f"worker-{slot}.log")
             try:
-                with open(log_path, "w") as log:
-                    proc = subprocess.Popen(
-                        worker_command(study_name, slot, space_sha256, config_sha256, log_path),
-                        env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                        start_new_session=True)
+                workers.append(spawner.start(slot, gpu))
             except OSError as exc:
                 raise SearchError(f"cannot start worker {slot + 1} of {len(slots)}: "
                                   f"{exc.strerror or exc}; the {len(workers)} started were "
                                   "stopped") from None
-            workers.append(LocalWorker(slot, gpu, proc, log_path))
     except BaseException:
         stop_workers(workers, now=True)  # a trial one of them took already is queued again
         raise
@@ -233,15 +265,15 @@ def run_local_workers(stored: StoredStudy, slots: list[str | None],
     workers: list[LocalWorker] = []
     try:
         with _terminate_as_interrupt():
-            workers = _spawn_workers(stored.name, url_of(stored.storage), slots, log_dir,
-                                     space_sha256, stored.record.config_sha256)
+            spawner = _Spawner(stored.name, url_of(stored.storage), log_dir, space_sha256,
+                               stored.record.config_sha256)
+            workers = _spawn_workers(spawner, slots)
             if on_started is not None:
                 on_started(workers)
-            _follow(stored, reaper, workers, on_progress)
+            _follow(stored, reaper, workers, on_progress, spawner)
         final = snapshot(stored)
         if on_progress is not None:
             on_progress(final)
-        _read_reasons(stored, workers, final)
         failures = [w for w in workers if w.proc.returncode]
         if failures and not final.done:
             raise SearchError(f"{len(failures)} of {len(workers)} workers exited with an error; "
@@ -254,11 +286,21 @@ def run_local_workers(stored: StoredStudy, slots: list[str | None],
 
 
 def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker],
-            on_progress: Callable[[StudySnapshot], None] | None) -> None:
-    """Until every worker exited: reap stale trials, show progress; stop them on Ctrl-C."""
+            on_progress: Callable[[StudySnapshot], None] | None, spawner: _Spawner) -> None:
+    """Until every worker exited: reap stale trials, show progress, fail the trial of a worker
+    that died in it at once and start another worker in its slot (``workers`` grows by it); stop
+    them all on Ctrl-C."""
     next_reap = next_progress = 0.0
     try:
-        while any(w.proc.poll() is None for w in workers):
+        while True:
+            for w in [w for w in workers if not w.seen and w.proc.poll() is not None]:
+                if _on_death(stored, w) and _wants_workers(stored):
+                    try:
+                        workers.append(spawner.start(w.slot, w.gpu))
+                    except OSError as exc:
+                        _log.warning("no new worker for slot %d: %s", w.slot, exc.strerror or exc)
+            if all(w.proc.poll() is not None for w in workers):
+                break
             if time.monotonic() >= next_reap:
                 fail_stale_trials(reaper.study)
                 next_reap = time.monotonic() + stored.config.heartbeat
@@ -268,7 +310,7 @@ def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker]
                 # A large study takes a while to read: keep the progress line to a small share
                 # of a core, the workers on this machine need it.
                 next_progress = time.monotonic() + PROGRESS_READ_SHARE * (time.monotonic() - read_from)
-            time.sleep(POLL_SECONDS)
+            _wait_any(workers, POLL_SECONDS)
     except KeyboardInterrupt as first:
         try:
             stop_workers(workers, now=isinstance(first, Terminated))
@@ -279,21 +321,86 @@ def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker]
                 _signal_all(workers, signal.SIGKILL)
             raise second from None
         raise
+    finally:
+        for w in workers:  # however the pool stops, no trial of a dead worker stays RUNNING
+            if not w.seen and w.proc.poll() is not None:
+                _on_death(stored, w)
 
 
-def _read_reasons(stored: StoredStudy, workers: list[LocalWorker], final: StudySnapshot) -> None:
-    """Each worker that exited with an error: how (exit status or signal), during which trial,
-    and the cause its log names, read before the log folder goes."""
-    rows = {row.pid: row for row in final.workers}
-    for w in workers:
-        if not w.proc.returncode:
-            continue
-        row = rows.get(w.proc.pid)
-        during = f" while running trial {row.trial_number}" if row is not None and \
-            row.state == "running" and row.trial_number is not None else ""
-        cause = crash_cause(w.log_path)
-        w.reason = (f"worker {w.slot} (pid {w.proc.pid}) {_exit_text(w.proc.returncode)}{during}: "
-                    f"{cause or 'it wrote no error'}")
+def _wait_any(workers: list[LocalWorker], seconds: float) -> None:
+    """Sleep up to ``seconds``, less once one of the live workers exits (its pidfd is readable)."""
+    fds = []
+    try:
+        for w in workers:
+            if w.proc.poll() is None:
+                try:
+                    fds.append(os.pidfd_open(w.proc.pid))
+                except (AttributeError, OSError):
+                    pass
+        if fds:
+            select.select(fds, [], [], seconds)
+        else:
+            time.sleep(seconds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _on_death(stored: StoredStudy, w: LocalWorker) -> bool:
+    """A worker exited: if it was running a trial (its phase file says which, and the trial is
+    still RUNNING), fail that trial with how the worker died and where, at once, and queue its
+    retry by the study's rule. True when it died in a trial (a new worker may take the slot)."""
+    w.seen = True
+    running = PhaseFile.read(phase_path(w.log_path))
+    code = w.proc.returncode
+    if code:
+        w.reason = _worker_reason(stored, w)
+    if running is None:
+        return False
+    trial_id, number, phase = running
+    cause = crash_cause(w.log_path) if code else None
+    reason = death_reason(code, phase, cause)
+    try:
+        retried = fail_dead_trial(stored, trial_id, reason)
+    except STORE_ERRORS as exc:  # the store is down: the trial's heartbeat goes stale instead
+        _log.warning("trial %d of a dead worker not failed yet: %s", number, exc)
+        return True
+    if retried is None:  # it had finished (stored, or reaped as stale) before the worker died
+        return True
+    w.died_in = f"trial {number} failed ({reason}), {'queued again' if retried else 'not retried'}"
+    try:
+        _settle_worker_row(stored, w.proc.pid)
+    except STORE_ERRORS:  # its row goes stale on its own
+        pass
+    return True
+
+
+def _settle_worker_row(stored: StoredStudy, pid: int) -> None:
+    """A dead worker's row in the workers table: exited (it could not say so itself)."""
+    for row in stored.workers.list(stored.name):
+        if row.pid == pid and row.state not in (worker_states.EXITED, worker_states.INTERRUPTED):
+            stored.workers.set_state(row.worker_id, worker_states.EXITED)
+
+
+def _wants_workers(stored: StoredStudy) -> bool:
+    """Whether a new worker would find work: the study is not stopped and has slots left, or
+    trials queued again (a retry gives its slot back)."""
+    record = stored.records.get(stored.name)
+    return not record.stopped and not record.past_deadline and record.claimed < record.budget
+
+
+def _worker_reason(stored: StoredStudy, w: LocalWorker) -> str:
+    """A worker that exited with an error: how (exit status or signal), during which trial, and
+    the cause its log names, read as soon as it exited."""
+    try:
+        row = next((r for r in stored.workers.list(stored.name) if r.pid == w.proc.pid), None)
+    except STORE_ERRORS:
+        row = None
+    during = f" while running trial {row.trial_number}" if row is not None and \
+        row.state == worker_states.RUNNING and row.trial_number is not None else ""
+    cause = crash_cause(w.log_path)
+    return (f"worker {w.slot} (pid {w.proc.pid}) {exit_text(w.proc.returncode)}{during}: "
+            f"{cause or 'it wrote no error'}")
 
 
 def check_store_room(stored: StoredStudy, workers: int) -> None:
@@ -324,19 +431,15 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _exit_text(code: int) -> str:
-    if code >= 0:
-        return f"exited with status {code}"
-    try:
-        return f"killed by signal {-code} ({signal.Signals(-code).name})"
-    except ValueError:
-        return f"killed by signal {-code}"
-
-
 def lost_workers(workers: list[LocalWorker]) -> list[str]:
-    """One line per local worker that did not exit cleanly."""
-    return [w.reason or f"worker {w.slot} (pid {w.proc.pid}) {_exit_text(w.proc.returncode)}"
-            for w in workers if w.proc.returncode]
+    """One line per local worker that did not exit cleanly or died in a trial (and what became
+    of the trial)."""
+    lines = []
+    for w in workers:
+        if w.proc.returncode or w.died_in:
+            line = w.reason or f"worker {w.slot} (pid {w.proc.pid}) {exit_text(w.proc.returncode)}"
+            lines.append(f"{line}; {w.died_in}" if w.died_in else line)
+    return lines
 
 
 def pool_report(final: StudySnapshot, workers: list[LocalWorker], notes: list[str]) -> WorkerReport:
@@ -350,8 +453,9 @@ def pool_report(final: StudySnapshot, workers: list[LocalWorker], notes: list[st
 
 
 def _remove_log(path: str) -> None:
-    """A worker's own log, and its folder once it is empty (the last worker of a dead pool)."""
-    for remove in (os.remove, lambda p: os.rmdir(os.path.dirname(p))):
+    """A worker's own log and phase file, and their folder once it is empty (the last worker of
+    a dead pool)."""
+    for remove in (os.remove, lambda p: os.remove(phase_path(p)), lambda p: os.rmdir(os.path.dirname(p))):
         try:
             remove(path)
         except OSError:
@@ -376,12 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-sha256", default=None)
     parser.add_argument("--pool-pid", type=int, default=None)
     parser.add_argument("--log", default=None)
+    parser.add_argument("--phase-file", default=None)
     args = parser.parse_args(argv)
     configure_logging()
     try:
         report = run_worker(None, args.study, slot=args.slot,
                             pins=Pins(space_sha256=args.space_sha256, config_sha256=args.config_sha256),
-                            restart_when_stuck=True, pool_pid=args.pool_pid)
+                            restart_when_stuck=True, pool_pid=args.pool_pid,
+                            phase_file=args.phase_file)
         if report.pool_gone and args.log:  # no pool left to read it or to remove its folder
             _remove_log(args.log)
     except (SearchError, StoreError) as exc:

@@ -61,6 +61,9 @@ from search.space import labels
 from search.space.bridge import TrialHyperParameters
 from search.space.loader import Space
 
+# The steps of a trial, as :func:`run_trial` reports them to its ``on_phase``.
+BUILD, FIT, SCORING = "build()", "fit()", "scoring"
+
 
 @dataclass
 class TrialOutcome:
@@ -157,10 +160,12 @@ def _fit_labels(space: Space, model, data: _datasets.Dataset) -> tuple[np.ndarra
 
 
 def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
-              config: StudyConfig, callbacks: list | tuple = ()) -> TrialOutcome:
+              config: StudyConfig, callbacks: list | tuple = (),
+              on_phase: Callable[[str], None] = lambda phase: None) -> TrialOutcome:
     """Build, fit and score one trial; never raises for a failing configuration. ``callbacks``
     (a ``search.Tuner.search()`` caller's) are copied for the trial and run before ours, as
-    Keras Tuner runs them."""
+    Keras Tuner runs them. ``on_phase`` is told each step as it begins (``build()``, ``fit()``,
+    ``scoring``): what a supervisor names when the process dies in it."""
     keras.backend.clear_session()  # also runs a full gc.collect() (Keras 3: free_memory=True)
     seed = trial_seed(config.seed, trial.number)
     keras.utils.set_random_seed(seed)
@@ -174,6 +179,7 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
     encoding = labels.SPARSE
     started = time.perf_counter()
     try:
+        on_phase(BUILD)
         model = space.hypermodel.build(hp)
         if not isinstance(model, keras.Model):
             raise FatalResult(f"build() returned {type(model).__name__}, not a Keras model")
@@ -189,10 +195,12 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         if not space.custom_fit and "batch_size" in hp.values:
             kwargs["batch_size"] = hp.values["batch_size"]
         kwargs.update(config.fit_kwargs)
+        on_phase(FIT)
         try:
             returned = space.hypermodel.fit(hp, model, trained_on.x_train, y_train, **kwargs)
         except TrialStopped:  # a later fit() of a multi-phase trial, after pruning or NaN
             returned = None
+        on_phase(SCORING)
         if callback.nan_epoch is not None:
             raise TrialFailed(f"diverged: the loss became NaN at epoch {callback.nan_epoch + 1}")
         if callback.missing_objective is not None:

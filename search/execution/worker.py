@@ -47,13 +47,18 @@ from search.errors import SearchError, StudyStopped
 from search.execution.checkpoints import Checkpoints
 from search.execution.devices import pin_this_process, pinned_gpu
 from search.execution.faults import (
+    IDLE,
     RESTARTED_ENV,
+    SETUP,
     STORE_ERRORS,
+    STORING,
     Heartbeat,
+    PhaseFile,
     StopSignals,
     TrialTimeout,
     fail_stale_trials,
     fail_stuck_trial,
+    failed_in_a_row_reason,
     open_for_work,
     timeout_reason,
     trial_alarm,
@@ -111,7 +116,8 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
                on_note: Callable[[str], None] | None = None,
                stop: threading.Event | None = None, pins: Pins | None = None,
                restart_when_stuck: bool = False, pool_pid: int | None = None,
-               space: Space | None = None, callbacks: list | tuple = ()) -> WorkerReport:
+               space: Space | None = None, callbacks: list | tuple = (),
+               phase_file: str | None = None) -> WorkerReport:
     """Take trials until the study's budget is spent; returns what this worker ran.
 
     ``gpu`` pins this process to one GPU first; ``stop``, once set, ends the worker after the
@@ -121,7 +127,9 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     and start this process afresh (``exec``: command-line workers only). ``pool_pid``: this
     worker's pool (its parent); once it is gone, the worker finishes its running trial and exits
     (``report.pool_gone``). ``space``: run this space instead of the stored source, with
-    ``callbacks`` in every trial (``search.Tuner``).
+    ``callbacks`` in every trial (``search.Tuner``). ``phase_file``: where this worker keeps
+    the trial it runs and its step (:class:`~search.execution.faults.PhaseFile`), for the pool
+    that started it to name when it dies.
     """
     pin_this_process(gpu)
     pins = pins or Pins()
@@ -163,16 +171,18 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     # every trial's clear_session() runs (hundreds of ms each with a backend loaded, otherwise).
     gc.freeze()
     final_state = worker_states.EXITED
+    phases = PhaseFile(phase_file)
     try:
         with StopSignals(stop):
             _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial,
-                  pool_gone, callbacks)
+                  pool_gone, callbacks, phases)
     except KeyboardInterrupt:
         report.interrupted = True
         final_state = worker_states.INTERRUPTED
         raise
     finally:
         gc.unfreeze()  # a notebook's objects are its own again
+        phases.close()
         heartbeat.stop()
         if stop.is_set():
             report.interrupted = True
@@ -187,9 +197,10 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
 
 def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
           worker_id: int, heartbeat: Heartbeat, stop: threading.Event, report: WorkerReport,
-          on_trial, pool_gone: threading.Event, callbacks=()) -> None:
+          on_trial, pool_gone: threading.Event, callbacks=(), phases: PhaseFile | None = None) -> None:
     config, study_name = stored.config, stored.name
     checkpoints = Checkpoints.of(stored.storage, stored.study_id, config)  # best-epoch weights, top K kept
+    phases = phases or PhaseFile(None)
     while not stop.is_set() and not pool_gone.is_set():
         fail_stale_trials(study)
         if not stored.records.claim(study_name):
@@ -202,6 +213,7 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
                 continue
             return
         trial = retrying(study.ask, "ask")
+        phases.set(trial._trial_id, trial.number, SETUP)
         heartbeat.trial_id = trial._trial_id
         heartbeat.beat()  # Optuna only reaps trials that have a heartbeat: stamp it at once
         stored.workers.set_state(worker_id, worker_states.RUNNING, trial.number)
@@ -215,7 +227,8 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
             heartbeat.stuck_after = time.monotonic() + timeout + config.grace
         try:
             with trial_alarm(timeout):
-                outcome = run_trial(trial, space, dataset, config, callbacks)
+                outcome = run_trial(trial, space, dataset, config, callbacks,
+                                    lambda phase: phases.set(trial._trial_id, trial.number, phase))
         except TrialTimeout as exc:
             outcome = TrialOutcome(TrialState.FAIL, reason=timeout_reason(exc.seconds),
                                    attrs={trial_attrs.FAIL_REASON: timeout_reason(exc.seconds),
@@ -233,8 +246,10 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
             else:
                 requeue(study, trial, stored.records, study_name)  # stopped by Ctrl-C, not pruned
                 return
+        phases.set(trial._trial_id, trial.number, STORING)
         checkpoints.keep_trial(trial, outcome)
         told = _tell(study, trial, outcome)
+        phases.set(None, None, IDLE)
         checkpoints.settle(trial.number, told)
         stored.workers.set_state(worker_id, worker_states.IDLE, finished_trial=True)
         report.trials += 1
@@ -257,15 +272,7 @@ def stop_reason(stored: StoredStudy, trial: optuna.trial.FrozenTrial, outcome: T
     """Why the study stops after this failed trial (Keras Tuner's rules), or None."""
     if outcome.fatal:
         return f"trial {trial.number} failed with a fatal error: {outcome.reason}"
-    limit = stored.config.max_consecutive_failures
-    if not limit:
-        return None
-    run = trial_attrs.failed_in_a_row(stored.storage.get_all_trials(stored.study_id, deepcopy=False))
-    if len(run) < limit:
-        return None
-    return (f"{len(run)} trials failed in a row (--max-consecutive-failures {limit}, Keras Tuner's "
-            f"max_consecutive_failed_trials); the last, trial {trial.number}: "
-            f"{trial_attrs.fail_reason(trial)}")
+    return failed_in_a_row_reason(stored, trial)
 
 
 def _others_may_need_a_retry(stored: StoredStudy) -> bool:

@@ -20,8 +20,12 @@ objective is named, Keras Tuner's ``default_objective`` (that number, minimised)
 
 from __future__ import annotations
 
+import linecache
 import os
+import signal
+import threading
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import keras
@@ -36,6 +40,61 @@ from search.space.bridge import TrialHyperParameters
 from search.space.source import compile_source, read_source, source_sha256
 
 DEFAULT_OBJECTIVE = "val_accuracy"  # where neither the study nor the space names one
+# How long importing a space module, and discovering its space (building it with defaults, a few
+# times), may take before it is stopped with the place where it hung (seconds; 0: no bound).
+IMPORT_TIMEOUT_ENV, DISCOVERY_TIMEOUT_ENV = "SEARCH_SPACE_IMPORT_TIMEOUT", "SEARCH_SPACE_DISCOVERY_TIMEOUT"
+IMPORT_TIMEOUT_S, DISCOVERY_TIMEOUT_S = 120.0, 600.0
+
+
+class _Hung(BaseException):
+    """Raised in the main thread when a bounded step runs out of time (a BaseException, so that
+    the space's own ``except Exception`` does not swallow it)."""
+
+    def __init__(self, frame):
+        super().__init__()
+        self.frame = frame
+
+
+def _where(frame, path: str, source: str | None) -> str:
+    """The innermost frame in the space file ``path`` (else the innermost), as the line it ran
+    (from ``source``, the space's source as it ran, in the space file)."""
+    innermost, ours = frame, None
+    while frame is not None:
+        if ours is None and os.path.abspath(frame.f_code.co_filename) == os.path.abspath(path):
+            ours = frame
+        frame = frame.f_back
+    frame = ours or innermost
+    lines = source.splitlines() if ours is not None and source is not None else None
+    text = (lines[frame.f_lineno - 1] if lines and frame.f_lineno <= len(lines)
+            else linecache.getline(frame.f_code.co_filename, frame.f_lineno)).strip()
+    place = f"line {frame.f_lineno} in {frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)})"
+    return f"{place}: {text}" if text else place
+
+
+@contextmanager
+def bounded(path: str, what: str, env: str, default_s: float, source: str | None = None):
+    """Run the block for at most ``$env`` seconds (``default_s``), else raise SpaceError naming
+    ``path`` and where it hung (SIGALRM: the main thread only; elsewhere unbounded)."""
+    seconds = float(os.environ.get(env, default_s))
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _Hung(frame)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    # again every second after the first: code that swallows the first (a library's import
+    # machinery catching BaseException) still stops
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    except _Hung as hung:
+        raise SpaceError(f"{path}: {what} did not finish in {seconds:g} s ({env}); it was at "
+                         f"{_where(hung.frame, path, source)}") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class FunctionHyperModel(kt.HyperModel):
@@ -110,6 +169,15 @@ def offer(project_name: str, hypermodel: kt.HyperModel) -> None:
         _captured.append((project_name, hypermodel))
 
 
+def _exec_space(code, module: types.ModuleType, path: str) -> None:
+    try:
+        exec(code, module.__dict__)
+    except SpaceCaptured:
+        pass
+    except Exception as exc:
+        raise SpaceError(f"{path}: importing the space raised {one_line(exc)}") from None
+
+
 def space_from_source(source: str, path: str, script_of: str | None = None) -> Space:
     """Execute a space module's source (as stored in a study) and find its hypermodel.
 
@@ -122,11 +190,8 @@ def space_from_source(source: str, path: str, script_of: str | None = None) -> S
     module.__file__ = path
     outer, _captured = _captured, ([] if script_of else None)
     try:
-        exec(code, module.__dict__)
-    except SpaceCaptured:
-        pass
-    except Exception as exc:
-        raise SpaceError(f"{path}: importing the space raised {one_line(exc)}") from None
+        with bounded(path, "importing the space", IMPORT_TIMEOUT_ENV, IMPORT_TIMEOUT_S, source):
+            _exec_space(code, module, path)
     finally:
         captured, _captured = _captured, outer
     if script_of:
@@ -311,8 +376,15 @@ def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None
     """The space's full set of hyperparameters, the way Keras Tuner finds it: build with defaults,
     then again with values that open every conditional scope not yet seen active.
 
-    Raises SpaceError when build() fails with the default configuration.
+    Raises SpaceError when build() fails with the default configuration, or it all takes longer
+    than ``$SEARCH_SPACE_DISCOVERY_TIMEOUT`` seconds.
     """
+    with bounded(space.path, "discovering the space (building it with defaults)",
+                 DISCOVERY_TIMEOUT_ENV, DISCOVERY_TIMEOUT_S, space.source):
+        return _discover(space, dataset, fixed)
+
+
+def _discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None) -> Discovery:
     _datasets.activate(dataset)
     full = kt.HyperParameters()
     never_active: list = []

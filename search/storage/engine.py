@@ -216,6 +216,40 @@ def _opened_despite_races(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+# Tables every Optuna RDB store has (any schema version since 1.0).
+OPTUNA_TABLES = {"version_info", "studies"}
+
+
+def _refuse_foreign(url: str, read_only: bool = False) -> bool:
+    """Whether the store holds Optuna's tables; a database that holds tables and none of Optuna's
+    is someone else's: refused before anything is written to it (Optuna would add its tables
+    beside theirs, and SQLite's file would be switched to WAL)."""
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        return False  # a new file: made here
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(url, read_only))
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if tables and not tables & OPTUNA_TABLES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(f"the store {mask_url(url)} is not an Optuna store (it holds other tables: "
+                         f"{shown}): give a new file or an empty database; nothing was changed")
+    return bool(tables)
+
+
+def _schema_problem(exc: RuntimeError, url: str) -> StoreError | None:
+    """Optuna's refusal of a store whose tables another Optuna version set up, as one line."""
+    text = str(exc)
+    if "table schema" not in text:
+        return None
+    first = text.split(". Please", 1)[0].strip()
+    return StoreError(f"cannot open the store {mask_url(url)}: {first}: use the Optuna version that "
+                      "made it, or back it up and run `optuna storage upgrade --storage URL`; "
+                      "nothing was changed")
+
+
 def _new_storage(url: str, read_only: bool = False, **kwargs) -> ResilientRDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -250,6 +284,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
     if read_only:
         return _read_only_storage(url, path)
     try:
+        _refuse_foreign(url)
         _opened_despite_races(lambda: _use_wal(url))
         store = _opened_despite_races(lambda: _new_storage(
             url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -258,6 +293,11 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         if path is not None:
             _guard_missing_file(store.engine, path)
         return store
+    except RuntimeError as exc:  # Optuna's schema version check
+        problem = _schema_problem(exc, url)
+        if problem is None:
+            raise
+        raise problem from None
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
         raise _cannot_open(url, exc) from None
 
@@ -265,17 +305,13 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
 def _read_only_storage(url: str, path: str | None) -> optuna.storages.RDBStorage:
     """An existing store opened so that nothing can be written to it (``open_storage``)."""
     try:
-        probe = sqlalchemy.create_engine(url, **_engine_kwargs(url, read_only=True))
-        try:
-            optuna_tables = sqlalchemy.inspect(probe).has_table("studies")
-        finally:
-            probe.dispose()
-        if not optuna_tables:
+        if not _refuse_foreign(url, read_only=True):
             raise StoreError(f"{mask_url(url)} holds no Optuna tables: not an Optuna store "
                              "(check --storage or SEARCH_STORAGE)")
         store = _new_storage(url, read_only=True)
-    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError,
-            RuntimeError) as exc:  # RuntimeError: Optuna's schema check (a store to upgrade)
+    except RuntimeError as exc:  # Optuna's schema check (a store to upgrade)
+        raise (_schema_problem(exc, url) or _cannot_open(url, exc)) from None
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
         raise _cannot_open(url, exc) from None
     if path is not None:
         _guard_missing_file(store.engine, path)

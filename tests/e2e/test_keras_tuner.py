@@ -135,13 +135,13 @@ def test_every_trial_failing_stops_after_keras_tuners_three_in_a_row(tmp_path, s
     assert "fit: ValueError: no configuration trains" in lines[0]
 
 
-def test_a_study_ending_with_no_completed_trial_exits_with_the_first_failure(tmp_path, store_url):
+def test_a_study_ending_with_no_completed_trial_exits_with_the_most_common_failure(tmp_path, store_url):
     space = tmp_path / "always_fails.py"
     space.write_text(PATTERNS["always_fails"].space_source())
     result = run_cli("start", str(space), "--storage", store_url, "--trials", "2", "--epochs", "1")
     assert result.returncode != 0
     lines = error_lines(result)
-    assert lines == ["error: no trial of study 'always_fails' completed (2 failed); the first, trial 0: "
+    assert lines == ["error: no trial of study 'always_fails' completed (2 failed); the most common reason (2 of 2): "
                      "fit: ValueError: no configuration trains"], lines
 
 

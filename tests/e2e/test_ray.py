@@ -66,7 +66,7 @@ def test_ray_places_the_workers_and_a_killed_one_loses_nothing(ray_cluster, tiny
     assert proc.returncode == 0, err[-3000:]
     assert_killed_trial_retried(pg_url, row.trial_number, completed_before, budget)
     assert f"note: Ray worker {row.slot} (pid {row.pid} on " in out
-    assert "killed by signal 9 (SIGKILL)" in out
+    assert "killed by SIGKILL" in out
     rows = worker_rows(pg_url)
     assert len(rows) == 2 and sorted(r.slot for r in rows) == [0, 1]
 

@@ -19,6 +19,11 @@ from search.options import OPTIONS, START_OPTIONS, OptionError, StudyConfig, opt
     ({"timeout": float("nan")}, "--timeout must be a positive number of seconds (got nan)"),
     ({"timeout": float("inf")}, "--timeout must be a positive number of seconds (got inf)"),
     ({"trials": 10**19}, "--trials must be at most 2147483647 (the store's integer; got 10000000000000000000)"),
+    ({"epochs": 10**14}, "--epochs must be at most 2147483647 (the store's integer, an epoch's step; "
+                         "got 100000000000000)"),
+    ({"trial_timeout": 1e300}, "--trial-timeout must be at most 1000000000 seconds (got 1e+300)"),
+    ({"timeout": 1e300}, "--timeout must be at most 1000000000 seconds (got 1e+300)"),
+    ({"heartbeat": 10**11, "grace": 10**11 + 1}, "--heartbeat must be at most 1000000000 seconds (got 100000000000)"),
 ])
 def test_start_options_are_checked_before_anything_is_stored(options, message):
     from search.options import start_options

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 
 from search.errors import SearchError
 from search.execution.devices import worker_env
-from search.execution.faults import fail_stale_trials, work_on
+from search.execution.faults import exit_text, fail_stale_trials, work_on
 from search.execution.pool import (
     INTERRUPT_GRACE_SECONDS,
     POLL_SECONDS,
     TERMINATE_GRACE_SECONDS,
-    _exit_text,
     check_store_room,
     crash_cause,
     worker_command,
@@ -54,7 +53,7 @@ class RayWorkerExit:
 
     @property
     def line(self) -> str:
-        return (f"Ray worker {self.slot} (pid {self.pid} on {self.host}) {_exit_text(self.code)}: "
+        return (f"Ray worker {self.slot} (pid {self.pid} on {self.host}) {exit_text(self.code)}: "
                 f"{self.reason or 'it wrote no error'}")
 
 

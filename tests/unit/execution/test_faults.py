@@ -45,3 +45,99 @@ def test_a_stale_trial_is_failed_retried_once_and_gives_its_slot_back(tmp_path):
     fail_stale_trials(study)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert records.get("s").claimed == 1 == recount_claims(handle)
+
+
+# ------------------------------------------------------------------ a worker that dies in a trial
+
+
+def test_the_phase_file_says_which_trial_runs_in_which_step_and_survives_the_writer(tmp_path):
+    from search.execution.faults import IDLE, PhaseFile
+
+    path = str(tmp_path / "w.phase")
+    phases = PhaseFile(path)
+    assert PhaseFile.read(path) is None  # idle from the start
+    phases.set(7, 3, "build()")
+    phases.set(7, 3, "fit()")  # rewritten in place: no longer line left over
+    assert PhaseFile.read(path) == (7, 3, "fit()")
+    phases.set(None, None, IDLE)
+    assert PhaseFile.read(path) is None
+    phases.set(8, 4, "storing its result")
+    phases.close()  # what a dead process leaves is still there to read
+    assert PhaseFile.read(path) == (8, 4, "storing its result")
+    assert PhaseFile.read(str(tmp_path / "missing.phase")) is None
+    PhaseFile(None).set(1, 1, "fit()")  # a worker no pool started writes nothing
+
+
+def test_a_death_reason_says_how_and_in_which_step():
+    import signal
+
+    from search.execution.faults import death_reason, exit_text
+
+    assert death_reason(0, "build()") == "worker exited with status 0 during build()"
+    assert death_reason(3, "fit()", "MemoryError") == "worker exited with status 3 during fit(): MemoryError"
+    assert death_reason(-signal.SIGSEGV, "fit()") == "worker killed by SIGSEGV during fit()"
+    assert exit_text(-signal.SIGKILL) == "killed by SIGKILL (by the kernel: out of memory? or a kill -9)"
+    assert exit_text(-200) == "killed by signal 200"
+
+
+def _study_with_a_running_trial(tmp_path, max_retry=1, max_consecutive_failures=3):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    store = storage.open_storage(url)
+    records = storage.StudyRecords(store.engine)
+    config = StudyConfig(space_path="x.py", data="digits", max_retry=max_retry,
+                         max_consecutive_failures=max_consecutive_failures)
+    records.add(storage.StudyRecord(study_name="s", space_path="x.py", space_sha256="0" * 64,
+                                    space_source="", config=config.to_dict(), budget=2))
+    optuna.create_study(study_name="s", storage=store)
+    handle = open_for_work(url, "s")
+    study = optuna.load_study(study_name="s", storage=handle.storage)
+    assert records.claim("s")
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    trial.set_user_attr("history", {"loss": [1.0]})
+    return handle, study, records, trial
+
+
+def test_a_dead_workers_trial_fails_at_once_with_its_reason_and_is_retried_without_it(tmp_path):
+    from search.execution.faults import fail_dead_trial
+
+    handle, study, records, trial = _study_with_a_running_trial(tmp_path)
+    reason = "worker killed by SIGSEGV during fit()"
+    assert fail_dead_trial(handle, trial._trial_id, reason) is True
+    assert fail_dead_trial(handle, trial._trial_id, reason) is None  # already failed: nothing more
+    died, retry = study.trials
+    assert (died.state, died.user_attrs["fail_reason"]) == (TrialState.FAIL, reason)
+    assert retry.state == TrialState.WAITING and retry.params == died.params
+    assert "fail_reason" not in retry.user_attrs  # the copy runs clean; it is not a failure yet
+    assert records.get("s").claimed == 0  # its slot went back for the retry
+    assert records.claim("s")
+    again = study.ask()
+    assert again.number == 1
+    assert fail_dead_trial(handle, again._trial_id, reason) is False  # --max-retry 1 spent
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert records.get("s").claimed == 1
+
+
+def test_a_dead_workers_finished_trial_is_left_as_it_was(tmp_path):
+    from search.execution.faults import fail_dead_trial
+
+    handle, study, records, trial = _study_with_a_running_trial(tmp_path)
+    study.tell(trial, 0.5)
+    assert fail_dead_trial(handle, trial._trial_id, "worker exited with status 0 during scoring") is None
+    assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 0.5)]
+
+
+def test_dead_workers_trials_failed_too_many_in_a_row_stop_the_study(tmp_path):
+    from search.execution.faults import fail_dead_trial
+
+    handle, study, records, trial = _study_with_a_running_trial(tmp_path, max_retry=0,
+                                                                max_consecutive_failures=2)
+    reason = "worker exited with status 0 during build()"
+    assert fail_dead_trial(handle, trial._trial_id, reason) is False  # no retries: it stays failed
+    assert records.get("s").stopped is None  # one in a row
+    assert records.claim("s")
+    second = study.ask()
+    assert fail_dead_trial(handle, second._trial_id, reason) is False
+    assert records.get("s").stopped == (
+        "2 trials failed in a row (--max-consecutive-failures 2, Keras Tuner's "
+        f"max_consecutive_failed_trials); the last, trial 1: {reason}")

@@ -1,6 +1,8 @@
 """Loading space modules: every broken space is one line naming the file and the cause."""
 
+import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,21 @@ def test_hypermodel_names_a_class_not_an_instance(tmp_path):
     source = "import keras_tuner\nclass Net(keras_tuner.HyperModel):\n    pass\nhypermodel = Net\n"
     with pytest.raises(SpaceError, match="hypermodel is the class Net: set it to an instance, Net()"):
         load_space(write(tmp_path, source))
+
+
+def test_a_space_whose_import_never_returns_is_stopped_with_where_it_hung(tmp_path, monkeypatch):
+    from search.space.loader import IMPORT_TIMEOUT_ENV, space_from_source
+
+    monkeypatch.setenv(IMPORT_TIMEOUT_ENV, "1")
+    path = str(tmp_path / "stuck.py")
+    # the first alarm swallowed, as a library's import machinery may: the next one stops it
+    source = ("import time\n\ndef fetch():\n    try:\n        time.sleep(60)\n"
+              "    except BaseException:\n        time.sleep(60)\n\nfetch()\n")
+    started = time.monotonic()
+    with pytest.raises(SpaceError) as caught:
+        space_from_source(source, path)
+    assert time.monotonic() - started < 10
+    assert str(caught.value) == (f"{path}: importing the space did not finish in 1 s "
+                                 "(SEARCH_SPACE_IMPORT_TIMEOUT); it was at line 7 in fetch (stuck.py): "
+                                 "time.sleep(60)")
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no alarm left behind

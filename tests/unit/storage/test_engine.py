@@ -1,6 +1,7 @@
 """The store's engine: SQLite in WAL mode, one-line errors for bad URLs, passwords masked wherever
 a URL is shown."""
 
+import optuna
 import pytest
 
 from search import storage
@@ -96,8 +97,12 @@ def test_read_only_opening_refuses_a_missing_file_and_a_file_that_is_not_optunas
     assert not (tmp_path / "none.db").exists()
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE notes (x)").connection.commit()
-    with pytest.raises(StoreError, match="holds no Optuna tables: not an Optuna store"):
+    with pytest.raises(StoreError, match=r"is not an Optuna store \(it holds other tables: notes\)"):
         open_storage(f"sqlite:///{other}", read_only=True)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(StoreError, match="holds no Optuna tables: not an Optuna store"):
+        open_storage(f"sqlite:///{empty}", read_only=True)
 
 
 @pytest.mark.parametrize("url, plain, line", [
@@ -110,3 +115,36 @@ def test_read_only_opening_refuses_a_missing_file_and_a_file_that_is_not_optunas
 def test_without_password_gives_the_url_and_the_password_file_line(url, plain, line):
     assert storage.without_password(url) == (plain, storage.without_password(url)[1], line)
     assert storage.without_password(plain) == (plain, None, None)
+
+
+def test_a_database_of_something_else_is_refused_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    before = path.read_bytes()
+    with pytest.raises(storage.StoreError) as caught:
+        storage.open_storage(f"sqlite:///{path}")
+    assert str(caught.value) == (f"the store sqlite:///{path} is not an Optuna store (it holds other "
+                                 "tables: invoices): give a new file or an empty database; nothing "
+                                 "was changed")
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+def test_a_store_of_another_optuna_schema_is_one_line_and_left_as_it_was(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    storage.open_storage(f"sqlite:///{path}").engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'v0.9.0.a'")
+    before = path.read_bytes()
+    with pytest.raises(storage.StoreError) as caught:
+        storage.open_storage(f"sqlite:///{path}")
+    message = str(caught.value)
+    assert message.startswith(f"cannot open the store sqlite:///{path}: The runtime optuna version ")
+    assert message.endswith("is no longer compatible with the table schema (set up by optuna "
+                            f"{optuna.__version__}): use the Optuna version that made it, or back "
+                            "it up and run `optuna storage upgrade --storage URL`; nothing was changed")
+    assert "\n" not in message and path.read_bytes() == before

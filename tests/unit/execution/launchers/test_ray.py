@@ -20,4 +20,4 @@ def test_workers_get_a_gpu_each_or_a_share_of_one_with_per_gpu():
 
 def test_a_worker_that_died_is_one_line():
     assert RayWorkerExit(1, "node-3", 4711, -9).line == (
-        "Ray worker 1 (pid 4711 on node-3) killed by signal 9 (SIGKILL): it wrote no error")
+        "Ray worker 1 (pid 4711 on node-3) killed by SIGKILL (by the kernel: out of memory? or a kill -9): it wrote no error")
