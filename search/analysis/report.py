@@ -26,10 +26,15 @@ from search.console.format import duration, number, param_value
 
 TEMPLATE = "report.html.j2"
 
-EFFECT_HEADERS = {"value": "value", "trials": "trials", "complete": "complete", "mean": "mean",
-                  "ci_low": "95% low", "ci_high": "95% high", "median": "median", "best": "best",
-                  "sec_per_epoch": "s/epoch", "gap": "train-val gap", "pruned": "pruned",
-                  "failed": "failed", "diverged": "diverged"}
+EFFECT_HEADERS = {"value": "value", "trials": "trials", "complete": "complete", "pruned": "pruned",
+                  "failed": "failed", "diverged": "diverged", "modelled": "modelled",
+                  "model_mean": "mean (model)", "model_low": "95% low", "model_high": "95% high",
+                  "effect": "effect", "effect_low": "effect 95% low", "effect_high": "effect 95% high",
+                  "row_verdict": "verdict", "vs_best": "vs best", "vs_best_low": "vs best 95% low",
+                  "vs_best_high": "vs best 95% high", "mean": "completed mean",
+                  "ci_low": "completed 95% low", "ci_high": "completed 95% high", "median": "median",
+                  "best": "best", "sec_per_epoch": "s/epoch (steady)", "ms_per_step": "ms/step (steady)",
+                  "first_epoch_s": "1st epoch s", "gap": "train-val gap"}
 
 MISSING = "-"  # a table cell without a value
 

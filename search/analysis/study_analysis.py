@@ -16,6 +16,7 @@ from search.analysis.ablation_effects import AblationEffect, ablation_effects
 from search.analysis.effects import ParamEffect, param_effect
 from search.analysis.frame import FINISHED, frame_from_trials, hp_columns
 from search.analysis.importance import Importances, importances
+from search.analysis.marginal import marginal_effects, metric_bounds
 from search.analysis.scales import scales as scales_of
 from search.analysis.view import search_view
 from search.errors import SearchError
@@ -149,6 +150,21 @@ def _overview(study, trials, frame: pd.DataFrame, maximize: bool, budget: int | 
     }
 
 
+def objective_curves(trials, objective: str) -> dict[int, list]:
+    """Trial number -> the objective per epoch of each completed or pruned trial (its recorded
+    history; a trial without one: its value at its last epoch)."""
+    curves = {}
+    for t in trials:
+        if t.state.name not in ("COMPLETE", "PRUNED") or t.value is None:
+            continue
+        curve = (t.user_attrs.get(trial_attrs.HISTORY) or {}).get(objective)
+        if not curve:
+            epochs = t.user_attrs.get(trial_attrs.EPOCHS)
+            curve = [None] * ((epochs if isinstance(epochs, int) and epochs > 0 else 1) - 1) + [t.value]
+        curves[t.number] = list(curve)
+    return curves
+
+
 def confounding_note(study_name: str, unablated: list[str]) -> str:
     names = ", ".join(unablated)
     return (f"Search effects ({names}) are confounded: the sampler tried promising values more "
@@ -190,9 +206,12 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
     ablation = ablation_effects(finished, _hp_values(b) if (b := _best(search, maximize)) is not None
                                 else {}, maximize)
     ablated = {a.name for a in ablation}
+    marginal = marginal_effects(search, objective_curves(trials, objective), searched, scales,
+                                maximize, objective)
+    bounds = metric_bounds(objective, search["value"].to_numpy(dtype=float))
     effects = []
     for name in searched:
-        effect = param_effect(search, name, scales[name], maximize)
+        effect = param_effect(search, name, scales[name], maximize, marginal[name], bounds)
         effect.importance = ranked.values.get(name)
         effect.confounded = name not in ablated
         effects.append(effect)

@@ -7,7 +7,8 @@ trial as user attributes:
 - ``history``: per-epoch curves of every metric
 - ``metrics``: the metrics at the best epoch, ``best_epoch``, ``epochs``, ``train_seconds`` (in
   ``fit``'s epochs), ``trial_seconds`` (build and fit),
-  ``ms_per_step``, ``trainable_params``, ``non_trainable_params``
+  ``ms_per_step``, ``epoch_times`` (each epoch's training seconds and steps), ``trainable_params``,
+  ``non_trainable_params``
 - ``seed``: the seed of its weights and shuffling (the study's seed and the trial number, so
   repeats of one configuration, e.g. ablation repeats, differ)
 - ``fail_reason`` (one line) when the trial failed
@@ -225,6 +226,7 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         trial_attrs.TRAIN_SECONDS: round(callback.epoch_seconds, 4),
         trial_attrs.TRIAL_SECONDS: round(time.perf_counter() - started, 4),
         trial_attrs.MS_PER_STEP: callback.ms_per_step,
+        trial_attrs.EPOCH_TIMES: callback.epoch_times,
     })
     if outcome.reason:
         attrs[trial_attrs.FAIL_REASON] = outcome.reason

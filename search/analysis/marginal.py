@@ -1,0 +1,208 @@
+"""Model-based marginal effects of the search trials: every finished trial counts, pruned ones too.
+
+A search trial's mean per value is confounded (the sampler tries good values more often, together)
+and, over completed trials only, biased: the pruner stops the bad ones. Here an additive
+main-effects model is fitted to every completed and pruned trial, a trial entering once per epoch
+of a common set (the epochs at which trials stopped, the completed trials' length last) with its
+best objective up to that epoch::
+
+    objective(trial, epoch) = epoch effect + sum over factors of the effect of the trial's value
+
+(least squares on one-hot codes: a value or a bin per factor, "absent" for a conditional one).
+A pruned trial thus enters through its value at the epoch it stopped, compared with completed
+trials at that same epoch. The marginal (partial-dependence) mean of a value is the model's
+prediction averaged over the trials' other values, at the completed trials' epoch count. Its 95%
+interval is the percentile bootstrap over trials (resampled with their epochs together), kept
+inside the metric's range. A value's effect is its mean minus the average of the factor's values
+(``helps``/``hurts`` when its interval excludes 0); ``vs_best`` is its mean minus the best value's,
+bootstrapped the same way.
+
+Failed trials have no objective: they are counted per row, never modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from search.analysis.scales import Scale, group_keys
+
+CONFIDENCE = 0.95
+BOOTSTRAPS = 300
+MAX_EPOCH_LEVELS = 8
+MAX_MODEL_TRIALS = 3000   # a larger study is modelled on a random sample of its trials
+MIN_TRIALS = 3            # a value needs this many modelled trials for a verdict
+SEED = 0
+BOUNDED_METRICS = ("acc", "auc", "precision", "recall", "f1", "iou")
+ABSENT = "(absent)"
+
+MARGINAL_COLUMNS = ["modelled", "model_mean", "model_low", "model_high", "effect", "effect_low",
+                    "effect_high", "row_verdict", "vs_best", "vs_best_low", "vs_best_high"]
+
+
+@dataclass
+class Curves:
+    """Each modelled trial's best objective so far, per epoch (1-based index into the curve)."""
+    best_so_far: dict[int, np.ndarray]
+
+
+def metric_bounds(objective: str, values: np.ndarray) -> tuple[float, float]:
+    """The range a mean of the objective can take: [0, 1] for an accuracy-like metric whose values
+    lie in it, else the observed range."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return (-np.inf, np.inf)
+    low, high = float(values.min()), float(values.max())
+    if any(word in objective.lower() for word in BOUNDED_METRICS) and low >= 0 and high <= 1:
+        return (0.0, 1.0)
+    return (low, high)
+
+
+def best_so_far(curve, maximize: bool) -> np.ndarray:
+    values = np.asarray([v if v is not None else np.nan for v in curve], dtype=float)
+    values = np.where(np.isfinite(values), values, -np.inf if maximize else np.inf)
+    running = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
+    return np.where(np.isfinite(running), running, np.nan)
+
+
+def _epoch_levels(stops: np.ndarray, final: int) -> np.ndarray:
+    levels = np.unique(np.minimum(stops, final))
+    if len(levels) > MAX_EPOCH_LEVELS:
+        picked = np.quantile(np.minimum(stops, final), np.linspace(0, 1, MAX_EPOCH_LEVELS),
+                             method="lower")
+        levels = np.unique(np.append(picked, final))
+    return levels.astype(int)
+
+
+def _observations(trials: pd.DataFrame, curves: dict[int, np.ndarray], final: int,
+                  levels: np.ndarray):
+    """(trial position, epoch level, objective) for each trial at each epoch level it reached."""
+    positions, epochs, values = [], [], []
+    for position, number in enumerate(trials["number"].to_numpy()):
+        curve = curves[int(number)]
+        stop = min(len(curve), final)
+        for level, epoch in enumerate(levels):
+            if epoch <= stop and np.isfinite(curve[epoch - 1]):
+                positions.append(position)
+                epochs.append(level)
+                values.append(curve[epoch - 1])
+            elif epoch > stop and level == 0 and np.isfinite(curve[stop - 1]):
+                positions.append(position)   # stopped before every level: its last value
+                epochs.append(level)
+                values.append(curve[stop - 1])
+    return np.array(positions, dtype=int), np.array(epochs, dtype=int), np.array(values, dtype=float)
+
+
+def _codes(values: pd.Series, scale: Scale) -> tuple[np.ndarray, list]:
+    keys, order = group_keys(values, scale)
+    rows = [k for k in order if (keys == k).any()] if len(order) else []
+    index = {repr(k): i for i, k in enumerate(rows)}
+    absent = len(rows)
+    codes = np.array([index.get(repr(k), absent) if k is not None else absent for k in keys], dtype=int)
+    if (codes == absent).any():
+        rows = rows + [ABSENT]
+    return codes, rows
+
+
+def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[str],
+                     scales: dict[str, Scale], maximize: bool, objective: str) -> dict[str, pd.DataFrame]:
+    """Per factor, a frame indexed by its row keys (as ``group_keys`` names them) with
+    ``MARGINAL_COLUMNS``; empty frames when fewer than ``MIN_TRIALS`` trials can be modelled."""
+    modelled = search[search["state"].isin(["COMPLETE", "PRUNED"]) & search["value"].notna()]
+    modelled = modelled[[int(n) in curves for n in modelled["number"]]]
+    if len(modelled) > MAX_MODEL_TRIALS:
+        modelled = modelled.sample(MAX_MODEL_TRIALS, random_state=SEED)
+    if len(modelled) < MIN_TRIALS or not names:
+        return {name: pd.DataFrame(columns=MARGINAL_COLUMNS) for name in names}
+    best = {int(n): best_so_far(curves[int(n)], maximize) for n in modelled["number"]}
+    complete = modelled[modelled["state"] == "COMPLETE"]
+    lengths = np.array([len(best[int(n)]) for n in modelled["number"]])
+    final_lengths = [len(best[int(n)]) for n in complete["number"]] or list(lengths)
+    final = int(pd.Series(final_lengths).mode().max())
+    levels = _epoch_levels(lengths, final)
+    position, epoch, y = _observations(modelled, best, final, levels)
+    n_trials = len(modelled)
+
+    # the design: one-hot epoch levels, then one block per factor
+    offsets, width = {}, len(levels)
+    for name in names:
+        codes, rows = _codes(modelled["hp." + name], scales[name])
+        offsets[name] = (width, rows, codes)
+        width += len(rows)
+    trial_x = np.zeros((n_trials, width))
+    for name in names:
+        start, rows, codes = offsets[name]
+        trial_x[np.arange(n_trials), start + codes] = 1.0
+
+    # per-trial sufficient statistics (a bootstrap resample's normal equations are their weighted
+    # sums): a trial's observations share its factor codes and differ in their epoch level
+    reached = np.zeros((n_trials, len(levels)))
+    np.add.at(reached, (position, epoch), 1.0)
+    at_epoch = np.zeros((n_trials, len(levels)))
+    np.add.at(at_epoch, (position, epoch), y)
+    count = reached.sum(axis=1)
+    factors = trial_x[:, len(levels):]
+    stacked = np.hstack([reached, factors])
+    gram = np.einsum("ni,nj->nij", stacked, stacked)
+    gram[:, :len(levels), :len(levels)] = reached[:, :, None] * np.eye(len(levels))
+    gram[:, len(levels):, len(levels):] *= count[:, None, None]
+    moment = np.hstack([at_epoch, factors * at_epoch.sum(axis=1, keepdims=True)])
+    rng = np.random.default_rng(SEED)
+    weights = np.vstack([np.ones(n_trials),
+                         rng.multinomial(n_trials, np.full(n_trials, 1.0 / n_trials), BOOTSTRAPS)])
+    a = (weights @ gram.reshape(n_trials, -1)).reshape(-1, width, width)
+    b = weights @ moment
+    ridge = 1e-6 * max(float(np.trace(a[0])) / width, 1e-12)
+    coef = np.linalg.solve(a + ridge * np.eye(width), b[..., None])[..., 0]   # (1 + B, width)
+
+    # partial dependence: the trials' (resampled) mean design, one factor's block set to a value
+    mean_x = (weights @ trial_x) / weights.sum(axis=1, keepdims=True)
+    mean_x[:, :len(levels)] = 0.0
+    mean_x[:, list(levels).index(final)] = 1.0
+    low_bound, high_bound = metric_bounds(objective, y)
+    tail = (1 - CONFIDENCE) / 2
+    result = {}
+    for name in names:
+        start, rows, codes = offsets[name]
+        base = mean_x.copy()
+        base[:, start:start + len(rows)] = 0.0
+        base_value = np.einsum("bw,bw->b", base, coef)
+        pd_values = base_value[:, None] + coef[:, start:start + len(rows)]     # (1 + B, rows)
+        present = (weights @ np.eye(len(rows))[codes]) > 0                    # value resampled at all
+        pd_values = np.where(present, pd_values, np.nan)
+        pd_values = np.clip(pd_values, low_bound, high_bound)
+        real = [i for i, r in enumerate(rows) if r != ABSENT]
+        effect = pd_values - np.nanmean(pd_values[:, real], axis=1, keepdims=True)
+        counts = np.bincount(codes, minlength=len(rows))
+        frame = pd.DataFrame(index=pd.Index(rows, dtype=object))
+        frame["modelled"] = counts
+        frame["model_mean"] = pd_values[0]
+        frame["model_low"] = np.nanquantile(pd_values[1:], tail, axis=0)
+        frame["model_high"] = np.nanquantile(pd_values[1:], 1 - tail, axis=0)
+        frame["effect"] = effect[0]
+        frame["effect_low"] = np.nanquantile(effect[1:], tail, axis=0)
+        frame["effect_high"] = np.nanquantile(effect[1:], 1 - tail, axis=0)
+        frame["row_verdict"] = [_row_verdict(r, maximize, len(real)) for r in frame.itertuples()]
+        judged = [i for i in real if frame["row_verdict"].iloc[i] != "too few trials"]
+        if judged:
+            best = max(judged, key=lambda i: pd_values[0, i] if maximize else -pd_values[0, i])
+            against = pd_values - pd_values[:, [best]]
+            frame["vs_best"] = against[0]
+            frame["vs_best_low"] = np.nanquantile(against[1:], tail, axis=0)
+            frame["vs_best_high"] = np.nanquantile(against[1:], 1 - tail, axis=0)
+        else:
+            frame["vs_best"] = frame["vs_best_low"] = frame["vs_best_high"] = np.nan
+        result[name] = frame
+    return result
+
+
+def _row_verdict(row, maximize: bool, values: int) -> str:
+    if row.modelled < MIN_TRIALS or values < 2 or not np.isfinite(row.effect_low):
+        return "too few trials"
+    if row.effect_low > 0:
+        return "helps" if maximize else "hurts"
+    if row.effect_high < 0:
+        return "hurts" if maximize else "helps"
+    return "no effect detected"
