@@ -15,7 +15,9 @@ prediction averaged over the trials' other values, at the completed trials' epoc
 interval is the percentile bootstrap over trials (resampled with their epochs together), kept
 inside the metric's range. A value's effect is its mean minus the average of the factor's values
 (``helps``/``hurts`` when its interval excludes 0); ``vs_best`` is its mean minus the best value's,
-bootstrapped the same way.
+bootstrapped the same way. A value none of whose trials ran to the final epoch (``reached_epoch``
+below it: always pruned) is extrapolated; its best objective can only have improved after that
+epoch, so its intervals are widened to cover the model's mean at the epoch it stopped at too.
 
 Failed trials have no objective: they are counted per row, never modelled.
 """
@@ -38,8 +40,9 @@ SEED = 0
 BOUNDED_METRICS = ("acc", "auc", "precision", "recall", "f1", "iou")
 ABSENT = "(absent)"
 
-MARGINAL_COLUMNS = ["modelled", "model_mean", "model_low", "model_high", "effect", "effect_low",
-                    "effect_high", "row_verdict", "vs_best", "vs_best_low", "vs_best_high"]
+MARGINAL_COLUMNS = ["modelled", "reached_epoch", "model_mean", "model_low", "model_high", "effect",
+                    "effect_low", "effect_high", "row_verdict", "vs_best", "vs_best_low",
+                    "vs_best_high"]
 
 
 @dataclass
@@ -160,7 +163,8 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
     # partial dependence: the trials' (resampled) mean design, one factor's block set to a value
     mean_x = (weights @ trial_x) / weights.sum(axis=1, keepdims=True)
     mean_x[:, :len(levels)] = 0.0
-    mean_x[:, list(levels).index(final)] = 1.0
+    final_level = list(levels).index(final)
+    mean_x[:, final_level] = 1.0
     low_bound, high_bound = metric_bounds(objective, y)
     tail = (1 - CONFIDENCE) / 2
     result = {}
@@ -171,31 +175,41 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
         base_value = np.einsum("bw,bw->b", base, coef)
         pd_values = base_value[:, None] + coef[:, start:start + len(rows)]     # (1 + B, rows)
         present = (weights @ np.eye(len(rows))[codes]) > 0                    # value resampled at all
-        pd_values = np.where(present, pd_values, np.nan)
-        pd_values = np.clip(pd_values, low_bound, high_bound)
+        # A value none of whose trials reached the final epoch is extrapolated there: its best so
+        # far can only have grown (maximised) after the epoch its last trial stopped at, so its
+        # intervals also span the model's mean at that epoch (the pessimistic bound).
+        last_level = np.full(len(rows), final_level)
+        for r in range(len(rows)):
+            reached_levels = epoch[codes[position] == r]
+            last_level[r] = reached_levels.max() if len(reached_levels) else final_level
+        stopped = pd_values + coef[:, last_level] - coef[:, [final_level]]
+        scenarios = [np.clip(np.where(present, v, np.nan), low_bound, high_bound)
+                     for v in (pd_values, stopped)]
+        pd_values = scenarios[0]
         real = [i for i, r in enumerate(rows) if r != ABSENT]
-        effect = pd_values - np.nanmean(pd_values[:, real], axis=1, keepdims=True)
-        counts = np.bincount(codes, minlength=len(rows))
         frame = pd.DataFrame(index=pd.Index(rows, dtype=object))
-        frame["modelled"] = counts
-        frame["model_mean"] = pd_values[0]
-        frame["model_low"] = np.nanquantile(pd_values[1:], tail, axis=0)
-        frame["model_high"] = np.nanquantile(pd_values[1:], 1 - tail, axis=0)
-        frame["effect"] = effect[0]
-        frame["effect_low"] = np.nanquantile(effect[1:], tail, axis=0)
-        frame["effect_high"] = np.nanquantile(effect[1:], 1 - tail, axis=0)
+        frame["modelled"] = np.bincount(codes, minlength=len(rows))
+        frame["reached_epoch"] = levels[last_level]
+        _interval_columns(frame, "model", scenarios, tail)
+        _interval_columns(frame, "effect", [v - np.nanmean(v[:, real], axis=1, keepdims=True)
+                                            for v in scenarios], tail)
         frame["row_verdict"] = [_row_verdict(r, maximize, len(real)) for r in frame.itertuples()]
         judged = [i for i in real if frame["row_verdict"].iloc[i] != "too few trials"]
         if judged:
             best = max(judged, key=lambda i: pd_values[0, i] if maximize else -pd_values[0, i])
-            against = pd_values - pd_values[:, [best]]
-            frame["vs_best"] = against[0]
-            frame["vs_best_low"] = np.nanquantile(against[1:], tail, axis=0)
-            frame["vs_best_high"] = np.nanquantile(against[1:], 1 - tail, axis=0)
+            _interval_columns(frame, "vs_best", [v - pd_values[:, [best]] for v in scenarios], tail)
         else:
             frame["vs_best"] = frame["vs_best_low"] = frame["vs_best_high"] = np.nan
         result[name] = frame
     return result
+
+
+def _interval_columns(frame: pd.DataFrame, name: str, scenarios: list[np.ndarray], tail: float):
+    """``name`` (the first scenario's full-sample estimate) and ``name_low``/``name_high``: the
+    bootstrap percentiles, widened to cover every scenario."""
+    frame["model_mean" if name == "model" else name] = scenarios[0][0]
+    frame[f"{name}_low"] = np.min([np.nanquantile(v[1:], tail, axis=0) for v in scenarios], axis=0)
+    frame[f"{name}_high"] = np.max([np.nanquantile(v[1:], 1 - tail, axis=0) for v in scenarios], axis=0)
 
 
 def _row_verdict(row, maximize: bool, values: int) -> str:

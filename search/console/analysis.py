@@ -96,7 +96,7 @@ def fitting_table(title: str, caption: str, headers: list[str], rows: list[list[
     for row in rows:
         block = Table(show_header=False, title=Text(f"{headers[0]} {row[0]}"), title_justify="left")
         block.add_column(style="bold", no_wrap=True)
-        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")  # words wrap; a number is shorter than the column
         for header, cell in zip(headers[1:], row[1:]):
             block.add_row(Text(header), Text(cell))
         grid.add_row(block)
@@ -123,11 +123,15 @@ EFFECT_HEADERS = ["value", "complete", "pruned", "failed", "model mean", "95% in
 def effect_cells(effect: ParamEffect) -> list[list[str]]:
     """The effect table's cells, one list per row (``EFFECT_HEADERS``)."""
     cells = []
+    final = effect.rows["reached_epoch"].max()
     for r in effect.rows.itertuples():
+        verdict = r.row_verdict
+        if r.modelled and r.reached_epoch < final:
+            verdict += f" (no trial past epoch {int(r.reached_epoch)})"
         failed = f"{r.failed} ({r.diverged} diverged)" if r.diverged else str(r.failed)
         cells.append([param_value(r.value), str(r.complete), str(r.pruned), failed,
                       number(r.model_mean), _range(r.model_low, r.model_high), _signed(r.effect),
-                      _range(r.effect_low, r.effect_high, signed=True), r.row_verdict,
+                      _range(r.effect_low, r.effect_high, signed=True), verdict,
                       number(r.mean), significant(r.sec_per_epoch), significant(r.ms_per_step),
                       significant(r.first_epoch_s), number(r.gap)])
     return cells
