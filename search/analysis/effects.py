@@ -101,6 +101,7 @@ def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool,
         table[column] = [marginal.at[by_repr[repr(k)], column] if repr(k) in by_repr else np.nan
                          for k in table.index]
     table["modelled"] = table["modelled"].fillna(0).astype(int)
+    table["worse_than_best"] = table["worse_than_best"].fillna(False).astype(bool)
     table["row_verdict"] = table["row_verdict"].where(table["row_verdict"].notna(), "too few trials")
     table = table.rename_axis("value").reset_index()
     return table[ROW_COLUMNS]
@@ -170,8 +171,8 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
 
 def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
     """One line from the model's rows: the best value with its marginal mean and interval and the
-    values clearly worse than it (the 95% interval of the difference excludes 0), or no effect
-    detected (nor against the factor's average: the rows' helps/hurts), or too few trials; "widen
+    values clearly worse than it (the interval of the difference excludes 0, at 95% for all the
+    factor's values together), or no effect detected, or too few trials; "widen
     the range" when the best value helps and sits at an end of an ordered range; where trials fail
     or diverge."""
     labels = [param_value(v) for v in rows["value"]]
@@ -185,13 +186,11 @@ def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
     means = rows["model_mean"]
     best = max(judged, key=lambda i: means.iloc[i] if maximize else -means.iloc[i])
     helps = [i for i in judged if rows["row_verdict"].iloc[i] == "helps"]
-    hurts = [i for i in judged if rows["row_verdict"].iloc[i] == "hurts"]
-    worse = [i for i in judged if i != best and (rows["vs_best_high"].iloc[i] < 0 if maximize
-                                                 else rows["vs_best_low"].iloc[i] > 0)]
-    if not helps and not hurts and not worse:
+    worse = [i for i in judged if i != best and bool(rows["worse_than_best"].iloc[i])]
+    if not worse:
         span = f"{means.iloc[judged].min():.3g}..{means.iloc[judged].max():.3g}"
-        text = (f"{name}: no effect detected (model means {span}; no 95% interval of a value "
-                "against the average or the best excludes 0)")
+        text = (f"{name}: no effect detected (model means {span}; no value clearly worse than the "
+                "best, at 95% for all values together)")
     else:
         r = rows.iloc[best]
         text = (f"{name}: best {labels[best]} (mean {r.model_mean:.3g}, "
@@ -199,7 +198,7 @@ def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
         listed = ", ".join(f"{labels[i]} ({rows['vs_best'].iloc[i]:+.3g}, "
                            f"{_interval(rows['vs_best_low'].iloc[i], rows['vs_best_high'].iloc[i], True)})"
                            for i in worse)
-        text += f"; worse: {listed}" if worse else "; no value clearly worse"
+        text += f"; worse: {listed}"
         ends = (judged[0], judged[-1])
         if scale.ordered and best in helps and best in ends and len(rows) > 2:
             text += f"; the best value is at the end of the range tried ({labels[best]}): widen the range"

@@ -14,7 +14,8 @@ trials at that same epoch. The marginal (partial-dependence) mean of a value is 
 prediction averaged over the trials' other values, at the completed trials' epoch count. Its 95%
 interval is the percentile bootstrap over trials (resampled with their epochs together), kept
 inside the metric's range. A value's effect is its mean minus the average of the factor's values
-(``helps``/``hurts`` when its interval excludes 0); ``vs_best`` is its mean minus the best value's,
+(``helps``/``hurts`` when its interval, widened for the number of values compared (Bonferroni),
+excludes 0); ``vs_best`` is its mean minus the best value's,
 bootstrapped the same way. A value none of whose trials ran to the final epoch (``reached_epoch``
 below it: always pruned) is extrapolated; its best objective can only have improved after that
 epoch, so its intervals are widened to cover the model's mean at the epoch it stopped at too.
@@ -42,7 +43,7 @@ ABSENT = "(absent)"
 
 MARGINAL_COLUMNS = ["modelled", "reached_epoch", "model_mean", "model_low", "model_high", "effect",
                     "effect_low", "effect_high", "row_verdict", "vs_best", "vs_best_low",
-                    "vs_best_high"]
+                    "vs_best_high", "worse_than_best"]
 
 
 @dataclass
@@ -191,15 +192,26 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
         frame["modelled"] = np.bincount(codes, minlength=len(rows))
         frame["reached_epoch"] = levels[last_level]
         _interval_columns(frame, "model", scenarios, tail)
-        _interval_columns(frame, "effect", [v - np.nanmean(v[:, real], axis=1, keepdims=True)
-                                            for v in scenarios], tail)
-        frame["row_verdict"] = [_row_verdict(r, maximize, len(real)) for r in frame.itertuples()]
+        effects = [v - np.nanmean(v[:, real], axis=1, keepdims=True) for v in scenarios]
+        _interval_columns(frame, "effect", effects, tail)
+        # verdicts allow for the number of values compared (Bonferroni): a factor without an
+        # effect is "no effect detected" at 95% as a whole, not only value by value
+        family = tail / max(len(real), 1)
+        verdict_frame = pd.DataFrame(index=frame.index)
+        _interval_columns(verdict_frame, "effect", effects, family)
+        verdict_frame["modelled"] = frame["modelled"]
+        frame["row_verdict"] = [_row_verdict(r, maximize, len(real)) for r in verdict_frame.itertuples()]
         judged = [i for i in real if frame["row_verdict"].iloc[i] != "too few trials"]
         if judged:
             best = max(judged, key=lambda i: pd_values[0, i] if maximize else -pd_values[0, i])
-            _interval_columns(frame, "vs_best", [v - pd_values[:, [best]] for v in scenarios], tail)
+            against = [v - pd_values[:, [best]] for v in scenarios]
+            _interval_columns(frame, "vs_best", against, tail)
+            _interval_columns(verdict_frame, "vs_best", against, family)
+            frame["worse_than_best"] = (verdict_frame["vs_best_high"] < 0 if maximize
+                                        else verdict_frame["vs_best_low"] > 0)
         else:
             frame["vs_best"] = frame["vs_best_low"] = frame["vs_best_high"] = np.nan
+            frame["worse_than_best"] = False
         result[name] = frame
     return result
 

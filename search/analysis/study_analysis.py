@@ -65,7 +65,8 @@ class Analysis:
                 "rows": e.rows.to_dict(orient="records"),
             } for e in self.effects],
             "ablation": [{
-                "name": a.name, "center": a.center, "noise_sd": a.noise_sd, "verdict": a.verdict,
+                "name": a.name, "center": a.center, "held": a.held, "chance": a.chance,
+                "noise_sd": a.noise_sd, "verdict": a.verdict,
                 "rows": a.rows.to_dict(orient="records"),
             } for a in self.ablation],
             "notes": self.notes,
@@ -204,7 +205,7 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
     view = search_view(search, searched, scales, maximize)
     ranked = importances(view, searched)
     ablation = ablation_effects(finished, _hp_values(b) if (b := _best(search, maximize)) is not None
-                                else {}, maximize)
+                                else {}, maximize, objective)
     ablated = {a.name for a in ablation}
     marginal = marginal_effects(search, objective_curves(trials, objective), searched, scales,
                                 maximize, objective)
@@ -213,12 +214,12 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
     for name in searched:
         effect = param_effect(search, name, scales[name], maximize, marginal[name], bounds)
         effect.importance = ranked.values.get(name)
-        effect.confounded = name not in ablated
+        effect.confounded = True  # search trials, whatever an ablation measured beside them
         effects.append(effect)
     if not params:
         effects.sort(key=lambda e: -(e.importance if e.importance is not None else -1.0))
     notes = []
-    unablated = [e.name for e in effects if e.confounded]
+    unablated = [e.name for e in effects if e.name not in ablated]
     if unablated and len(search):
         notes.append(confounding_note(study.study_name, unablated))
     complete = int((search["state"] == "COMPLETE").sum())

@@ -146,12 +146,22 @@ def effect_table(effect: ParamEffect, objective: str, width: int = 200) -> Table
 
 
 def ablation_table(effect, objective: str, width: int = 200) -> Table:
-    headers = ["value", "repeats", f"mean {objective}", "effect", "95% interval", "failed"]
+    headers = ["value", "repeats", f"mean {objective}", "effect", "95% interval (Welch)", "failed",
+               "at chance", "s/epoch", "ms/step", "1st epoch s"]
     cells = [[param_value(r.value), str(r.trials), number(r.mean), _signed(r.effect),
-              _range(r.effect_low, r.effect_high, signed=True), str(r.failed)]
+              _range(r.effect_low, r.effect_high, signed=True), str(r.failed),
+              f"{r.at_chance} of {r.complete}" if effect.chance else "-",
+              significant(r.sec_per_epoch), significant(r.ms_per_step), significant(r.first_epoch_s)]
              for r in effect.rows.itertuples()]
     return fitting_table(f"Ablation: {effect.name} around {param_value(effect.center)}",
                          effect.verdict, headers, cells, width)
+
+
+def center_line(effect) -> Text:
+    """The configuration the other factors were held at, printed above an ablation table."""
+    held = ", ".join(f"{k}={param_value(v)}" for k, v in sorted(effect.held.items()))
+    chance = f"; chance level {effect.chance:.3g}" if effect.chance else ""
+    return Text(f"{effect.name} varied; the others held at: {held or '-'}{chance}", style="dim")
 
 
 def render_text(analysis: Analysis, console: Console) -> None:
@@ -162,6 +172,7 @@ def render_text(analysis: Analysis, console: Console) -> None:
     for effect in analysis.effects:
         console.print(effect_table(effect, analysis.objective, console.width))
     for effect in analysis.ablation:
+        console.print(center_line(effect))
         console.print(ablation_table(effect, analysis.objective, console.width))
     for note in analysis.notes:
         console.print(Text(note, style="yellow"))
