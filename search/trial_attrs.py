@@ -25,6 +25,7 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``worker``                  ``{"host", "pid", "slot", "gpu"}`` of the process that ran it
 ``baseline``                the space's default configuration, run first
 ``ablation``                ``{"param", "value", "repeat", "center"}`` of an ablation trial
+``condition``               the values of the space's ``CONDITIONS`` the trial ran under
 ``checkpoint``              ``{"state": "saved"|"missing", ...}`` of its best-epoch weights
 ``test_metrics``            and ``test_samples``: measured later by ``search best --evaluate``
 ==========================  ==================================================================
@@ -60,6 +61,7 @@ ATTEMPT = "attempt"
 WORKER = "worker"
 BASELINE = "baseline"
 ABLATION = "ablation"
+CONDITION = "condition"
 CHECKPOINT = "checkpoint"
 TEST_METRICS = "test_metrics"
 TEST_SAMPLES = "test_samples"

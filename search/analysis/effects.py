@@ -39,9 +39,12 @@ class ParamEffect:
     p_value: float | None = None  # Kruskal-Wallis across the rows' completed trials (JSON only)
     importance: float | None = None
     confounded: bool = True     # measured from adaptively sampled search trials only
+    condition: bool = False     # a condition the space sweeps (CONDITIONS), not a tuned factor
 
     @property
     def kind(self) -> str:
+        if self.condition:
+            return "condition, swept"
         if self.scale.categorical:
             return "categorical"
         return "log-binned" if self.scale.log else "binned"

@@ -25,7 +25,7 @@ Failed trials have no objective: they are counted per row, never modelled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -44,12 +44,6 @@ ABSENT = "(absent)"
 MARGINAL_COLUMNS = ["modelled", "reached_epoch", "model_mean", "model_low", "model_high", "effect",
                     "effect_low", "effect_high", "row_verdict", "vs_best", "vs_best_low",
                     "vs_best_high", "worse_than_best"]
-
-
-@dataclass
-class Curves:
-    """Each modelled trial's best objective so far, per epoch (1-based index into the curve)."""
-    best_so_far: dict[int, np.ndarray]
 
 
 def metric_bounds(objective: str, values: np.ndarray) -> tuple[float, float]:
@@ -169,51 +163,61 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
     low_bound, high_bound = metric_bounds(objective, y)
     tail = (1 - CONFIDENCE) / 2
     result = {}
-    for name in names:
-        start, rows, codes = offsets[name]
-        base = mean_x.copy()
-        base[:, start:start + len(rows)] = 0.0
-        base_value = np.einsum("bw,bw->b", base, coef)
-        pd_values = base_value[:, None] + coef[:, start:start + len(rows)]     # (1 + B, rows)
-        present = (weights @ np.eye(len(rows))[codes]) > 0                    # value resampled at all
-        # A value none of whose trials reached the final epoch is extrapolated there: its best so
-        # far can only have grown (maximised) after the epoch its last trial stopped at, so its
-        # intervals also span the model's mean at that epoch (the pessimistic bound).
-        last_level = np.full(len(rows), final_level)
-        for r in range(len(rows)):
-            reached_levels = epoch[codes[position] == r]
-            last_level[r] = reached_levels.max() if len(reached_levels) else final_level
-        stopped = pd_values + coef[:, last_level] - coef[:, [final_level]]
-        scenarios = [np.clip(np.where(present, v, np.nan), low_bound, high_bound)
-                     for v in (pd_values, stopped)]
-        pd_values = scenarios[0]
-        real = [i for i, r in enumerate(rows) if r != ABSENT]
-        frame = pd.DataFrame(index=pd.Index(rows, dtype=object))
-        frame["modelled"] = np.bincount(codes, minlength=len(rows))
-        frame["reached_epoch"] = levels[last_level]
-        _interval_columns(frame, "model", scenarios, tail)
-        effects = [v - np.nanmean(v[:, real], axis=1, keepdims=True) for v in scenarios]
-        _interval_columns(frame, "effect", effects, tail)
-        # verdicts allow for the number of values compared (Bonferroni): a factor without an
-        # effect is "no effect detected" at 95% as a whole, not only value by value
-        family = tail / max(len(real), 1)
-        verdict_frame = pd.DataFrame(index=frame.index)
-        _interval_columns(verdict_frame, "effect", effects, family)
-        verdict_frame["modelled"] = frame["modelled"]
-        frame["row_verdict"] = [_row_verdict(r, maximize, len(real)) for r in verdict_frame.itertuples()]
-        judged = [i for i in real if frame["row_verdict"].iloc[i] != "too few trials"]
-        if judged:
-            best = max(judged, key=lambda i: pd_values[0, i] if maximize else -pd_values[0, i])
-            against = [v - pd_values[:, [best]] for v in scenarios]
-            _interval_columns(frame, "vs_best", against, tail)
-            _interval_columns(verdict_frame, "vs_best", against, family)
-            frame["worse_than_best"] = (verdict_frame["vs_best_high"] < 0 if maximize
-                                        else verdict_frame["vs_best_low"] > 0)
-        else:
-            frame["vs_best"] = frame["vs_best_low"] = frame["vs_best_high"] = np.nan
-            frame["worse_than_best"] = False
-        result[name] = frame
+    with warnings.catch_warnings():  # a value missing from a resample: NaN there, by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name in names:
+            result[name] = _factor_rows(offsets[name], mean_x, coef, weights, position, epoch, levels,
+                                        final_level, (low_bound, high_bound), tail, maximize)
     return result
+
+
+def _factor_rows(offset, mean_x, coef, weights, position, epoch, levels, final_level, bounds,
+                 tail: float, maximize: bool) -> pd.DataFrame:
+    """One factor's rows from the fitted (and resampled) coefficients."""
+    low_bound, high_bound = bounds
+    start, rows, codes = offset
+    base = mean_x.copy()
+    base[:, start:start + len(rows)] = 0.0
+    base_value = np.einsum("bw,bw->b", base, coef)
+    pd_values = base_value[:, None] + coef[:, start:start + len(rows)]     # (1 + B, rows)
+    present = (weights @ np.eye(len(rows))[codes]) > 0                    # value resampled at all
+    # A value none of whose trials reached the final epoch is extrapolated there: its best so
+    # far can only have grown (maximised) after the epoch its last trial stopped at, so its
+    # intervals also span the model's mean at that epoch (the pessimistic bound).
+    last_level = np.full(len(rows), final_level)
+    for r in range(len(rows)):
+        reached_levels = epoch[codes[position] == r]
+        last_level[r] = reached_levels.max() if len(reached_levels) else final_level
+    stopped = pd_values + coef[:, last_level] - coef[:, [final_level]]
+    scenarios = [np.clip(np.where(present, v, np.nan), low_bound, high_bound)
+                 for v in (pd_values, stopped)]
+    pd_values = scenarios[0]
+    real = [i for i, r in enumerate(rows) if r != ABSENT]
+    frame = pd.DataFrame(index=pd.Index(rows, dtype=object))
+    frame["modelled"] = np.bincount(codes, minlength=len(rows))
+    frame["reached_epoch"] = levels[last_level]
+    _interval_columns(frame, "model", scenarios, tail)
+    effects = [v - np.nanmean(v[:, real], axis=1, keepdims=True) for v in scenarios]
+    _interval_columns(frame, "effect", effects, tail)
+    # verdicts allow for the number of values compared (Bonferroni): a factor without an
+    # effect is "no effect detected" at 95% as a whole, not only value by value
+    family = tail / max(len(real), 1)
+    verdict_frame = pd.DataFrame(index=frame.index)
+    _interval_columns(verdict_frame, "effect", effects, family)
+    verdict_frame["modelled"] = frame["modelled"]
+    frame["row_verdict"] = [_row_verdict(r, maximize, len(real)) for r in verdict_frame.itertuples()]
+    judged = [i for i in real if frame["row_verdict"].iloc[i] != "too few trials"]
+    if judged:
+        best = max(judged, key=lambda i: pd_values[0, i] if maximize else -pd_values[0, i])
+        against = [v - pd_values[:, [best]] for v in scenarios]
+        _interval_columns(frame, "vs_best", against, tail)
+        _interval_columns(verdict_frame, "vs_best", against, family)
+        frame["worse_than_best"] = (verdict_frame["vs_best_high"] < 0 if maximize
+                                    else verdict_frame["vs_best_low"] > 0)
+    else:
+        frame["vs_best"] = frame["vs_best_low"] = frame["vs_best_high"] = np.nan
+        frame["worse_than_best"] = False
+    return frame
 
 
 def _interval_columns(frame: pd.DataFrame, name: str, scenarios: list[np.ndarray], tail: float):

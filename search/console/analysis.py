@@ -157,6 +157,19 @@ def ablation_table(effect, objective: str, width: int = 200) -> Table:
                          effect.verdict, headers, cells, width)
 
 
+def condition_table(condition, objective: str, width: int = 200) -> Table:
+    """A swept condition: per value, its best trial and its trials' means and time cost."""
+    headers = ["value", "trials", "complete", f"best {objective}", "best trial", "completed mean",
+               "model mean", "95% interval", "s/epoch", "ms/step", "1st epoch s"]
+    cells = [[param_value(r.value), str(r.trials), str(r.complete), number(r.best),
+              "-" if r.best_trial is None or r.best_trial != r.best_trial else f"#{int(r.best_trial)}",
+              number(r.mean), number(r.model_mean), _range(r.model_low, r.model_high),
+              significant(r.sec_per_epoch), significant(r.ms_per_step), significant(r.first_epoch_s)]
+             for r in condition.rows.itertuples()]
+    return fitting_table(f"Condition {condition.name} (swept: the search ran within each value)",
+                         "At each value's best trial and across all its trials.", headers, cells, width)
+
+
 def center_line(effect) -> Text:
     """The configuration the other factors were held at, printed above an ablation table."""
     held = ", ".join(f"{k}={param_value(v)}" for k, v in sorted(effect.held.items()))
@@ -169,6 +182,8 @@ def render_text(analysis: Analysis, console: Console) -> None:
     console.print(overview_table(analysis))
     if analysis.importance.values or analysis.importance.note:
         console.print(importance_table(analysis))
+    for condition in analysis.conditions:
+        console.print(condition_table(condition, analysis.objective, console.width))
     for effect in analysis.effects:
         console.print(effect_table(effect, analysis.objective, console.width))
     for effect in analysis.ablation:

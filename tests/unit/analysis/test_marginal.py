@@ -88,3 +88,30 @@ def test_text_never_cuts_a_number_at_any_width(result, width):
         for cell in (c for row in effect_cells(effect) for c in row):
             for word in cell.split():  # words may wrap onto the next line; never cut
                 assert word in text
+
+
+def test_a_swept_condition_is_reported_per_value_at_its_best_and_across_its_trials():
+    rng = np.random.default_rng(1)
+    trials = []
+    for _ in range(3):
+        for o in FINAL:
+            for b in (16, 64, 256):
+                t = trial(o, b, rng)
+                t.user_attrs["condition"] = {"batch_size": b}
+                trials.append(t)
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(trials)
+    result = analyze(study)
+    (condition,) = result.conditions
+    assert condition.name == "batch_size" and result.effect("batch_size").kind == "condition, swept"
+    rows = condition.rows.set_index("value")
+    for b in (16, 64, 256):
+        mine = [t for t in study.trials if t.params["batch_size"] == b and t.state == TrialState.COMPLETE]
+        best = max(mine, key=lambda t: t.value)
+        assert rows.loc[b, "best"] == pytest.approx(best.value) and rows.loc[b, "best_trial"] == best.number
+        assert rows.loc[b, "mean"] == pytest.approx(np.mean([t.value for t in mine]))
+        assert condition.best_params[str(b)]["optimizer"] == best.params["optimizer"]
+    out = io.StringIO()
+    render_text(result, Console(file=out, width=100))
+    assert "Condition batch_size" in out.getvalue()
+    assert result.to_dict()["conditions"][0]["name"] == "batch_size"
