@@ -49,6 +49,15 @@ def overview_table(analysis: Analysis) -> Table:
     return table
 
 
+def best_value(effect: ParamEffect, maximize: bool) -> str | None:
+    """The value with the best model mean among those with a verdict (the importance's direction)."""
+    judged = effect.rows[effect.rows["row_verdict"] != "too few trials"]
+    if judged.empty:
+        return None
+    top = judged.loc[judged["model_mean"].idxmax() if maximize else judged["model_mean"].idxmin()]
+    return param_value(top["value"])
+
+
 def importance_table(analysis: Analysis) -> Table:
     imp = analysis.importance
     title = f"Importance ({imp.method}, {imp.trials} completed trials)" if imp.method else "Importance"
@@ -56,8 +65,11 @@ def importance_table(analysis: Analysis) -> Table:
     table.add_column("parameter")
     table.add_column("importance", justify="right")
     table.add_column("")
+    table.add_column("best value (model)")
+    best = {e.name: best_value(e, analysis.maximize) for e in analysis.effects}
     for name, value in imp.values.items():
-        table.add_row(Text(name), f"{value:.3f}", "█" * max(1, round(value * BAR_WIDTH)))
+        table.add_row(Text(name), f"{value:.3f}", "█" * max(1, round(value * BAR_WIDTH)),
+                      Text(best.get(name) or "-"))
     if imp.note:
         table.caption = escape(imp.note)
     return table
