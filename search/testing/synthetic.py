@@ -236,3 +236,48 @@ def _main() -> None:  # pragma: no cover - a benchmark, run by hand
 
 if __name__ == "__main__":  # pragma: no cover
     _main()
+
+
+# Calibration studies: additive known effects, Gaussian seed noise, random design, a pruner that
+# stops trials below the running median at the first epoch (so pruned trials are the bad ones).
+CALIBRATION_EFFECTS = {
+    "optimizer": {"adam": 0.06, "rmsprop": 0.02, "sgd": -0.08},      # matters
+    "lr_decade": {"1e-4": -0.05, "1e-3": 0.05, "1e-2": 0.0},          # matters
+    "batch_size": {16: 0.0, 64: 0.0, 256: 0.0, 1024: 0.0},            # a true null
+    "flip": {"on": 0.01, "off": -0.01},                               # small
+}
+CALIBRATION_BASE = 0.7
+
+
+def true_effects(effects: dict = CALIBRATION_EFFECTS) -> dict:
+    """Each value's effect as ``search analyze`` defines it: its mean minus the average of the
+    factor's values (at the final epoch)."""
+    return {name: {v: e - float(np.mean(list(values.values()))) for v, e in values.items()}
+            for name, values in effects.items()}
+
+
+def calibration_trials(seed: int, n_trials: int = 60, noise: float = 0.02, epochs: int = 5,
+                       prune_share: float = 0.5, effects: dict = CALIBRATION_EFFECTS) -> list[FrozenTrial]:
+    """A study's finished trials whose objective is ``CALIBRATION_BASE`` plus the values' effects
+    plus noise at the final epoch, reached by the same curve for every trial (each epoch adds the
+    same amount); after the first epoch a trial below the median so far is pruned with
+    probability ``prune_share``."""
+    rng = np.random.default_rng(seed)
+    distributions = {name: CategoricalDistribution(list(values)) for name, values in effects.items()}
+    trials, first_epoch = [], []
+    for number in range(n_trials):
+        hp = {name: list(values)[int(rng.integers(len(values)))] for name, values in effects.items()}
+        final = CALIBRATION_BASE + sum(effects[n][v] for n, v in hp.items()) + rng.normal(0, noise)
+        curve = np.clip(final - (0.3 * 0.5 ** np.arange(epochs) - 0.3 * 0.5 ** (epochs - 1)), 0.0, 1.0)
+        pruned = bool(first_epoch) and curve[0] < np.median(first_epoch) and rng.uniform() < prune_share
+        first_epoch.append(curve[0])
+        shown = curve[:1] if pruned else curve
+        trial = optuna.create_trial(
+            state=TrialState.PRUNED if pruned else TrialState.COMPLETE, value=float(shown.max()),
+            params=dict(hp), distributions=distributions,
+            intermediate_values={i: float(v) for i, v in enumerate(shown)},
+            user_attrs={"hp_values": dict(hp), "history": {"val_accuracy": shown.round(6).tolist()},
+                        "epochs": len(shown), "best_epoch": int(np.argmax(shown))})
+        trial.number = number
+        trials.append(trial)
+    return trials
