@@ -5,7 +5,8 @@ answer is the model-based marginal mean and effect (``marginal``: every complete
 counts, bootstrap 95% intervals inside the metric's range) with a verdict per row: helps, hurts,
 no effect detected, too few trials. Beside it, the completed trials' own statistics (mean, t
 interval kept inside the metric's range, median, best), the time cost (steady seconds per epoch
-and ms per step, the first epoch, which compiles, apart: medians over the row's trials) and the
+and ms per step, the first epoch, which compiles, apart: medians over the row's trials; and the
+steady seconds per epoch from the additive model, ``marginal.time_effects``) and the
 counts of completed, pruned, failed and diverged trials.
 """
 
@@ -23,8 +24,8 @@ from search.analysis.scales import Scale, group_keys
 from search.console.format import param_value
 
 ROW_COLUMNS = ["value", "trials", "complete", "pruned", "failed", "diverged", *MARGINAL_COLUMNS,
-               "mean", "ci_low", "ci_high", "median", "best", "sec_per_epoch", "ms_per_step",
-               "first_epoch_s", "gap"]
+               "mean", "ci_low", "ci_high", "median", "best", "sec_per_epoch", "sec_per_epoch_model",
+               "ms_per_step", "first_epoch_s", "gap"]
 CONFIDENCE = 0.95
 # A row "fails" when at least this share of its finished trials failed (and at least two did).
 FAILING_SHARE = 0.5
@@ -59,7 +60,8 @@ def t_interval(mean: pd.Series, std: pd.Series, count: pd.Series) -> tuple[pd.Se
 
 def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool,
                 marginal: pd.DataFrame | None = None,
-                bounds: tuple[float, float] = (-np.inf, np.inf)) -> pd.DataFrame:
+                bounds: tuple[float, float] = (-np.inf, np.inf),
+                seconds: pd.Series | None = None) -> pd.DataFrame:
     """The effect table of one parameter over the finished trials in ``frame``, with the model's
     ``marginal`` rows (``marginal.marginal_effects``) beside the completed trials' statistics."""
     values = frame["hp." + name]
@@ -104,6 +106,9 @@ def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool,
         table[column] = [marginal.at[by_repr[repr(k)], column] if repr(k) in by_repr else np.nan
                          for k in table.index]
     table["modelled"] = table["modelled"].fillna(0).astype(int)
+    seconds = seconds if seconds is not None else pd.Series(dtype=float)
+    by_repr = {repr(k): v for k, v in seconds.items()}
+    table["sec_per_epoch_model"] = [by_repr.get(repr(k), np.nan) for k in table.index]
     table["worse_than_best"] = table["worse_than_best"].fillna(False).astype(bool)
     table["row_verdict"] = table["row_verdict"].where(table["row_verdict"].notna(), "too few trials")
     table = table.rename_axis("value").reset_index()
@@ -210,7 +215,8 @@ def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
 
 def param_effect(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool,
                  marginal: pd.DataFrame | None = None,
-                 bounds: tuple[float, float] = (-np.inf, np.inf)) -> ParamEffect:
-    rows = effect_rows(frame, name, scale, maximize, marginal, bounds)
+                 bounds: tuple[float, float] = (-np.inf, np.inf),
+                 seconds: pd.Series | None = None) -> ParamEffect:
+    rows = effect_rows(frame, name, scale, maximize, marginal, bounds, seconds)
     p_value = differ_p_value(frame, name, scale)
     return ParamEffect(name, scale, rows, verdict(name, rows, scale, maximize), p_value)

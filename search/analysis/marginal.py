@@ -36,6 +36,7 @@ CONFIDENCE = 0.95
 BOOTSTRAPS = 300
 MAX_EPOCH_LEVELS = 8
 MAX_MODEL_TRIALS = 3000   # a larger study is modelled on a random sample of its trials
+MAX_TIME_TRIALS = 1000    # the same for the time per epoch (a point estimate, no bootstrap)
 MIN_TRIALS = 3            # a value needs this many modelled trials for a verdict
 SEED = 0
 BOUNDED_METRICS = ("acc", "auc", "precision", "recall", "f1", "iou")
@@ -104,14 +105,29 @@ def _codes(values: pd.Series, scale: Scale) -> tuple[np.ndarray, list]:
     return codes, rows
 
 
+def time_effects(search: pd.DataFrame, names: list[str], scales: dict[str, Scale]) -> dict[str, pd.Series]:
+    """Per factor, the steady seconds per epoch of each value from the same additive model on
+    the logarithm of every finished trial's steady epoch time (so a value's time is not the time
+    of the other values it was tried with: resize, classes, batch size); NaN where too few."""
+    timed = search[search["steady_sec_per_epoch"] > 0].copy()
+    timed["value"] = np.log(timed["steady_sec_per_epoch"].astype(float))
+    timed["state"] = "COMPLETE"
+    curves = {int(n): [v] for n, v in zip(timed["number"], timed["value"])}
+    rows = marginal_effects(timed, curves, names, scales, False, "log seconds",
+                            max_trials=MAX_TIME_TRIALS, bootstraps=0)
+    return {name: np.exp(frame["model_mean"].astype(float)) for name, frame in rows.items()}
+
+
 def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[str],
-                     scales: dict[str, Scale], maximize: bool, objective: str) -> dict[str, pd.DataFrame]:
+                     scales: dict[str, Scale], maximize: bool, objective: str, *,
+                     max_trials: int = MAX_MODEL_TRIALS,
+                     bootstraps: int = BOOTSTRAPS) -> dict[str, pd.DataFrame]:
     """Per factor, a frame indexed by its row keys (as ``group_keys`` names them) with
     ``MARGINAL_COLUMNS``; empty frames when fewer than ``MIN_TRIALS`` trials can be modelled."""
     modelled = search[search["state"].isin(["COMPLETE", "PRUNED"]) & search["value"].notna()]
     modelled = modelled[[int(n) in curves for n in modelled["number"]]]
-    if len(modelled) > MAX_MODEL_TRIALS:
-        modelled = modelled.sample(MAX_MODEL_TRIALS, random_state=SEED)
+    if len(modelled) > max_trials:
+        modelled = modelled.sample(max_trials, random_state=SEED)
     if len(modelled) < MIN_TRIALS or not names:
         return {name: pd.DataFrame(columns=MARGINAL_COLUMNS) for name in names}
     best = {int(n): best_so_far(curves[int(n)], maximize) for n in modelled["number"]}
@@ -149,7 +165,7 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
     moment = np.hstack([at_epoch, factors * at_epoch.sum(axis=1, keepdims=True)])
     rng = np.random.default_rng(SEED)
     weights = np.vstack([np.ones(n_trials),
-                         rng.multinomial(n_trials, np.full(n_trials, 1.0 / n_trials), BOOTSTRAPS)])
+                         rng.multinomial(n_trials, np.full(n_trials, 1.0 / n_trials), bootstraps)])
     a = (weights @ gram.reshape(n_trials, -1)).reshape(-1, width, width)
     b = weights @ moment
     ridge = 1e-6 * max(float(np.trace(a[0])) / width, 1e-12)

@@ -33,7 +33,8 @@ EFFECT_HEADERS = {"value": "value", "trials": "trials", "complete": "complete", 
                   "row_verdict": "verdict", "vs_best": "vs best", "vs_best_low": "vs best 95% low",
                   "vs_best_high": "vs best 95% high", "mean": "completed mean",
                   "ci_low": "completed 95% low", "ci_high": "completed 95% high", "median": "median",
-                  "best": "best", "sec_per_epoch": "s/epoch (steady)", "ms_per_step": "ms/step (steady)",
+                  "best": "best", "sec_per_epoch": "s/epoch (steady)",
+                  "sec_per_epoch_model": "s/epoch (model)", "ms_per_step": "ms/step (steady)",
                   "first_epoch_s": "1st epoch s", "gap": "train-val gap"}
 
 MISSING = "-"  # a table cell without a value

@@ -16,7 +16,7 @@ from search.analysis.ablation_effects import AblationEffect, ablation_effects
 from search.analysis.effects import ParamEffect, param_effect
 from search.analysis.frame import FINISHED, frame_from_trials, hp_columns
 from search.analysis.importance import Importances, importances
-from search.analysis.marginal import marginal_effects, metric_bounds
+from search.analysis.marginal import marginal_effects, metric_bounds, time_effects
 from search.analysis.scales import group_keys
 from search.analysis.scales import scales as scales_of
 from search.analysis.view import search_view
@@ -258,9 +258,11 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
     marginal = marginal_effects(search, objective_curves(trials, objective), searched, scales,
                                 maximize, objective)
     bounds = metric_bounds(objective, search["value"].to_numpy(dtype=float))
+    seconds = time_effects(search, searched, scales)
     effects = []
     for name in searched:
-        effect = param_effect(search, name, scales[name], maximize, marginal[name], bounds)
+        effect = param_effect(search, name, scales[name], maximize, marginal[name], bounds,
+                              seconds[name])
         effect.importance = ranked.values.get(name)
         effect.confounded = True  # search trials, whatever an ablation measured beside them
         effects.append(effect)

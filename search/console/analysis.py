@@ -58,17 +58,22 @@ def best_value(effect: ParamEffect, maximize: bool) -> str | None:
     return param_value(top["value"])
 
 
-def importance_table(analysis: Analysis) -> Table:
+def importance_table(analysis: Analysis, width: int = 200) -> Table:
     imp = analysis.importance
     title = f"Importance ({imp.method}, {imp.trials} completed trials)" if imp.method else "Importance"
     table = Table(title=title, title_justify="left")
     table.add_column("parameter")
-    table.add_column("importance", justify="right")
-    table.add_column("")
-    table.add_column("best value (model)")
+    table.add_column("importance", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("best value (model)", no_wrap=True)
+    table.columns[0].no_wrap = True
     best = {e.name: best_value(e, analysis.maximize) for e in analysis.effects}
+    names = max((len(n) for n in imp.values), default=9)
+    values = max((len(best.get(n) or "-") for n in imp.values), default=1)
+    # the bar takes what the console leaves (80 columns when piped): the numbers are never cut
+    bar = max(1, min(BAR_WIDTH, width - max(names, 9) - 10 - max(values, 18) - 13))
     for name, value in imp.values.items():
-        table.add_row(Text(name), f"{value:.3f}", "█" * max(1, round(value * BAR_WIDTH)),
+        table.add_row(Text(name), f"{value:.3f}", "█" * max(1, round(value * bar)),
                       Text(best.get(name) or "-"))
     if imp.note:
         table.caption = escape(imp.note)
@@ -128,8 +133,8 @@ def _signed(value) -> str:
 
 
 EFFECT_HEADERS = ["value", "complete", "pruned", "failed", "model mean", "95% interval", "effect",
-                  "effect 95%", "verdict", "completed mean", "s/epoch", "ms/step", "1st epoch s",
-                  "train-val gap"]
+                  "effect 95%", "verdict", "completed mean", "s/epoch", "s/epoch (model)", "ms/step",
+                  "1st epoch s", "train-val gap"]
 
 
 def effect_cells(effect: ParamEffect) -> list[list[str]]:
@@ -144,7 +149,8 @@ def effect_cells(effect: ParamEffect) -> list[list[str]]:
         cells.append([param_value(r.value), str(r.complete), str(r.pruned), failed,
                       number(r.model_mean), _range(r.model_low, r.model_high), _signed(r.effect),
                       _range(r.effect_low, r.effect_high, signed=True), verdict,
-                      number(r.mean), significant(r.sec_per_epoch), significant(r.ms_per_step),
+                      number(r.mean), significant(r.sec_per_epoch),
+                      significant(r.sec_per_epoch_model), significant(r.ms_per_step),
                       significant(r.first_epoch_s), number(r.gap)])
     return cells
 
@@ -193,7 +199,7 @@ def render_text(analysis: Analysis, console: Console) -> None:
     """Print the analysis: overview, importances, effect tables with verdicts, ablation, notes."""
     console.print(overview_table(analysis))
     if analysis.importance.values or analysis.importance.note:
-        console.print(importance_table(analysis))
+        console.print(importance_table(analysis, console.width))
     for condition in analysis.conditions:
         console.print(condition_table(condition, analysis.objective, console.width))
     for effect in analysis.effects:

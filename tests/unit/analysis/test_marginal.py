@@ -115,3 +115,9 @@ def test_a_swept_condition_is_reported_per_value_at_its_best_and_across_its_tria
     render_text(result, Console(file=out, width=100))
     assert "Condition batch_size" in out.getvalue()
     assert result.to_dict()["conditions"][0]["name"] == "batch_size"
+
+
+def test_the_models_time_per_epoch_follows_the_batch_size(result):
+    rows = result.effect("batch_size").rows.set_index("value")
+    for batch in (16, 64, 256):  # every trial of a batch size has the same steady epoch time
+        assert rows.loc[batch, "sec_per_epoch_model"] == pytest.approx(0.5 + 64 / batch, rel=0.05)
