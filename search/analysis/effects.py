@@ -189,7 +189,7 @@ def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
     if len(judged) < 2:
         modelled = int(rows["modelled"].sum())
         text = (f"{name}: too few trials to say ({modelled} completed or pruned trials modelled; "
-                f"a value needs {MIN_MODEL_TRIALS})")
+                f"each value needs {MIN_MODEL_TRIALS})")
         return f"{text}; {failure}" if failure else text
     means = rows["model_mean"]
     best = max(judged, key=lambda i: means.iloc[i] if maximize else -means.iloc[i])
@@ -199,6 +199,12 @@ def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
         span = f"{means.iloc[judged].min():.3g}..{means.iloc[judged].max():.3g}"
         text = (f"{name}: no effect detected (model means {span}; no value clearly worse than the "
                 "best, at 95% for all values together)")
+        hurts = [i for i in judged if rows["row_verdict"].iloc[i] == "hurts"]
+        leaning = [f"{labels[i]} {rows['row_verdict'].iloc[i]} ({rows['effect'].iloc[i]:+.3g}, "
+                   f"{_interval(rows['effect_low'].iloc[i], rows['effect_high'].iloc[i], True)})"
+                   for i in sorted(helps + hurts)]
+        if leaning:  # apart from the factor's average, though not from its best value
+            text += f"; against the average of its values: {', '.join(leaning)}"
     else:
         r = rows.iloc[best]
         text = (f"{name}: best {labels[best]} (mean {r.model_mean:.3g}, "
