@@ -22,9 +22,9 @@ import json
 import time
 
 try:
-    from bench import common  # noqa: F401  (puts the repository on the path)
+    from bench import common  # puts the repository on the path
 except ImportError:  # run as a script: bench/ is the script's folder
-    import common  # noqa: F401
+    import common
 
 NULL_FACTOR = "batch_size"
 OBJECTIVE = "val_accuracy"
@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=300)
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--noise", type=float, default=0.02)
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--out", default=str(common.RESULTS / "calibration.json"),
+                        help="where the figures go as JSON (default bench/results/calibration.json)")
     args = parser.parse_args()
     started = time.perf_counter()
     result = calibrate(args.studies, args.trials, args.noise)
@@ -97,9 +98,8 @@ def main() -> None:
           f"{result['called_right']:.1%} (target >= 95%)")
     print(f"true null factor read 'no effect detected': {result['null_no_effect']:.1%} of "
           f"{result['null_studies']} studies (target >= 90%)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
