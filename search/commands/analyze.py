@@ -74,7 +74,7 @@ def analyze(stored: StoredStudy, *, params: list[str] | None = None) -> StudyAna
     trials = read_trials(stored.storage, stored.study_id)
     result = analyze_study(stored.study, stored.config.objective, params,
                            space=stored.config.space or None, budget=stored.budget,
-                           trials=trials)
+                           trials=trials, fixed=list(stored.config.fixed))
     if stored.foreign:
         result.notes.append(FOREIGN_NOTE)
     return StudyAnalysis(result, stored)
