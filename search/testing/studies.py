@@ -18,6 +18,9 @@ from search import storage
 
 # Heartbeat every second, a trial is taken for dead after 4 s without one.
 FAST_FAULTS = ["--heartbeat", "1", "--grace", "4"]
+# Every wait's timeout is a failsafe, times this factor: a loaded machine (a worker importing
+# TensorFlow beside other builds took 3x longer than the timeouts were sized for) is slow, not wrong.
+WAIT_FACTOR = float(os.environ.get("SEARCH_TEST_WAIT_FACTOR", "3"))
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
@@ -27,7 +30,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
     should make it happen) ended."""
     import pytest
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * WAIT_FACTOR
     while time.monotonic() < deadline:
         value = predicate()
         if value:
@@ -38,7 +41,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         time.sleep(interval)
     if proc is not None:
         proc.kill()
-    pytest.fail(f"timed out waiting for {what}")
+    pytest.fail(f"timed out waiting for {what} ({timeout * WAIT_FACTOR:.0f} s)")
 
 
 def wait_for_trials(url: str, predicate, timeout: float, what: str,
