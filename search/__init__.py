@@ -6,7 +6,8 @@ The public API (``search.api``), for notebooks and scripts::
     search.start("spaces/cnn.py", trials=4, epochs=5)
     search.analyze("cnn").write_html("cnn.html")
 
-:func:`start`, :func:`worker`, :func:`status`, :func:`analyze`, :func:`ablate`, :func:`best`
+:func:`start`, :func:`worker`, :func:`slurm`, :func:`status`, :func:`analyze`, :func:`ablate`,
+:func:`best`
 and their result types are loaded on first use (``import search`` stays light: space modules
 import :mod:`search.data` and :mod:`search.blocks` from it).
 """
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "start": "search.api",
     "worker": "search.api",
+    "slurm": "search.api",
     "status": "search.api",
     "analyze": "search.api",
     "ablate": "search.api",

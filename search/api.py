@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the modules behind these import Optuna, Keras or plotly: lo
     from search.commands.analyze import StudyAnalysis
     from search.commands.best import BestTrials, TopTrial
     from search.commands.start import Prepared
+    from search.execution.launchers.slurm import SlurmJob
     from search.execution.pool import WorkerReport
     from search.study import StudySnapshot
 
@@ -74,7 +75,8 @@ def start(space_file: str, *, fixed: dict | None = None,
     ``options`` are ``search start``'s, by their Python names (``search.options.START_OPTIONS``):
     ``study``, ``storage``, ``trials``, ``epochs``, ``workers``, ``data``, ``sampler``, ``seed``,
     ``pruner``, ``timeout``, ``gpus``, ``per_gpu``, ``heartbeat``, ``grace``, ``keep_best``,
-    ``artifacts``, ``trial_timeout``; ``fixed`` holds ``--set`` values (name -> value).
+    ``artifacts``, ``trial_timeout``, ``ray`` (a Ray cluster's address, or ``auto``: the workers
+    are placed there as Ray tasks); ``fixed`` holds ``--set`` values (name -> value).
     ``on_prepared`` sees the created or resumed study before the workers start, ``on_progress``
     each snapshot while they run.
     """
@@ -85,14 +87,26 @@ def start(space_file: str, *, fixed: dict | None = None,
     checked = start_options(space_file, fixed, **options)  # every check that needs no Keras first
     check_space_file(space_file)
     check_backend()
-    slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
+    if checked.ray and checked.gpus:
+        raise SearchError("--gpus names this machine's GPUs; with --ray, Ray places the workers "
+                          "(--workers N, --per-gpu K)")
+    if checked.ray:  # a cluster that cannot be reached is answered before Keras loads
+        from search.execution.launchers.ray import place
+
+        placement = place(checked.ray, checked.workers, checked.per_gpu)
+        slots = [None] * placement.workers
+    else:
+        slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
     from search.commands import start as start_command  # imports Keras and the backend
 
     prepared = start_command.prepare(checked)
     prepared.workers = len(slots)
     if on_prepared is not None:
         on_prepared(prepared)
-    final = start_command.run(prepared, slots, on_progress)
+    if checked.ray:
+        final = start_command.run_on_ray(prepared, placement, on_progress)
+    else:
+        final = start_command.run(prepared, slots, on_progress)
     return StartResult(prepared.study_name, prepared.resumed, prepared.notes, len(slots), final)
 
 
@@ -137,6 +151,25 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     final, workers = run_local_workers(stored, slots, on_progress,
                                        space_sha256=pins.space_sha256)
     return pool_report(final, workers, [note] if note else [])
+
+
+@_store_errors
+def slurm(study: str, *, storage: str | None = None, workers: int = 1, gpus_per_worker: int = 1,
+          cpus_per_worker: int = 1, mem: str | None = None, time_limit: str | None = None,
+          partition: str | None = None, sbatch_options: tuple[str, ...] = (),
+          script: str | None = None, dry_run: bool = False) -> SlurmJob:
+    """Submit a Slurm job array of ``workers`` workers on ``study``, ``gpus_per_worker`` GPUs each
+    (0: CPU workers): its batch script is written to ``script`` (default ``slurm/<study>.sbatch``)
+    and submitted with ``sbatch`` unless ``dry_run``. The store URL in the script has no password;
+    a password file beside the script (mode 600, ``PGPASSFILE``) holds it."""
+    from search.execution.launchers.slurm import submit
+    from search.study import open_study
+
+    url = resolve_storage(storage)
+    open_study(url, study)  # an unknown study or an unreachable store is answered before sbatch
+    return submit(study, url, workers, script=script, dry_run=dry_run,
+                  gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, mem=mem,
+                  time_limit=time_limit, partition=partition, sbatch_options=sbatch_options)
 
 
 @_store_errors

@@ -248,6 +248,44 @@ def worker(study, storage, gpus, per_gpu, space_file, data, artifacts):
 
 
 @main.command()
+@click.option("--study", required=True, help="Study name (created by `search start`).")
+@_option("storage")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers: one Slurm array task each.")
+@click.option("--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True,
+              help="GPUs per worker (--gres=gpu:N); 0: CPU workers.")
+@click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU cores per worker (--cpus-per-task).")
+@click.option("--mem", default=None, metavar="SIZE", help="Memory per worker (--mem, e.g. 16G).")
+@click.option("--time", "time_limit", default=None, metavar="D-HH:MM:SS",
+              help="Time limit per worker (--time).")
+@click.option("--partition", default=None, help="Slurm partition (--partition).")
+@click.option("--sbatch-option", "sbatch_options", multiple=True, metavar="OPTION",
+              help="Another #SBATCH line, e.g. --sbatch-option=--account=lab (repeatable).")
+@click.option("--script", default=None, metavar="FILE",
+              help="Where to write the batch script (default: slurm/<study>.sbatch).")
+@click.option("--dry-run", is_flag=True, help="Write the batch script, do not submit it.")
+def slurm(study, storage, **options):
+    """Submit a Slurm job array of workers on a study, one GPU each.
+
+    The batch script is written to a file and submitted with sbatch; each array task is a
+    `search worker --study NAME`. The store URL in it carries no password: a password file beside
+    the script (mode 600, PGPASSFILE) holds it. `search status --study NAME` lists the workers by
+    their Slurm job id.
+    """
+    from search import api
+
+    job = _run(lambda: api.slurm(study, storage=storage, **options))
+    if job.job_id is None:
+        console.print(f"wrote {escape(str(job.script))} ({job.workers} workers); submit it with "
+                      f"sbatch {escape(str(job.script))}", highlight=False, soft_wrap=True)
+        return
+    console.print(f"submitted Slurm job {job.job_id}: {job.workers} workers on study "
+                  f"{escape(repr(study))} (array tasks {job.job_id}_0..{job.job_id}_{job.workers - 1}, "
+                  f"batch script {escape(str(job.script))})", highlight=False, soft_wrap=True)
+
+
+@main.command()
 @click.option("--study", default=None, help="Study name (default: list the studies).")
 @_option("storage")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")

@@ -187,6 +187,9 @@ START_OPTIONS: tuple[Option, ...] = (
            metavar="0,1"),
     Option("per_gpu", int, "Worker processes per GPU (or CPU workers where there is no GPU).",
            check=at_least(1), metavar="K"),
+    Option("ray", str, "Place the workers as Ray tasks on this Ray cluster (an address, or auto) "
+           "instead of local processes; --workers N and --per-gpu K (1/K of a GPU each) as here.",
+           metavar="ADDRESS|auto"),
     # Heartbeats: a worker stamps its running trial every HEARTBEAT seconds; a trial whose stamp
     # is older than GRACE seconds is failed and retried (Optuna's RDB heartbeat). The grace period
     # must outlast a store restart and a busy machine's scheduling delays, hence several heartbeats.

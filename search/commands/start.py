@@ -24,6 +24,7 @@ import sqlalchemy.exc
 from search import _datasets, trial_attrs
 from search.console.format import limit
 from search.errors import DownloadError, SearchError, StudyStopped
+from search.execution.launchers.ray import RayPlacement, run_ray_workers
 from search.execution.pool import lost_workers, run_local_workers
 from search.execution.worker import recount_claims
 from search.options import (
@@ -218,6 +219,21 @@ def run(prepared: Prepared, slots: list[str | None],
         _raise_if_stopped(stored)
         raise
     prepared.notes.extend(lost_workers(workers))
+    check_ended(stored, final)
+    return final
+
+
+def run_on_ray(prepared: Prepared, placement: RayPlacement,
+               on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
+    """:func:`run` with the workers placed as Ray tasks (``search.execution.launchers.ray``)."""
+    stored = prepared.stored
+    try:
+        final, exits = run_ray_workers(stored, placement, on_progress,
+                                       space_sha256=prepared.space_sha256)
+    except SearchError:
+        _raise_if_stopped(stored)
+        raise
+    prepared.notes.extend(e.line for e in exits if e.code)
     check_ended(stored, final)
     return final
 

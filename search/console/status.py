@@ -103,11 +103,13 @@ def workers_table(snap: StudySnapshot) -> Table | None:
     if not live:
         return None
     table = Table(title=f"Live workers ({len(live)})", title_justify="left")
-    for col in ("host", "pid", "gpu", "state", "trial", "trials run", "last heartbeat"):
+    jobs = any(w.job for w in live)  # a column of batch job ids (Slurm's 1234_2) where there are any
+    for col in ("slurm job",) * jobs + ("host", "pid", "gpu", "state", "trial", "trials run",
+                                         "last heartbeat"):
         table.add_column(col, justify="right" if col in ("pid", "trial", "trials run") else "left")
-    for w in sorted(live, key=lambda w: (w.host, w.pid)):
-        table.add_row(escape(w.host), str(w.pid), escape(w.gpu or "cpu"), w.state, metric(w.trial_number),
-                      str(w.trials_run), f"{w.heartbeat_age_s:.0f} s ago")
+    for w in sorted(live, key=lambda w: (w.job or "", w.host, w.pid)):
+        table.add_row(*(escape(w.job or "-"),) * jobs, escape(w.host), str(w.pid), escape(w.gpu or "cpu"),
+                      w.state, metric(w.trial_number), str(w.trials_run), f"{w.heartbeat_age_s:.0f} s ago")
     return table
 
 

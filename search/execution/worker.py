@@ -59,6 +59,7 @@ from search.execution.faults import (
     trial_alarm,
     watch_pool,
 )
+from search.execution.launchers import job_of_this_process
 from search.execution.pins import Pins
 from search.execution.pool import WorkerReport
 from search.execution.runner import TrialOutcome, record, run_trial
@@ -154,7 +155,7 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
         study_name=study_name, storage=stored.storage, sampler=sampler,
         pruner=make_pruner(config.pruner, config.epochs, stop)), "load study")
     worker_id = stored.workers.register(study_name, socket.gethostname(), os.getpid(), slot,
-                                        pinned_gpu())
+                                        pinned_gpu(), job=job_of_this_process())
     heartbeat = Heartbeat(stored, worker_id, lambda trial_id: fail_stuck_trial(
         stored, worker_id, trial_id, restart=restart_when_stuck))
     heartbeat.start()

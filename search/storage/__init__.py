@@ -13,6 +13,7 @@ from search.storage.engine import (
     open_storage,
     store_failed,
     url_of,
+    without_password,
 )
 from search.storage.records import StudyRecord, StudyRecords
 from search.storage.retry import is_transient, retrying
@@ -33,4 +34,5 @@ __all__ = [
     "retrying",
     "store_failed",
     "url_of",
+    "without_password",
 ]

@@ -36,6 +36,11 @@ OPEN_RACE_ATTEMPTS = 8
 # PostgreSQL: how long to wait for a connection, unless the URL (``?connect_timeout=S``) or
 # ``PGCONNECT_TIMEOUT`` says otherwise. An unreachable server is reported after this, not a hang.
 CONNECT_TIMEOUT_S = 10
+# PostgreSQL: one pooled connection a process (a worker's loop and its heartbeat thread take turns
+# on it; a worker's calls are milliseconds between minutes of training), and a few more opened
+# only while two threads need one at once, closed when given back (bench/scale.py counts them).
+POOL_SIZE = 1
+POOL_OVERFLOW = 4
 # Query parameters of a URL that carry a secret (libpq accepts ``?password=``).
 SECRET_QUERY_KEYS = ("password", "sslpassword")
 
@@ -101,7 +106,8 @@ def _engine_kwargs(url: str) -> dict:
     if backend == "postgresql":
         given = "connect_timeout" in make_url(url).query or os.environ.get("PGCONNECT_TIMEOUT")
         connect_args = {} if given else {"connect_timeout": CONNECT_TIMEOUT_S}
-        return {"pool_pre_ping": True, "connect_args": connect_args}
+        return {"pool_pre_ping": True, "connect_args": connect_args, "pool_size": POOL_SIZE,
+                "max_overflow": POOL_OVERFLOW}
     return {"pool_pre_ping": True}
 
 
@@ -267,3 +273,29 @@ def free_connections(engine: sqlalchemy.engine.Engine) -> int | None:
             return int(conn.execute(query).scalar_one())
     except SQLAlchemyError:  # a role that may not read the settings: no bound from the store
         return None
+
+
+def pgpass_escape(value: str) -> str:
+    """A field of a libpq password file (``\\`` and ``:`` escaped with ``\\``)."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def without_password(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` with its password taken out, the password, and the password file line
+    (``host:port:database:user:password``, libpq's ``PGPASSFILE`` format) that gives it back to
+    a client of the URL without it. A URL with no password comes back as it is, with two Nones."""
+    parsed = make_url(url)
+    secret = parsed.password
+    query_secret = next((v for k, v in parsed.query.items() if k.lower() == "password"), None)
+    secret = secret if secret is not None else query_secret
+    if secret is None:
+        return url, None, None
+    if isinstance(secret, tuple):
+        secret = secret[0]
+    plain = sqlalchemy.engine.URL.create(
+        parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database,
+        {k: v for k, v in parsed.query.items() if k.lower() != "password"})
+    line = ":".join(pgpass_escape(str(part)) for part in (
+        plain.host or "localhost", plain.port or 5432, plain.database or plain.username or "*",
+        plain.username or "*", secret))
+    return plain.render_as_string(hide_password=False), str(secret), line

@@ -32,6 +32,8 @@ workers_table = sa.Table(
     sa.Column("trials_run", sa.Integer, nullable=False, default=0),
     sa.Column("started_at", sa.DateTime, nullable=False),
     sa.Column("last_heartbeat", sa.DateTime, nullable=False),
+    # The batch job it runs in, as its scheduler names it (Slurm: 1234_2), or none.
+    sa.Column("job", sa.String(64), nullable=True),
 )
 
 # A worker's states; the last two are final.
@@ -54,6 +56,7 @@ class WorkerRow:
     started_at: dt.datetime
     last_heartbeat: dt.datetime
     heartbeat_age_s: float  # seconds since the last heartbeat, by the database's clock
+    job: str | None = None  # the batch job it runs in (Slurm: 1234_2)
 
     def live(self, grace_period_s: float) -> bool:
         return self.state not in FINAL_STATES and self.heartbeat_age_s <= grace_period_s
@@ -63,7 +66,7 @@ class WorkerRow:
                 "gpu": self.gpu, "state": self.state, "trial": self.trial_number,
                 "trials_run": self.trials_run, "started_at": self.started_at.isoformat(),
                 "last_heartbeat": self.last_heartbeat.isoformat(),
-                "heartbeat_age_s": round(self.heartbeat_age_s, 1)}
+                "heartbeat_age_s": round(self.heartbeat_age_s, 1), "job": self.job}
 
 
 def _db_now(conn) -> dt.datetime:
@@ -74,21 +77,34 @@ def _db_now(conn) -> dt.datetime:
     return now.replace(tzinfo=None)
 
 
+def _add_job_column(engine: sa.engine.Engine) -> None:
+    """A workers table made before the ``job`` column gets it (nullable: old rows have none)."""
+    if "job" in {c["name"] for c in sa.inspect(engine).get_columns(workers_table.name)}:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {workers_table.name} ADD COLUMN job VARCHAR(64)"))
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # another process added it meanwhile
+        if "job" not in {c["name"] for c in sa.inspect(engine).get_columns(workers_table.name)}:
+            raise
+
+
 class WorkerRegistry:
     """Register workers, stamp their heartbeats, list them."""
 
     def __init__(self, engine: sa.engine.Engine):
         self.engine = engine
         retrying(lambda: metadata.create_all(engine, checkfirst=True), "create tables")
+        retrying(lambda: _add_job_column(engine), "add the job column")
 
     @retried
     def register(self, study_name: str, host: str, pid: int, slot: int | None,
-                 gpu: str | None) -> int:
+                 gpu: str | None, job: str | None = None) -> int:
         with self.engine.begin() as conn:
             now = _db_now(conn)
             result = conn.execute(workers_table.insert().values(
                 study_name=study_name, host=host, pid=pid, slot=slot, gpu=gpu, state=STARTING,
-                trial_number=None, trials_run=0, started_at=now, last_heartbeat=now))
+                trial_number=None, trials_run=0, started_at=now, last_heartbeat=now, job=job))
             return int(result.inserted_primary_key[0])
 
     @retried

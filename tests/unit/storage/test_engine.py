@@ -65,3 +65,15 @@ def test_processes_opening_one_new_store_at_once_all_open_it(tmp_path):
         for proc in procs:
             proc.join(timeout=60)
         assert outcomes == ["ok"] * 4, outcomes
+
+
+@pytest.mark.parametrize("url, plain, line", [
+    ("postgresql://search:p%40ss:w@db:6543/search?connect_timeout=5",
+     "postgresql://search@db:6543/search?connect_timeout=5", "db:6543:search:search:p@ss\\:w"),
+    ("postgresql+psycopg2://u@db/d?password=x&sslmode=require",
+     "postgresql+psycopg2://u@db/d?sslmode=require", "db:5432:d:u:x"),
+    ("postgresql://u:back\\slash@/d", "postgresql://u@/d", "localhost:5432:d:u:back\\\\slash"),
+])
+def test_without_password_gives_the_url_and_the_password_file_line(url, plain, line):
+    assert storage.without_password(url) == (plain, storage.without_password(url)[1], line)
+    assert storage.without_password(plain) == (plain, None, None)
