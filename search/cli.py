@@ -347,7 +347,7 @@ def analyze(study, storage, fmt, html_path, no_html, params):
 @click.option("--params", default=None, metavar="a,b,...",
               help="Parameters to ablate (default: the 3 most important).")
 @click.option("--repeats", type=int, default=None, metavar="R",
-              help="Runs of each configuration, with different seeds (default 2).")
+              help="Runs of each configuration, with different seeds (default 3).")
 def ablate(study, storage, params, repeats):
     """Queue one-factor-at-a-time trials around the best configuration.
 

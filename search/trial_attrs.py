@@ -13,6 +13,8 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
                             epochs ran
 ``train_seconds``           seconds in ``fit``'s epochs; ``trial_seconds``: build and fit
 ``ms_per_step``             milliseconds per training step
+``epoch_times``             ``[{"train_seconds", "steps"}, ...]``: each epoch's training part, in
+                            order (read with :func:`steady_epoch_times`: the first epoch compiles)
 ``trainable_params``        and ``non_trainable_params``: parameter counts
 ``seed``                    the seed of the trial's weights and shuffling
 ``fail_reason``             one line, when the trial failed
@@ -23,6 +25,7 @@ read by the status tables, the analysis and the report. User attributes (Optuna'
 ``worker``                  ``{"host", "pid", "slot", "gpu"}`` of the process that ran it
 ``baseline``                the space's default configuration, run first
 ``ablation``                ``{"param", "value", "repeat", "center"}`` of an ablation trial
+``condition``               the values of the space's ``CONDITIONS`` the trial ran under
 ``checkpoint``              ``{"state": "saved"|"missing", ...}`` of its best-epoch weights
 ``test_metrics``            and ``test_samples``: measured later by ``search best --evaluate``
 ==========================  ==================================================================
@@ -46,6 +49,7 @@ EPOCHS = "epochs"
 TRAIN_SECONDS = "train_seconds"
 TRIAL_SECONDS = "trial_seconds"
 MS_PER_STEP = "ms_per_step"
+EPOCH_TIMES = "epoch_times"
 TRAINABLE_PARAMS = "trainable_params"
 NON_TRAINABLE_PARAMS = "non_trainable_params"
 SEED = "seed"
@@ -57,6 +61,7 @@ ATTEMPT = "attempt"
 WORKER = "worker"
 BASELINE = "baseline"
 ABLATION = "ablation"
+CONDITION = "condition"
 CHECKPOINT = "checkpoint"
 TEST_METRICS = "test_metrics"
 TEST_SAMPLES = "test_samples"
@@ -76,6 +81,25 @@ def best_epoch(trial: FrozenTrial) -> int | None:
     every table, JSON, CSV and report shows it."""
     epoch = trial.user_attrs.get(BEST_EPOCH)
     return epoch + 1 if isinstance(epoch, int) else None
+
+
+def epoch_times(trial: FrozenTrial) -> list[dict]:
+    """Each epoch's ``{"train_seconds", "steps"}`` (empty for a trial stored before they were)."""
+    return [e for e in trial.user_attrs.get(EPOCH_TIMES) or []
+            if isinstance(e, dict) and "train_seconds" in e]
+
+
+def steady_epoch_times(trial: FrozenTrial) -> dict:
+    """The trial's time cost with the first epoch (which compiles) apart: ``first_epoch_s``, and
+    over the epochs after it ``steady_sec_per_epoch`` (their mean training seconds) and
+    ``steady_ms_per_step``; ``None`` where the trial ran too few epochs or stored no epoch times."""
+    times = epoch_times(trial)
+    later = times[1:]
+    seconds = sum(e["train_seconds"] for e in later)
+    steps = sum(int(e.get("steps") or 0) for e in later)
+    return {"first_epoch_s": times[0]["train_seconds"] if times else None,
+            "steady_sec_per_epoch": seconds / len(later) if later else None,
+            "steady_ms_per_step": 1000.0 * seconds / steps if steps else None}
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:

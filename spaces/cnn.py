@@ -2,8 +2,11 @@
 
 Tunes depth (conv blocks, convs per block), filters, kernel size, batch norm, dropout after each
 block, L1/L2 weight decay, activation (relu, elu, leaky relu), global pooling vs flatten, the dense
-head's units and dropout, optimizer, learning rate and batch size; on data with more than 20
-classes (CIFAR-100) also the number of classes trained on.
+head's units and dropout, optimizer, learning rate, batch size and the input resize (the images'
+side times 1, 2 or 4: 8, 16, 32 on digits). The number of classes trained on is a condition, swept
+rather than optimised (``CONDITIONS``: each trial in turn trains on 3, 6 or 10 classes, and
+``search analyze`` reports each); ``--set classes=K`` trains on K classes only (up to 80 of
+CIFAR-100's).
 
     search start spaces/cnn.py --trials 4 --epochs 5            # offline (digits, embedded)
     search start spaces/cnn.py --data cifar100 --trials 50      # CIFAR-100 class subsets
@@ -16,6 +19,8 @@ from search import blocks, data
 
 DATA = "digits"
 OBJECTIVE = "val_accuracy"
+CONDITIONS = {"classes": [3, 6, 10]}
+CLASS_CHOICES = (3, 6, 10, 20, 40, 60, 80)
 
 
 def weight_decay(hp):
@@ -28,7 +33,11 @@ def weight_decay(hp):
 
 
 def build(hp):
-    dataset = data.tuned_classes(hp)
+    total = data.current().num_classes
+    usable = [k for k in CLASS_CHOICES if k <= total]
+    dataset = data.current(classes=hp.Choice("classes", usable, default=usable[-1])) if usable else data.current()
+    side = dataset.input_shape[0]
+    resize = hp.Choice("resize", [side, 2 * side, 4 * side], default=side)
     blocks_count = hp.Int("conv_blocks", 1, 3, default=2)
     convs = hp.Int("convs_per_block", 1, 2)
     filters = hp.Choice("filters", [16, 32, 64], default=32)
@@ -39,7 +48,7 @@ def build(hp):
     regularizer = weight_decay(hp)
 
     inputs = keras.Input(shape=dataset.input_shape)
-    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = layers.Rescaling(1.0 / 255)(data.resize(inputs, resize))
     for block in range(blocks_count):
         for _ in range(convs):
             x = layers.Conv2D(filters * 2**block, kernel, padding="same",

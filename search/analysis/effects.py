@@ -1,8 +1,13 @@
 """Per-parameter effect tables of the search trials, and a verdict line in plain words.
 
-A table has one row per value (categorical) or per bin (continuous; decades when log-scaled). The
-objective's statistics use COMPLETE trials only (a pruned trial stopped early: its value is not
-comparable); pruned, failed and diverged trials are counted per row.
+A table has one row per value (categorical) or per bin (continuous; decades when log-scaled). Its
+answer is the model-based marginal mean and effect (``marginal``: every completed and pruned trial
+counts, bootstrap 95% intervals inside the metric's range) with a verdict per row: helps, hurts,
+no effect detected, too few trials. Beside it, the completed trials' own statistics (mean, t
+interval kept inside the metric's range, median, best), the time cost (steady seconds per epoch
+and ms per step, the first epoch, which compiles, apart: medians over the row's trials; and the
+steady seconds per epoch from the additive model, ``marginal.time_effects``) and the
+counts of completed, pruned, failed and diverged trials.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from search.analysis.marginal import ABSENT, MARGINAL_COLUMNS
+from search.analysis.marginal import MIN_TRIALS as MIN_MODEL_TRIALS
 from search.analysis.scales import Scale, group_keys
 from search.console.format import param_value
 
-ROW_COLUMNS = ["value", "trials", "complete", "mean", "ci_low", "ci_high", "median", "best",
-               "sec_per_epoch", "gap", "pruned", "failed", "diverged"]
+ROW_COLUMNS = ["value", "trials", "complete", "pruned", "failed", "diverged", *MARGINAL_COLUMNS,
+               "mean", "ci_low", "ci_high", "median", "best", "sec_per_epoch", "sec_per_epoch_model",
+               "ms_per_step", "first_epoch_s", "gap"]
 CONFIDENCE = 0.95
 # A row "fails" when at least this share of its finished trials failed (and at least two did).
 FAILING_SHARE = 0.5
@@ -29,12 +37,15 @@ class ParamEffect:
     scale: Scale
     rows: pd.DataFrame          # ROW_COLUMNS, in display order
     verdict: str
-    p_value: float | None = None  # Kruskal-Wallis across the rows' completed trials
+    p_value: float | None = None  # Kruskal-Wallis across the rows' completed trials (JSON only)
     importance: float | None = None
     confounded: bool = True     # measured from adaptively sampled search trials only
+    condition: bool = False     # a condition the space sweeps (CONDITIONS), not a tuned factor
 
     @property
     def kind(self) -> str:
+        if self.condition:
+            return "condition, swept"
         if self.scale.categorical:
             return "categorical"
         return "log-binned" if self.scale.log else "binned"
@@ -47,15 +58,21 @@ def t_interval(mean: pd.Series, std: pd.Series, count: pd.Series) -> tuple[pd.Se
     return mean - half, mean + half
 
 
-def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool) -> pd.DataFrame:
-    """The effect table of one parameter over the finished trials in ``frame``."""
+def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool,
+                marginal: pd.DataFrame | None = None,
+                bounds: tuple[float, float] = (-np.inf, np.inf),
+                seconds: pd.Series | None = None) -> pd.DataFrame:
+    """The effect table of one parameter over the finished trials in ``frame``, with the model's
+    ``marginal`` rows (``marginal.marginal_effects``) beside the completed trials' statistics."""
     values = frame["hp." + name]
     present = values.notna()
     frame, values = frame[present], values[present]
     keys, order = group_keys(values, scale)
     data = pd.DataFrame({"key": keys.to_numpy(), "state": frame["state"].to_numpy(),
                          "objective": frame["value"].to_numpy(),
-                         "sec": frame["sec_per_epoch"].to_numpy(), "gap": frame["gap"].to_numpy(),
+                         "sec": frame["steady_sec_per_epoch"].to_numpy(),
+                         "ms": frame["steady_ms_per_step"].to_numpy(),
+                         "first": frame["first_epoch_s"].to_numpy(), "gap": frame["gap"].to_numpy(),
                          "diverged": frame["diverged"].to_numpy()})
     data = data[data["key"].notna()]
     by_key = data.groupby("key", sort=False, dropna=True)
@@ -68,7 +85,9 @@ def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool) ->
         "std": objective.std(),
         "median": objective.median(),
         "best": objective.max() if maximize else objective.min(),
-        "sec_per_epoch": by_key["sec"].mean(),
+        "sec_per_epoch": by_key["sec"].median(),
+        "ms_per_step": by_key["ms"].median(),
+        "first_epoch_s": by_key["first"].median(),
         "gap": complete["gap"].mean(),
         "pruned": by_key["state"].agg(lambda s: int((s == "PRUNED").sum())),
         "failed": by_key["state"].agg(lambda s: int((s == "FAIL").sum())),
@@ -78,7 +97,20 @@ def effect_rows(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool) ->
     table["complete"] = table["complete"].fillna(0).astype(int)
     for column in ("trials", "pruned", "failed", "diverged"):
         table[column] = table[column].fillna(0).astype(int)
-    table["ci_low"], table["ci_high"] = t_interval(table["mean"], table["std"], table["complete"])
+    low, high = t_interval(table["mean"], table["std"], table["complete"])
+    table["ci_low"], table["ci_high"] = low.clip(*bounds), high.clip(*bounds)
+    marginal = marginal if marginal is not None else pd.DataFrame(columns=MARGINAL_COLUMNS)
+    marginal = marginal.drop(index=[k for k in marginal.index if isinstance(k, str) and k == ABSENT])
+    by_repr = {repr(k): k for k in marginal.index}
+    for column in MARGINAL_COLUMNS:
+        table[column] = [marginal.at[by_repr[repr(k)], column] if repr(k) in by_repr else np.nan
+                         for k in table.index]
+    table["modelled"] = table["modelled"].fillna(0).astype(int)
+    seconds = seconds if seconds is not None else pd.Series(dtype=float)
+    by_repr = {repr(k): v for k, v in seconds.items()}
+    table["sec_per_epoch_model"] = [by_repr.get(repr(k), np.nan) for k in table.index]
+    table["worse_than_best"] = table["worse_than_best"].fillna(False).astype(bool)
+    table["row_verdict"] = table["row_verdict"].where(table["row_verdict"].notna(), "too few trials")
     table = table.rename_axis("value").reset_index()
     return table[ROW_COLUMNS]
 
@@ -127,53 +159,70 @@ def differ_p_value(frame: pd.DataFrame, name: str, scale: Scale) -> float | None
         return 1.0
 
 
-def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool,
-            p_value: float | None = None) -> str:
-    """One line: where the parameter is best, what is clearly worse (95% intervals apart, and the
-    rows differ at all by a Kruskal-Wallis test), where trials fail or diverge."""
-    labels = [param_value(v) for v in rows["value"]]
+def _failure(rows: pd.DataFrame, labels: list[str], scale: Scale) -> tuple[str, list[int]]:
+    """Where trials fail or diverge (at least ``FAILING_SHARE`` of a row's trials, two or more)."""
     failing = [i for i, r in enumerate(rows.itertuples()) if r.failed >= 2
                and r.failed >= FAILING_SHARE * r.trials]
-    failure = ""
-    if failing:
-        failed = int(rows["failed"].iloc[failing].sum())
-        trials = int(rows["trials"].iloc[failing].sum())
-        diverged = int(rows["diverged"].iloc[failing].sum())
-        verb = "diverge" if diverged * 2 >= failed else "fail"
-        failure = f"{_where(labels, failing, len(rows), scale)} {verb} in {failed}/{trials} trials"
-    scored = [i for i in range(len(rows)) if rows["complete"].iloc[i] > 0 and i not in failing]
-    if not scored:
-        return f"{name}: no completed trials to compare" + (f"; {failure}" if failure else "")
-    means = rows["mean"]
-    candidates = [i for i in scored if rows["complete"].iloc[i] >= 2] or scored
-    best = max(candidates, key=lambda i: means.iloc[i] if maximize else -means.iloc[i])
-    low, high = rows["ci_low"].iloc[best], rows["ci_high"].iloc[best]
+    if not failing:
+        return "", []
+    failed = int(rows["failed"].iloc[failing].sum())
+    trials = int(rows["trials"].iloc[failing].sum())
+    diverged = int(rows["diverged"].iloc[failing].sum())
+    verb = "diverge" if diverged * 2 >= failed else "fail"
+    return f"{_where(labels, failing, len(rows), scale)} {verb} in {failed}/{trials} trials", failing
 
-    def clearly_worse(i: int) -> bool:
-        if maximize:
-            return bool(rows["ci_high"].iloc[i] < low)
-        return bool(rows["ci_low"].iloc[i] > high)
 
-    worse = [i for i in scored if clearly_worse(i)]
-    tied = [i for i in scored if i not in worse]
-    if len(scored) < 2 or all(rows["complete"].iloc[i] < 2 for i in scored):
-        text = f"{name}: too few completed trials per value to compare"
-    elif not worse or (p_value is not None and p_value >= 1 - CONFIDENCE):
-        span = f"{means.iloc[scored].min():.3g}..{means.iloc[scored].max():.3g}"
-        why = ("all 95% intervals overlap" if not worse
-               else f"the differences are within noise, Kruskal-Wallis p={p_value:.2g}")
-        text = f"{name}: no clear effect (means {span}; {why})"
+def _interval(low: float, high: float, signed: bool = False) -> str:
+    form = "+.3g" if signed else ".3g"
+    return f"95% {low:{form}}..{high:{form}}"
+
+
+def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
+    """One line from the model's rows: the best value with its marginal mean and interval and the
+    values clearly worse than it (the interval of the difference excludes 0, at 95% for all the
+    factor's values together), or no effect detected, or too few trials; "widen
+    the range" when the best value helps and sits at an end of an ordered range; where trials fail
+    or diverge."""
+    labels = [param_value(v) for v in rows["value"]]
+    failure, _ = _failure(rows, labels, scale)
+    judged = [i for i, v in enumerate(rows["row_verdict"]) if v != "too few trials"]
+    if len(judged) < 2:
+        modelled = int(rows["modelled"].sum())
+        text = (f"{name}: too few trials to say ({modelled} completed or pruned trials modelled; "
+                f"each value needs {MIN_MODEL_TRIALS})")
+        return f"{text}; {failure}" if failure else text
+    means = rows["model_mean"]
+    best = max(judged, key=lambda i: means.iloc[i] if maximize else -means.iloc[i])
+    helps = [i for i in judged if rows["row_verdict"].iloc[i] == "helps"]
+    worse = [i for i in judged if i != best and bool(rows["worse_than_best"].iloc[i])]
+    if not worse:
+        span = f"{means.iloc[judged].min():.3g}..{means.iloc[judged].max():.3g}"
+        text = (f"{name}: no effect detected (model means {span}; no value clearly worse than the "
+                "best, at 95% for all values together)")
+        hurts = [i for i in judged if rows["row_verdict"].iloc[i] == "hurts"]
+        leaning = [f"{labels[i]} {rows['row_verdict'].iloc[i]} ({rows['effect'].iloc[i]:+.3g}, "
+                   f"{_interval(rows['effect_low'].iloc[i], rows['effect_high'].iloc[i], True)})"
+                   for i in sorted(helps + hurts)]
+        if leaning:  # apart from the factor's average, though not from its best value
+            text += f"; against the average of its values: {', '.join(leaning)}"
     else:
-        if scale.categorical:
-            best_text = ", ".join(labels[i] for i in tied)
-        else:
-            best_text = " and ".join(_span([labels[i] for i in run], scale) for run in _runs(tied))
-        worse_text = ", ".join(f"{labels[i]} ({means.iloc[i]:.3g})" for i in worse)
-        text = f"{name}: best {best_text} (mean {means.iloc[best]:.3g}); worse: {worse_text}"
+        r = rows.iloc[best]
+        text = (f"{name}: best {labels[best]} (mean {r.model_mean:.3g}, "
+                f"{_interval(r.model_low, r.model_high)})")
+        listed = ", ".join(f"{labels[i]} ({rows['vs_best'].iloc[i]:+.3g}, "
+                           f"{_interval(rows['vs_best_low'].iloc[i], rows['vs_best_high'].iloc[i], True)})"
+                           for i in worse)
+        text += f"; worse: {listed}"
+        ends = (judged[0], judged[-1])
+        if scale.ordered and best in helps and best in ends and len(rows) > 2:
+            text += f"; the best value is at the end of the range tried ({labels[best]}): widen the range"
     return f"{text}; {failure}" if failure else text
 
 
-def param_effect(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool) -> ParamEffect:
-    rows = effect_rows(frame, name, scale, maximize)
+def param_effect(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool,
+                 marginal: pd.DataFrame | None = None,
+                 bounds: tuple[float, float] = (-np.inf, np.inf),
+                 seconds: pd.Series | None = None) -> ParamEffect:
+    rows = effect_rows(frame, name, scale, maximize, marginal, bounds, seconds)
     p_value = differ_p_value(frame, name, scale)
-    return ParamEffect(name, scale, rows, verdict(name, rows, scale, maximize, p_value), p_value)
+    return ParamEffect(name, scale, rows, verdict(name, rows, scale, maximize), p_value)

@@ -197,3 +197,63 @@ def learning_curves(analysis: Analysis, top: int = TOP_CURVES) -> go.Figure | No
         return None
     fig.update_xaxes(title="epoch")
     return _layout(fig, f"Learning curves of the {len(best)} best trials (dotted: training)")
+
+
+VERDICT_COLORS = {"helps": "#1a7f37", "hurts": "#c62828", "no effect detected": "#666666",
+                  "too few trials": "#bbbbbb"}
+
+
+def _forest(labels: list[str], means: list, lows: list, highs: list, colors: list[str], title: str,
+            x_title: str, reference: float | None = None) -> go.Figure:
+    """Estimates with 95% intervals, one line per label, top to bottom (a forest plot)."""
+    fig = go.Figure(go.Scatter(
+        x=means, y=labels, mode="markers", marker={"color": colors, "size": 9},
+        error_x={"type": "data", "symmetric": False,
+                 "array": [h - m if pd.notna(h) and pd.notna(m) else 0 for m, h in zip(means, highs)],
+                 "arrayminus": [m - lo if pd.notna(lo) and pd.notna(m) else 0 for m, lo in zip(means, lows)]},
+        hovertemplate="%{y}: %{x:.3g}<extra></extra>"))
+    if reference is not None:
+        fig.add_vline(x=reference, line_dash="dot", line_color="#999")
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
+    fig.update_xaxes(title=x_title, tickformat=".3~g", automargin=True)
+    return _layout(fig, title, height=120 + 22 * len(labels))
+
+
+def effects_forest(analysis: Analysis) -> go.Figure | None:
+    """Every factor's model-based mean per value with its 95% interval, coloured by verdict."""
+    labels, means, lows, highs, colors = [], [], [], [], []
+    for effect in analysis.effects:
+        for r in effect.rows.itertuples():
+            if pd.isna(r.model_mean):
+                continue
+            labels.append(html.escape(f"{effect.name} = {param_value(r.value)}"))
+            means.append(r.model_mean)
+            lows.append(r.model_low)
+            highs.append(r.model_high)
+            colors.append(VERDICT_COLORS.get(r.row_verdict, "#666666"))
+    if not labels:
+        return None
+    return _forest(labels, means, lows, highs, colors,
+                   "Effects: model mean per value, 95% interval (green helps, red hurts)",
+                   f"mean {analysis.objective}")
+
+
+def ablation_forest(analysis: Analysis) -> go.Figure | None:
+    """Each ablated value's effect against the center with its Welch 95% interval."""
+    labels, means, lows, highs, colors = [], [], [], [], []
+    for effect in analysis.ablation:
+        for r in effect.rows.itertuples():
+            if pd.isna(r.effect):
+                continue
+            labels.append(html.escape(f"{effect.name} = {param_value(r.value)}"))
+            means.append(r.effect)
+            lows.append(r.effect_low)
+            highs.append(r.effect_high)
+            clear = pd.notna(r.effect_low) and (r.effect_low > 0 or r.effect_high < 0)
+            better = clear and (r.effect_low > 0) == analysis.maximize
+            colors.append("#1a7f37" if better else "#c62828" if clear else "#666666")
+    if not labels:
+        return None
+    return _forest(labels, means, lows, highs, colors,
+                   "Ablation: effect against the center, 95% Welch interval",
+                   f"difference in {analysis.objective}", reference=0.0)

@@ -4,6 +4,11 @@ Hyperparameters come from the ``hp_values`` user attribute (the real values the 
 ``reverse_log`` parameter appears under its Keras Tuner name, not Optuna's ``<name>.reverse_log_u``),
 falling back to ``trial.params`` for trials the runner never touched. Their columns are named
 ``hp.<name>``.
+
+Time cost: ``sec_per_epoch`` and ``ms_per_step`` average the whole fit, the first epoch (which
+compiles: often ten times a later one) included; ``first_epoch_s``, ``steady_sec_per_epoch`` and
+``steady_ms_per_step`` keep it apart (from the ``epoch_times`` attribute; empty for a trial that
+ran one epoch or was stored before epoch times were).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 COLUMNS = [
     "number", "state", "value", "datetime_start", "datetime_complete", "duration_s",
     "epochs", "best_epoch", "train_seconds", "trial_seconds", "sec_per_epoch", "ms_per_step",
+    "first_epoch_s", "steady_sec_per_epoch", "steady_ms_per_step",
     "trainable_params", "non_trainable_params", "train_metric", "val_metric", "gap",
     "baseline", "ablation_param", "ablation_value", "ablation_repeat", "ablation_center", "diverged", "fail_reason",
     "worker",
@@ -74,6 +80,7 @@ def _row(trial: FrozenTrial, train_metric: str, val_metric: str) -> dict:
         "trial_seconds": attrs.get(trial_attrs.TRIAL_SECONDS),
         "sec_per_epoch": train_seconds / epochs if epochs and train_seconds is not None else None,
         "ms_per_step": attrs.get(trial_attrs.MS_PER_STEP),
+        **trial_attrs.steady_epoch_times(trial),
         "trainable_params": attrs.get(trial_attrs.TRAINABLE_PARAMS),
         "non_trainable_params": attrs.get(trial_attrs.NON_TRAINABLE_PARAMS),
         "train_metric": train,
@@ -102,7 +109,8 @@ def frame_from_trials(trials: Iterable[FrozenTrial], objective: str = "val_accur
     hp_columns = sorted(c for c in frame.columns if c.startswith(HP_PREFIX))
     frame = frame.reindex(columns=COLUMNS + hp_columns)
     for column in ("value", "duration_s", "train_seconds", "trial_seconds", "sec_per_epoch",
-                   "ms_per_step", "train_metric", "val_metric", "gap"):
+                   "ms_per_step", "first_epoch_s", "steady_sec_per_epoch", "steady_ms_per_step",
+                   "train_metric", "val_metric", "gap"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("epochs", "best_epoch", "trainable_params", "non_trainable_params"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")

@@ -22,14 +22,20 @@ from plotly.offline import get_plotlyjs
 
 from search.analysis import figures
 from search.analysis.study_analysis import Analysis
-from search.console.format import duration, number, param_value
+from search.console.format import duration, number, param_value, significant
 
 TEMPLATE = "report.html.j2"
 
-EFFECT_HEADERS = {"value": "value", "trials": "trials", "complete": "complete", "mean": "mean",
-                  "ci_low": "95% low", "ci_high": "95% high", "median": "median", "best": "best",
-                  "sec_per_epoch": "s/epoch", "gap": "train-val gap", "pruned": "pruned",
-                  "failed": "failed", "diverged": "diverged"}
+EFFECT_HEADERS = {"value": "value", "trials": "trials", "complete": "complete", "pruned": "pruned",
+                  "failed": "failed", "diverged": "diverged", "modelled": "modelled",
+                  "model_mean": "mean (model)", "model_low": "95% low", "model_high": "95% high",
+                  "effect": "effect", "effect_low": "effect 95% low", "effect_high": "effect 95% high",
+                  "row_verdict": "verdict", "vs_best": "vs best", "vs_best_low": "vs best 95% low",
+                  "vs_best_high": "vs best 95% high", "mean": "completed mean",
+                  "ci_low": "completed 95% low", "ci_high": "completed 95% high", "median": "median",
+                  "best": "best", "sec_per_epoch": "s/epoch (steady)",
+                  "sec_per_epoch_model": "s/epoch (model)", "ms_per_step": "ms/step (steady)",
+                  "first_epoch_s": "1st epoch s", "gap": "train-val gap"}
 
 MISSING = "-"  # a table cell without a value
 
@@ -102,6 +108,40 @@ def _overview(analysis: Analysis) -> list[tuple[str, str]]:
     return rows
 
 
+def _time_cost(rows: pd.DataFrame) -> str:
+    """Steady seconds per epoch across a factor's values: ``0.75 (256) .. 2.5 (32) s/epoch``."""
+    timed = rows[rows["sec_per_epoch"].notna()]
+    if timed.empty:
+        return MISSING
+    fast = timed.loc[timed["sec_per_epoch"].idxmin()]
+    slow = timed.loc[timed["sec_per_epoch"].idxmax()]
+    if len(timed) == 1 or fast["sec_per_epoch"] == slow["sec_per_epoch"]:
+        return f"{significant(fast['sec_per_epoch'])} s/epoch"
+    return (f"{significant(fast['sec_per_epoch'])} ({param_value(fast['value'])}) .. "
+            f"{significant(slow['sec_per_epoch'])} ({param_value(slow['value'])}) s/epoch")
+
+
+def answers(analysis: Analysis) -> dict:
+    """The report's first screen: per factor its verdict, best value with mean and interval, and
+    time cost; per ablated factor its verdict."""
+    rows = []
+    for effect in analysis.effects:
+        judged = effect.rows[effect.rows["row_verdict"] != "too few trials"]
+        if judged.empty:
+            best, interval = MISSING, MISSING
+        else:
+            top = judged.loc[judged["model_mean"].idxmax() if analysis.maximize
+                             else judged["model_mean"].idxmin()]
+            best = f"{param_value(top['value'])}: {number(top['model_mean'])}"
+            interval = f"{number(top['model_low'])}..{number(top['model_high'])}"
+        rows.append([effect.name, effect.kind, effect.verdict.split(": ", 1)[-1], best, interval,
+                     _time_cost(effect.rows)])
+    return {"columns": ["factor", "kind", "verdict (search trials, model-based)", "best value: mean",
+                        "95% interval", "time cost (steady)"],
+            "rows": rows,
+            "ablation": [[a.name, a.verdict] for a in analysis.ablation]}
+
+
 def render_html(analysis: Analysis, study: optuna.Study) -> str:
     """The report as one HTML string."""
     importance_figure = _figure(figures.importance_bar(analysis), "fig-importance")
@@ -112,6 +152,8 @@ def render_html(analysis: Analysis, study: optuna.Study) -> str:
                 "figure": _figure(figures.effect_box(analysis, effect), f"fig-effect-{i}")}
                for i, effect in enumerate(analysis.effects)]
     ablation = [{"name": a.name, "center": param_value(a.center), "verdict": a.verdict,
+                 "held": ", ".join(f"{k}={param_value(v)}" for k, v in sorted(a.held.items())),
+                 "chance": number(a.chance) if a.chance else None,
                  "table": _table(a.rows)} for a in analysis.ablation]
     plots = [
         (figures.lr_curve(analysis), "fig-lr"),
@@ -125,6 +167,11 @@ def render_html(analysis: Analysis, study: optuna.Study) -> str:
     ]
     return _environment().get_template(TEMPLATE).render(
         study_name=analysis.study_name,
+        answers=answers(analysis),
+        effects_figure=_figure(figures.effects_forest(analysis), "fig-effects"),
+        ablation_figure=_figure(figures.ablation_forest(analysis), "fig-ablation"),
+        conditions=[{"name": c.name, "table": _table(c.rows.rename(columns=EFFECT_HEADERS))}
+                    for c in analysis.conditions],
         plotly_js=Markup(plotly_script()),
         overview=_overview(analysis),
         failures=list(analysis.overview["failure_reasons"].items()),

@@ -16,12 +16,28 @@ from search.analysis.ablation_effects import AblationEffect, ablation_effects
 from search.analysis.effects import ParamEffect, param_effect
 from search.analysis.frame import FINISHED, frame_from_trials, hp_columns
 from search.analysis.importance import Importances, importances
+from search.analysis.marginal import marginal_effects, metric_bounds, time_effects
+from search.analysis.scales import group_keys
 from search.analysis.scales import scales as scales_of
 from search.analysis.view import search_view
+from search.console.format import param_value
 from search.errors import SearchError
 
 FINISHED_STATES = [s.name for s in FINISHED]
 TOP_FAILURES = 5
+
+
+CONDITION_COLUMNS = ["value", "trials", "complete", "pruned", "failed", "best", "best_trial",
+                     "mean", "model_mean", "model_low", "model_high", "sec_per_epoch", "ms_per_step",
+                     "first_epoch_s"]
+
+
+@dataclass
+class Condition:
+    """A swept factor: per value, its best trial and its trials' mean and time cost."""
+    name: str
+    rows: pd.DataFrame      # CONDITION_COLUMNS
+    best_params: dict       # value (as shown) -> the best trial's configuration under it
 
 
 @dataclass
@@ -34,6 +50,7 @@ class Analysis:
     importance: Importances
     ablation: list[AblationEffect]      # ablation trials only
     notes: list[str]
+    conditions: list[Condition]         # the space's CONDITIONS, swept
     frame: pd.DataFrame = field(repr=False)  # one row per trial (see frame.COLUMNS)
     trials: list = field(repr=False, default_factory=list)  # the study's FrozenTrials, read once
     view: optuna.Study | None = field(repr=False, default=None)  # search trials, real values
@@ -63,8 +80,11 @@ class Analysis:
                 "verdict": e.verdict, "p_value": e.p_value, "confounded": e.confounded,
                 "rows": e.rows.to_dict(orient="records"),
             } for e in self.effects],
+            "conditions": [{"name": c.name, "rows": c.rows.to_dict(orient="records"),
+                            "best_params": c.best_params} for c in self.conditions],
             "ablation": [{
-                "name": a.name, "center": a.center, "noise_sd": a.noise_sd, "verdict": a.verdict,
+                "name": a.name, "center": a.center, "held": a.held, "chance": a.chance,
+                "noise_sd": a.noise_sd, "verdict": a.verdict,
                 "rows": a.rows.to_dict(orient="records"),
             } for a in self.ablation],
             "notes": self.notes,
@@ -149,6 +169,21 @@ def _overview(study, trials, frame: pd.DataFrame, maximize: bool, budget: int | 
     }
 
 
+def objective_curves(trials, objective: str) -> dict[int, list]:
+    """Trial number -> the objective per epoch of each completed or pruned trial (its recorded
+    history; a trial without one: its value at its last epoch)."""
+    curves = {}
+    for t in trials:
+        if t.state.name not in ("COMPLETE", "PRUNED") or t.value is None:
+            continue
+        curve = (t.user_attrs.get(trial_attrs.HISTORY) or {}).get(objective)
+        if not curve:
+            epochs = t.user_attrs.get(trial_attrs.EPOCHS)
+            curve = [None] * ((epochs if isinstance(epochs, int) and epochs > 0 else 1) - 1) + [t.value]
+        curves[t.number] = list(curve)
+    return curves
+
+
 def confounding_note(study_name: str, unablated: list[str]) -> str:
     names = ", ".join(unablated)
     return (f"Search effects ({names}) are confounded: the sampler tried promising values more "
@@ -158,13 +193,42 @@ def confounding_note(study_name: str, unablated: list[str]) -> str:
             "configuration, repeated over seeds).")
 
 
+def swept_conditions(trials) -> list[str]:
+    """The names of the conditions the trials ran under (``trial_attrs.CONDITION``), in order."""
+    names: dict[str, None] = {}
+    for t in trials:
+        for name in t.user_attrs.get(trial_attrs.CONDITION) or {}:
+            names.setdefault(name)
+    return list(names)
+
+
+def condition_summary(effect: ParamEffect, search: pd.DataFrame, maximize: bool) -> Condition:
+    """Per value of a swept factor: its best trial (number, value, configuration) and its trials'
+    completed and model means and time cost, from the effect table."""
+    rows = effect.rows.copy()
+    complete = search[(search["state"] == "COMPLETE") & search["value"].notna()]
+    keys, _ = group_keys(complete["hp." + effect.name], effect.scale)
+    best_trial, best_params = [], {}
+    for value in rows["value"]:
+        mine = complete[[repr(k) == repr(value) for k in keys]]
+        if mine.empty:
+            best_trial.append(None)
+            continue
+        row = mine.loc[mine["value"].idxmax() if maximize else mine["value"].idxmin()]
+        best_trial.append(int(row["number"]))
+        best_params[param_value(value)] = _hp_values(row)
+    rows["best_trial"] = best_trial
+    return Condition(effect.name, rows[CONDITION_COLUMNS], best_params)
+
+
 def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[str] | None = None,
-            space=None, *, budget: int | None = None, trials: list | None = None) -> Analysis:
+            space=None, *, budget: int | None = None, trials: list | None = None,
+            fixed: list[str] | None = None) -> Analysis:
     """Analyze a study's trials (read once). ``space``: the study's discovered
     ``keras_tuner.HyperParameters`` (or its ``get_config()``), which tells categorical from
     continuous and log-scaled parameters; ``budget``: the study's trial budget, if known;
     ``trials``: the study's trials when the caller read them already (``study.get_trials()``
-    otherwise)."""
+    otherwise); ``fixed``: the parameters fixed with ``--set`` (one value: not an effect)."""
     direction = _direction(study)
     maximize = direction == "maximize"
     if trials is None:
@@ -175,7 +239,8 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
         states = ", ".join(f"{n} {s.lower()}" for s, n in Counter(frame["state"]).items()) or "no trials"
         raise SearchError(f"study {study.study_name!r} has no finished trials yet ({states}): "
                           "nothing to analyze; run `search start` or `search worker` first")
-    names = [n for n in hp_columns(finished) if finished["hp." + n].notna().any()]
+    names = [n for n in hp_columns(finished) if finished["hp." + n].notna().any()
+             and n not in set(fixed or ())]
     if params:
         unknown = [p for p in params if p not in names]
         if unknown:
@@ -188,18 +253,27 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
     view = search_view(search, searched, scales, maximize)
     ranked = importances(view, searched)
     ablation = ablation_effects(finished, _hp_values(b) if (b := _best(search, maximize)) is not None
-                                else {}, maximize)
+                                else {}, maximize, objective)
     ablated = {a.name for a in ablation}
+    marginal = marginal_effects(search, objective_curves(trials, objective), searched, scales,
+                                maximize, objective)
+    bounds = metric_bounds(objective, search["value"].to_numpy(dtype=float))
+    seconds = time_effects(search, searched, scales)
     effects = []
     for name in searched:
-        effect = param_effect(search, name, scales[name], maximize)
+        effect = param_effect(search, name, scales[name], maximize, marginal[name], bounds,
+                              seconds[name])
         effect.importance = ranked.values.get(name)
-        effect.confounded = name not in ablated
+        effect.confounded = True  # search trials, whatever an ablation measured beside them
         effects.append(effect)
     if not params:
         effects.sort(key=lambda e: -(e.importance if e.importance is not None else -1.0))
+    swept = swept_conditions(trials)
+    conditions = [condition_summary(e, search, maximize) for e in effects if e.name in swept]
+    for effect in effects:
+        effect.condition = effect.name in swept
     notes = []
-    unablated = [e.name for e in effects if e.confounded]
+    unablated = [e.name for e in effects if e.name not in ablated]
     if unablated and len(search):
         notes.append(confounding_note(study.study_name, unablated))
     complete = int((search["state"] == "COMPLETE").sum())
@@ -210,4 +284,4 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
         notes.append(f"Importance: {ranked.note}.")
     return Analysis(study.study_name, objective, direction,
                     _overview(study, trials, frame, maximize, budget), effects, ranked, ablation,
-                    notes, frame, trials, view)
+                    notes, conditions, frame, trials, view)

@@ -21,7 +21,8 @@ from search.errors import SearchError
 from search.space import ablation
 from search.study import open_study
 
-DEFAULT_REPEATS = 2
+DEFAULT_REPEATS = 3
+FEW_TRIALS = 10  # picking the factors from fewer completed search trials is a guess
 DEFAULT_PARAMS = 3  # without --params: the most important parameters
 
 
@@ -72,6 +73,10 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
             raise SearchError(f"study {study!r}: no tunable parameter to ablate; name some with --params")
         notes.append(f"no --params given: the {len(params)} most important "
                      f"({', '.join(params)})")
+        complete = int(((result.frame["state"] == "COMPLETE") & result.frame["ablation_param"].isna()).sum())
+        if complete < FEW_TRIALS:
+            notes.append(f"only {complete} completed search trials: the most important parameters "
+                         f"are a guess below {FEW_TRIALS}; name them with --params")
     planned = ablation.plan(center, hps, params, repeats)
     for entry in planned:
         values = {k: v for k, v in to_optuna_params(hps, entry["params"]).items()

@@ -74,5 +74,5 @@ def analyze(stored: StoredStudy, *, params: list[str] | None = None) -> StudyAna
     trials = read_trials(stored.storage, stored.study_id)
     result = analyze_study(stored.study, stored.config.objective, params,
                            space=stored.config.space or None, budget=stored.record.budget,
-                           trials=trials)
+                           trials=trials, fixed=list(stored.config.fixed))
     return StudyAnalysis(result, stored)

@@ -37,6 +37,7 @@ from search.options import (
     resolve_storage,
 )
 from search.space.bridge import to_optuna_params
+from search.space.conditions import combinations
 from search.space.loader import Space, discover, load_space, study_objective, validate_fixed
 from search.space.samplers import grid_size
 from search.space.source import source_sha256
@@ -166,6 +167,12 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
     found = discover(space, dataset, options.fixed)
     hps = found.hyperparameters
     fixed = validate_fixed(hps, options.fixed)
+    for condition in combinations(space.conditions):  # CONDITIONS name the space's parameters
+        try:
+            validate_fixed(hps, {k: v for k, v in condition.items() if k not in fixed})
+        except SearchError as exc:
+            raise SearchError(f"{options.space_file}: CONDITIONS {condition}: "
+                              f"{str(exc).split(': ', 1)[-1]}") from None
     stored = {o.name: o.default for o in OPTIONS.values() if o.stored}
     stored.update(options.given("fixed"), **options.given("changeable"), data=data_name, seed=seed)
     objective = study_objective(space, options.objective, options.direction, found.fit_returns)

@@ -51,6 +51,13 @@ class StepTimer(keras.callbacks.Callback):
         return sum(seconds for _, _, seconds in self.epochs)
 
     @property
+    def epoch_times(self) -> list[dict]:
+        """Each epoch's training seconds and steps, in order (the ``epoch_times`` attribute): the
+        first epoch, which compiles, apart from the steady ones that follow."""
+        return [{"train_seconds": round(seconds, 4), "steps": int(steps)}
+                for seconds, steps, _ in self.epochs]
+
+    @property
     def ms_per_step(self) -> float | None:
         return 1000.0 * self.step_seconds / self.train_steps if self.train_steps else None
 

@@ -7,7 +7,8 @@ trial as user attributes:
 - ``history``: per-epoch curves of every metric
 - ``metrics``: the metrics at the best epoch, ``best_epoch``, ``epochs``, ``train_seconds`` (in
   ``fit``'s epochs), ``trial_seconds`` (build and fit),
-  ``ms_per_step``, ``trainable_params``, ``non_trainable_params``
+  ``ms_per_step``, ``epoch_times`` (each epoch's training seconds and steps), ``trainable_params``,
+  ``non_trainable_params``
 - ``seed``: the seed of its weights and shuffling (the study's seed and the trial number, so
   repeats of one configuration, e.g. ablation repeats, differ)
 - ``fail_reason`` (one line) when the trial failed
@@ -54,7 +55,7 @@ from search import _datasets, trial_attrs
 from search.errors import one_line
 from search.execution.callbacks import TrialCallback, TrialStopped
 from search.options import StudyConfig
-from search.space import labels
+from search.space import conditions, labels
 from search.space.bridge import TrialHyperParameters
 from search.space.loader import Space
 
@@ -161,7 +162,9 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
     seed = trial_seed(config.seed, trial.number)
     keras.utils.set_random_seed(seed)
     _datasets.activate(dataset)
-    hp = TrialHyperParameters(trial, fixed=config.fixed)
+    condition = ({} if trial_attrs.ABLATION in trial.user_attrs  # an ablation holds its center
+                 else conditions.condition_for(space.conditions, trial.number))
+    hp = TrialHyperParameters(trial, fixed={**condition, **config.fixed})
     # A History result can only be scored from its epochs: an epoch without the objective ends it.
     history_result = not space.custom_fit or config.fit_returns == "history"
     callback = TrialCallback(trial, config.objective, config.direction,
@@ -225,7 +228,10 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
         trial_attrs.TRAIN_SECONDS: round(callback.epoch_seconds, 4),
         trial_attrs.TRIAL_SECONDS: round(time.perf_counter() - started, 4),
         trial_attrs.MS_PER_STEP: callback.ms_per_step,
+        trial_attrs.EPOCH_TIMES: callback.epoch_times,
     })
+    if condition:
+        attrs[trial_attrs.CONDITION] = condition
     if outcome.reason:
         attrs[trial_attrs.FAIL_REASON] = outcome.reason
     if outcome.fatal:

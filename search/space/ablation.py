@@ -7,6 +7,10 @@ range on its sampling scale: decades-like points for a log range, through Keras 
 with), every other parameter held at the best value, ``repeats`` times each (different trial
 numbers give different seeds: the spread of the repeats is the seed noise).
 
+An optimizer value that brings a ``momentum`` parameter with it (SGD in ``search.blocks``) is
+tried twice: with its momentum (the best configuration's, else the default) and without
+(``"sgd, momentum=0"``, plain SGD).
+
 ``plan`` is pure: it returns the configurations; enqueueing them is the caller's job.
 """
 
@@ -96,6 +100,22 @@ def configuration(best_values: dict, space, name: str, value) -> dict:
     return values
 
 
+MOMENTUM = "momentum"
+
+
+def _variants(best_values: dict, space, name: str, values: list) -> list[tuple]:
+    """(label, configuration) per value; a value that activates a nonzero ``momentum`` also
+    without it."""
+    variants = []
+    for value in values:
+        config = configuration(best_values, space, name, value)
+        variants.append((value, config))
+        momentum = config.get(MOMENTUM)
+        if name != MOMENTUM and isinstance(value, str) and isinstance(momentum, (int, float)) and momentum:
+            variants.append((f"{value}, momentum=0", {**config, MOMENTUM: 0.0}))
+    return variants
+
+
 def plan(best_values: dict, space, params: list[str], repeats: int) -> list[dict]:
     """The ablation trials: ``{"params": full hyperparameter values, "ablation": {"param",
     "value", "repeat", "center"}}`` for each parameter, each grid value, each repeat (in that
@@ -116,8 +136,7 @@ def plan(best_values: dict, space, params: list[str], repeats: int) -> list[dict
     trials = []
     for name in params:
         center = best_values[name]
-        for value in grid(by_name[name], center):
-            config = configuration(best_values, space, name, value)
+        for value, config in _variants(best_values, space, name, grid(by_name[name], center)):
             for repeat in range(repeats):
                 trials.append({"params": dict(config),
                                "ablation": {"param": name, "value": value, "repeat": repeat,

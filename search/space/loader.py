@@ -10,7 +10,8 @@ Contract (see the README): the module defines one of
 and optionally ``DATA`` (the default data set name or path), ``OBJECTIVE`` (a name or a
 ``keras_tuner.Objective``, as Keras Tuner's ``objective=``), ``DIRECTION`` ("max"/"min", inferred
 from the name as Keras Tuner does) and ``LABELS`` ("sparse" or "one_hot"; by default one-hot for a
-model compiled with a categorical loss: ``search.space.labels``). ``search.data.current()`` gives
+model compiled with a categorical loss: ``search.space.labels``), ``CONDITIONS`` (factors swept,
+not optimised: ``search.space.conditions``). ``search.data.current()`` gives
 ``build`` the data set's input shape and number of classes.
 
 The study's objective (:func:`study_objective`): ``search start --objective NAME [--direction]``,
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import os
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import keras_tuner as kt
@@ -33,6 +34,7 @@ from search import _datasets
 from search.errors import DownloadError, SearchError, SpaceError, one_line
 from search.space import labels
 from search.space.bridge import TrialHyperParameters
+from search.space.conditions import checked as checked_conditions
 from search.space.source import compile_source, read_source, source_sha256
 
 DEFAULT_OBJECTIVE = "val_accuracy"  # where neither the study nor the space names one
@@ -64,6 +66,7 @@ class Space:
     objective: kt.Objective | None  # the space's OBJECTIVE (None: it names none)
     labels: str | None = None  # the space's LABELS: "sparse", "one_hot", or None (by the loss)
     doc: str = ""
+    conditions: dict = field(default_factory=dict)  # the space's CONDITIONS (search.space.conditions)
 
     @property
     def offline_command(self) -> str | None:
@@ -155,6 +158,7 @@ def space_from_source(source: str, path: str, script_of: str | None = None) -> S
         objective=objective,
         labels=encoding,
         doc=module.__doc__ or "",
+        conditions=checked_conditions(getattr(module, "CONDITIONS", None), path),
     )
 
 

@@ -6,7 +6,9 @@ The objective (``val_accuracy``, maximized) is built so that the answer is known
   above diverges (a failed trial with a NaN reason) in most trials;
 - ``classes`` matters: more classes, lower accuracy;
 - ``optimizer`` matters a little (sgd is worse);
-- ``batch_size`` does not change the accuracy, only the seconds per epoch;
+- ``batch_size`` does not change the accuracy, only the time: fewer, slower steps per epoch, and
+  fewer seconds per epoch the larger the batch (``epoch_times``: the first epoch compiles, 5 s
+  more);
 - ``dropout`` (linear) shrinks the train-minus-val gap and barely moves the accuracy;
 - ``beta`` is Keras Tuner ``reverse_log``: Optuna stores it as ``beta.reverse_log_u``.
 
@@ -81,6 +83,23 @@ def true_accuracy(hp: dict) -> float:
             - OPTIMIZER_PENALTY[hp["optimizer"]] - 0.02 * hp["dropout"])
 
 
+TRAIN_IMAGES = 8_000
+COMPILE_SECONDS = 5.0
+
+
+def seconds_per_epoch(batch_size: int) -> float:
+    """The steady (after the first) epoch's training seconds of a batch size."""
+    return 0.5 + 2.0 * 32 / batch_size
+
+
+def epoch_times(batch_size: int, epochs: int) -> list[dict]:
+    """The runner's ``epoch_times`` attribute: the first epoch compiles, the rest are steady."""
+    steps = math.ceil(TRAIN_IMAGES / batch_size)
+    steady = seconds_per_epoch(batch_size)
+    return [{"train_seconds": round(steady + (COMPILE_SECONDS if e == 0 else 0.0), 4), "steps": steps}
+            for e in range(epochs)]
+
+
 def synthetic_trial(hp: dict, rng: np.random.Generator, *, params: dict | None = None,
                     baseline: bool = False, ablation: dict | None = None) -> FrozenTrial:
     """One finished trial for configuration ``hp`` with the user attributes the runner writes."""
@@ -88,10 +107,11 @@ def synthetic_trial(hp: dict, rng: np.random.Generator, *, params: dict | None =
         params = {k: v for k, v in hp.items() if k != "beta"}
         params["beta.reverse_log_u"] = 0.0 if baseline else float(rng.uniform())
     distributions = {k: DISTRIBUTIONS[k] for k in params}
-    seconds_per_epoch = 0.5 + 2.0 * 32 / hp["batch_size"]
+    steady = seconds_per_epoch(hp["batch_size"])
+    steps = math.ceil(TRAIN_IMAGES / hp["batch_size"])
     trainable = 120_000 + 1_000 * hp["classes"]
     attrs = {"hp_values": dict(hp), "trainable_params": trainable, "non_trainable_params": 256,
-             "worker": {"host": "synthetic", "pid": 0, "slot": 0}, "ms_per_step": 10.0}
+             "worker": {"host": "synthetic", "pid": 0, "slot": 0}, "ms_per_step": 1000.0 * steady / steps}
     if baseline:
         attrs["baseline"] = True
     if ablation is not None:
@@ -99,9 +119,11 @@ def synthetic_trial(hp: dict, rng: np.random.Generator, *, params: dict | None =
     if hp["learning_rate"] >= 1e-2 and rng.uniform() < 0.8:
         nan_epoch = int(rng.integers(1, 4))
         curve = list(np.linspace(0.3, 0.2, nan_epoch))
+        times = epoch_times(hp["batch_size"], nan_epoch)
         attrs.update(history={"val_accuracy": curve, "accuracy": curve}, epochs=nan_epoch,
-                     best_epoch=0, train_seconds=round(seconds_per_epoch * nan_epoch, 4),
-                     trial_seconds=round(seconds_per_epoch * nan_epoch + 1.0, 4),
+                     best_epoch=0, epoch_times=times,
+                     train_seconds=round(sum(e["train_seconds"] for e in times), 4),
+                     trial_seconds=round(sum(e["train_seconds"] for e in times) + 1.0, 4),
                      fail_reason=f"diverged: the loss became NaN at epoch {nan_epoch + 1}")
         return optuna.create_trial(state=TrialState.FAIL, params=params,
                                    distributions=distributions, user_attrs=attrs)
@@ -115,10 +137,11 @@ def synthetic_trial(hp: dict, rng: np.random.Generator, *, params: dict | None =
     best_epoch = int(np.argmax(val))
     history = {"val_accuracy": val.round(4).tolist(), "accuracy": train.round(4).tolist(),
                "loss": (1.0 - train).round(4).tolist(), "val_loss": (1.0 - val).round(4).tolist()}
-    attrs.update(history=history, epochs=epochs, best_epoch=best_epoch,
+    times = epoch_times(hp["batch_size"], epochs)
+    attrs.update(history=history, epochs=epochs, best_epoch=best_epoch, epoch_times=times,
                  metrics={k: v[best_epoch] for k, v in history.items()},
-                 train_seconds=round(seconds_per_epoch * epochs, 4),
-                 trial_seconds=round(seconds_per_epoch * epochs + 1.0, 4))
+                 train_seconds=round(sum(e["train_seconds"] for e in times), 4),
+                 trial_seconds=round(sum(e["train_seconds"] for e in times) + 1.0, 4))
     value = float(history["val_accuracy"][best_epoch])
     return optuna.create_trial(
         state=TrialState.PRUNED if pruned else TrialState.COMPLETE, value=value, params=params,
@@ -213,3 +236,48 @@ def _main() -> None:  # pragma: no cover - a benchmark, run by hand
 
 if __name__ == "__main__":  # pragma: no cover
     _main()
+
+
+# Calibration studies: additive known effects, Gaussian seed noise, random design, a pruner that
+# stops trials below the running median at the first epoch (so pruned trials are the bad ones).
+CALIBRATION_EFFECTS = {
+    "optimizer": {"adam": 0.06, "rmsprop": 0.02, "sgd": -0.08},      # matters
+    "lr_decade": {"1e-4": -0.05, "1e-3": 0.05, "1e-2": 0.0},          # matters
+    "batch_size": {16: 0.0, 64: 0.0, 256: 0.0, 1024: 0.0},            # a true null
+    "flip": {"on": 0.01, "off": -0.01},                               # small
+}
+CALIBRATION_BASE = 0.7
+
+
+def true_effects(effects: dict = CALIBRATION_EFFECTS) -> dict:
+    """Each value's effect as ``search analyze`` defines it: its mean minus the average of the
+    factor's values (at the final epoch)."""
+    return {name: {v: e - float(np.mean(list(values.values()))) for v, e in values.items()}
+            for name, values in effects.items()}
+
+
+def calibration_trials(seed: int, n_trials: int = 60, noise: float = 0.02, epochs: int = 5,
+                       prune_share: float = 0.5, effects: dict = CALIBRATION_EFFECTS) -> list[FrozenTrial]:
+    """A study's finished trials whose objective is ``CALIBRATION_BASE`` plus the values' effects
+    plus noise at the final epoch, reached by the same curve for every trial (each epoch adds the
+    same amount); after the first epoch a trial below the median so far is pruned with
+    probability ``prune_share``."""
+    rng = np.random.default_rng(seed)
+    distributions = {name: CategoricalDistribution(list(values)) for name, values in effects.items()}
+    trials, first_epoch = [], []
+    for number in range(n_trials):
+        hp = {name: list(values)[int(rng.integers(len(values)))] for name, values in effects.items()}
+        final = CALIBRATION_BASE + sum(effects[n][v] for n, v in hp.items()) + rng.normal(0, noise)
+        curve = np.clip(final - (0.3 * 0.5 ** np.arange(epochs) - 0.3 * 0.5 ** (epochs - 1)), 0.0, 1.0)
+        pruned = bool(first_epoch) and curve[0] < np.median(first_epoch) and rng.uniform() < prune_share
+        first_epoch.append(curve[0])
+        shown = curve[:1] if pruned else curve
+        trial = optuna.create_trial(
+            state=TrialState.PRUNED if pruned else TrialState.COMPLETE, value=float(shown.max()),
+            params=dict(hp), distributions=distributions,
+            intermediate_values={i: float(v) for i, v in enumerate(shown)},
+            user_attrs={"hp_values": dict(hp), "history": {"val_accuracy": shown.round(6).tolist()},
+                        "epochs": len(shown), "best_epoch": int(np.argmax(shown))})
+        trial.number = number
+        trials.append(trial)
+    return trials

@@ -36,6 +36,7 @@ def test_cnn_study_on_digits_scores_well_and_is_plain_optuna(store_url):
     assert attrs["metrics"]["val_accuracy"] == pytest.approx(best.value)
     assert max(attrs["history"]["val_accuracy"]) == pytest.approx(best.value)
     assert attrs["trainable_params"] > 0 and attrs["ms_per_step"] > 0 and attrs["train_seconds"] > 0
+    assert len(attrs["epoch_times"]) == attrs["epochs"] and all(e["steps"] > 0 for e in attrs["epoch_times"])
     assert {"learning_rate", "optimizer", "batch_size"} <= set(attrs["hp_values"])
 
 

@@ -28,3 +28,14 @@ def test_interrupted_trials_and_lost_workers_do_not_count():
               trial(3, TrialState.FAIL, 4)]  # failed for a stale heartbeat: no reason of its own
     assert [t.number for t in trial_attrs.failed_in_a_row(trials)] == [1]
     assert trial_attrs.failed_in_a_row([trial(0, TrialState.PRUNED, 1)]) == []
+
+
+def test_steady_epoch_times_leave_the_compiling_first_epoch_apart():
+    times = [{"train_seconds": 9.0, "steps": 10}, {"train_seconds": 1.0, "steps": 10},
+             {"train_seconds": 2.0, "steps": 10}]
+    steady = trial_attrs.steady_epoch_times(trial(0, TrialState.COMPLETE, 1, epoch_times=times))
+    assert steady == {"first_epoch_s": 9.0, "steady_sec_per_epoch": 1.5, "steady_ms_per_step": 150.0}
+    one = trial_attrs.steady_epoch_times(trial(1, TrialState.PRUNED, 1, epoch_times=times[:1]))
+    assert one == {"first_epoch_s": 9.0, "steady_sec_per_epoch": None, "steady_ms_per_step": None}
+    old = trial_attrs.steady_epoch_times(trial(2, TrialState.COMPLETE, 1))  # stored before epoch times
+    assert old == {"first_epoch_s": None, "steady_sec_per_epoch": None, "steady_ms_per_step": None}

@@ -35,9 +35,41 @@ def test_ablation_effects_are_separate_and_measured_against_seed_noise():
     assert "worse: 1e-5" in lr.verdict
     batch = effects["batch_size"]
     assert "within noise" in batch.verdict and "worse" not in batch.verdict
-    assert result.effect("learning_rate").confounded is False
+    # the search tables stay search tables: an ablation measures apart from them
+    assert result.effect("learning_rate").confounded is True
     assert result.effect("classes").confounded is True
+    # the center the other factors were held at, and the time per value
+    assert lr.held["classes"] == best["classes"] and lr.held["optimizer"] == best["optimizer"]
+    assert "learning_rate" not in lr.held
+    assert lr.chance == pytest.approx(1 / best["classes"])
+    times = batch.rows.set_index("value")
+    for size in times.index:
+        assert times.loc[size, "sec_per_epoch"] == pytest.approx(0.5 + 64 / size)
     assert all("learning_rate" not in n.split("(")[1].split(")")[0].split(", ")
                for n in result.notes if "confounded" in n)
     data = result.to_dict()
     assert {a["name"] for a in data["ablation"]} == {"learning_rate", "batch_size"}
+
+
+def test_each_value_has_its_own_noise_and_collapse_to_chance_is_flagged():
+    import numpy as np
+    import pandas as pd
+
+    from search.analysis.ablation_effects import ablation_effect
+
+    rng = np.random.default_rng(0)
+    values = {1e-3: (0.95, 0.002), 3e-3: (0.94, 0.05), 1e-1: (0.10, 0.0)}  # mean, seed sd
+    rows = []
+    for lr, (mean, sd) in values.items():
+        for repeat in range(3):
+            rows.append({"state": "COMPLETE", "value": mean + rng.normal(0, sd) if sd else mean,
+                         "ablation_value": lr, "hp.learning_rate": lr, "hp.classes": 10,
+                         "steady_sec_per_epoch": 1.0, "steady_ms_per_step": 2.0, "first_epoch_s": 9.0})
+    effect = ablation_effect(pd.DataFrame(rows), "learning_rate", 1e-3, maximize=True)
+    table = effect.rows.set_index("value")
+    quiet, noisy = table.loc[1e-1], table.loc[3e-3]
+    # Welch: the noisy value's interval is wide, the quiet one's narrow (one pooled sd would not)
+    assert (noisy["effect_high"] - noisy["effect_low"]) > 5 * (quiet["effect_high"] - quiet["effect_low"])
+    assert table.loc[1e-1, "at_chance"] == 3 and table.loc[1e-3, "at_chance"] == 0
+    assert "collapsed: 0.1 (stuck at chance 0.1 in 3 of 3)" in effect.verdict
+    assert effect.held == {"classes": 10}

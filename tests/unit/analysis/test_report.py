@@ -74,10 +74,15 @@ def test_report_has_every_section_and_figure(report):
     result, _, text = report
     ids = re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div', text)
     expected = {"fig-importance", "fig-lr", "fig-history", "fig-time", "fig-params", "fig-curves",
-                "fig-slice", "fig-parallel"} | {f"fig-effect-{i}" for i in range(len(result.effects))}
+                "fig-slice", "fig-parallel", "fig-effects"} | {f"fig-effect-{i}" for i in range(len(result.effects))}
     assert set(ids) == expected
-    for section in ("overview", "importance", "effects", "figures", "notes"):
+    for section in ("answers", "overview", "importance", "effects", "figures", "notes"):
         assert f'<section id="{section}">' in text
+    # the answers come first: each factor's verdict, before the overview
+    answers = text[text.index('<section id="answers">'):text.index('<section id="overview">')]
+    for effect in result.effects:
+        assert html.escape(effect.verdict.split(": ", 1)[1]) in answers
+    assert text.index("fig-effects") < text.index('<section id="overview">')
     for effect in result.effects:
         assert html.escape(effect.verdict) in text
     assert "Pareto front" in text

@@ -77,7 +77,7 @@ def test_verdicts_say_what_matters(result):
     classes = result.effect("classes").verdict
     assert classes.startswith("classes: best 10")
     assert "100 (" in classes.split("worse:")[1] and "50 (" in classes.split("worse:")[1]
-    assert result.effect("batch_size").verdict.startswith("batch_size: no clear effect")
+    assert result.effect("batch_size").verdict.startswith("batch_size: no effect detected")
 
 
 def test_seconds_per_epoch_and_gap_columns(result):

@@ -74,3 +74,11 @@ def test_a_pruned_trial_stops_after_the_epoch_it_was_pruned_at():
     fit(callback, *data(), epochs=4)
     assert callback.pruned and callback.epochs_run == 1
     assert callback.train_steps == math.ceil(N / BATCH)
+
+
+def test_each_epochs_train_seconds_and_steps_are_kept_for_the_trial():
+    callback = TrialCallback(trial(), "val_accuracy", "max")
+    fit(callback, *data(), epochs=3)
+    times = callback.epoch_times
+    assert [e["steps"] for e in times] == [math.ceil(N / BATCH)] * 3
+    assert sum(e["train_seconds"] for e in times) == pytest.approx(callback.step_seconds, abs=1e-3)

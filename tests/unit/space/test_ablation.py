@@ -48,14 +48,15 @@ def test_grids():
 def test_plan_enqueues_exactly_the_expected_configurations(space):
     params, repeats = ["lr", "optimizer", "batch_norm", "units"], 3
     trials = ablation.plan(BEST, space, params, repeats)
-    # lr: 5 decades + the best 3e-4; optimizer 3; batch_norm 2; units: 5 of its 8 steps + the best 64
+    # lr: 5 decades + the best 3e-4; optimizer 3 and SGD without momentum; batch_norm 2; units: 5
+    # of its 8 steps + the best 64
     expected_values = {
         "lr": [1e-5, 1e-4, 3e-4, 1e-3, 1e-2, 1e-1],
-        "optimizer": ["adam", "sgd", "rmsprop"],
+        "optimizer": ["adam", "sgd", "sgd, momentum=0", "rmsprop"],
         "batch_norm": [False, True],
         "units": [32, 64, 96, 160, 192, 256],
     }
-    assert len(trials) == (6 + 3 + 2 + 6) * repeats
+    assert len(trials) == (6 + 4 + 2 + 6) * repeats
     for name, values in expected_values.items():
         mine = [t for t in trials if t["ablation"]["param"] == name]
         assert [t["ablation"]["value"] for t in mine] == pytest.approx(
@@ -64,7 +65,10 @@ def test_plan_enqueues_exactly_the_expected_configurations(space):
         for t in mine:
             others = {k: v for k, v in t["params"].items() if k not in (name, "momentum")}
             assert others == {k: v for k, v in BEST.items() if k != name}
-            assert t["params"][name] == t["ablation"]["value"]
+            if t["ablation"]["value"] == "sgd, momentum=0":  # plain SGD
+                assert t["params"][name] == "sgd" and t["params"]["momentum"] == 0.0
+            else:
+                assert t["params"][name] == t["ablation"]["value"]
             assert t["ablation"]["center"] == BEST[name]
 
 
@@ -77,6 +81,7 @@ def test_plan_follows_conditional_scopes(space):
     trials = ablation.plan(best_sgd, space, ["optimizer"], 1)
     by_value = {t["ablation"]["value"]: t["params"] for t in trials}
     assert by_value["sgd"]["momentum"] == 0.8 and "momentum" not in by_value["rmsprop"]
+    assert by_value["sgd, momentum=0"] == {**by_value["sgd"], "momentum": 0.0}
 
 
 def test_plan_rejects_bad_requests(space):
