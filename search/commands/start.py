@@ -218,30 +218,34 @@ def run(prepared: Prepared, slots: list[str | None],
         on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
     """Run a worker per slot until the budget is spent; returns the final snapshot. Raises
     StudyStopped when the study stopped, and SearchError when it ended with no completed trial."""
-    stored = prepared.stored
-    try:
-        final, workers = run_local_workers(stored, slots, on_progress,
+    def launch():
+        final, workers = run_local_workers(prepared.stored, slots, on_progress,
                                            space_sha256=prepared.space_sha256)
-    except SearchError:
-        _raise_if_stopped(stored)
-        raise
-    prepared.notes.extend(lost_workers(workers))
-    check_ended(stored, final)
-    return final
+        return final, lost_workers(workers)
+    return _run_to_the_end(prepared, launch)
 
 
 def run_on_ray(prepared: Prepared, placement: RayPlacement,
                on_progress: Callable[[StudySnapshot], None] | None = None) -> StudySnapshot:
     """:func:`run` with the workers placed as Ray tasks (``search.execution.launchers.ray``)."""
-    stored = prepared.stored
-    try:
-        final, exits = run_ray_workers(stored, placement, on_progress,
+    def launch():
+        final, exits = run_ray_workers(prepared.stored, placement, on_progress,
                                        space_sha256=prepared.space_sha256)
+        return final, [e.line for e in exits if e.code]
+    return _run_to_the_end(prepared, launch)
+
+
+def _run_to_the_end(prepared: Prepared,
+                    launch: Callable[[], tuple[StudySnapshot, list[str]]]) -> StudySnapshot:
+    """``launch()`` the workers (it returns the final snapshot and notes on workers that died),
+    then end the study as :func:`run` says."""
+    try:
+        final, notes = launch()
     except SearchError:
-        _raise_if_stopped(stored)
+        _raise_if_stopped(prepared.stored)
         raise
-    prepared.notes.extend(e.line for e in exits if e.code)
-    check_ended(stored, final)
+    prepared.notes.extend(notes)
+    check_ended(prepared.stored, final)
     return final
 
 
