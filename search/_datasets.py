@@ -115,35 +115,75 @@ def subset(dataset: Dataset, classes: int) -> Dataset:
     return _subset(dataset.name, dataset.seed, _val_fraction(dataset), classes)
 
 
-def unscaled_note(model, dataset: Dataset) -> str | None:
-    """One line when ``dataset`` holds raw 0..255 uint8 images and ``model`` has no layer that
-    rescales them (``layers.Rescaling``, ``layers.Normalization``, nested models included): the
-    model would train on raw pixel values. None otherwise."""
-    from keras import layers
+UNSCALED = "uint8 pixels 0..255"  # in every unscaled note: how a log line is told apart from a crash
 
-    if dataset.x_train.dtype != np.uint8:
+# Layers that pass pixel values on unchanged in scale: the inputs reach the first weighted layer
+# through these as raw 0..255 values. Any other layer (a Lambda, an op, a custom layer) may rescale,
+# so the note is given only when the path to the first weighted layer is made of these alone.
+_VALUE_KEEPING = ("InputLayer", "Reshape", "Flatten", "Permute", "Dropout", "SpatialDropout1D",
+                  "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "Cropping1D", "Cropping2D",
+                  "Cropping3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Resizing",
+                  "CenterCrop", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation",
+                  "RandomZoom", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
+                  "AveragePooling2D", "AveragePooling3D", "UpSampling1D", "UpSampling2D", "UpSampling3D")
+_SCALING = ("Rescaling", "Normalization", "BatchNormalization", "LayerNormalization",
+            "GroupNormalization", "UnitNormalization")
+
+
+def _path_to_weights(model) -> str:
+    """What the model's inputs meet first beyond value-keeping layers: "weights" (a Keras layer
+    with weights), "scaled" (a scaling layer), "unknown" (a layer that may rescale), or "through"
+    (none of them: every layer keeps values, as an augmentation block does)."""
+    from keras import Model
+
+    # A functional model's operations include the ops (``keras.ops``) applied between its layers.
+    for layer in getattr(model, "operations", None) or getattr(model, "layers", []):
+        name = type(layer).__name__
+        if name in _SCALING:
+            return "scaled"
+        if isinstance(layer, Model):
+            inner = _path_to_weights(layer)
+            if inner != "through":
+                return inner
+            continue
+        if name in _VALUE_KEEPING:
+            continue
+        if getattr(layer, "weights", None) and type(layer).__module__.startswith("keras."):
+            return "weights"
+        return "unknown"  # a Lambda, an op or a custom layer: it may rescale, so say nothing
+    return "through"
+
+
+def unscaled_note(model, dataset: Dataset) -> str | None:
+    """One line when ``dataset`` holds raw 0..255 uint8 images and they reach ``model``'s first
+    weighted layer (Dense, Conv, ...) through layers that keep their values (nested models
+    included): the model would train on raw pixel values. None otherwise, and None whenever a
+    layer on the way may rescale (``Rescaling``, ``Normalization``, a Lambda, a custom layer)."""
+    if dataset.x_train.dtype != np.uint8 or _path_to_weights(model) != "weights":
         return None
-    pending = list(getattr(model, "layers", []))
-    while pending:
-        layer = pending.pop()
-        if isinstance(layer, (layers.Rescaling, layers.Normalization)):
-            return None
-        pending.extend(getattr(layer, "layers", []))
-    return (f"{dataset.name}: the inputs are uint8 pixels 0..255 and the model has no Rescaling or "
+    return (f"{dataset.name}: the inputs are {UNSCALED} and the model has no Rescaling or "
             "Normalization layer: it trains on raw values; add keras.layers.Rescaling(1 / 255) "
             "after its Input")
 
 
 _log = logging.getLogger("search.data")
-_warned: set[str] = set()  # the notes this process logged already: one line, not one a trial
+_said: set[str] = set()  # the notes this process gave already: one line, not one a trial
+
+
+def unscaled_note_once(model, dataset: Dataset) -> str | None:
+    """:func:`unscaled_note`, the first time this process meets it; None after."""
+    note = unscaled_note(model, dataset)
+    if note is None or note in _said:
+        return None
+    _said.add(note)
+    return note
 
 
 def warn_if_unscaled(model, dataset: Dataset) -> None:
-    """Log :func:`unscaled_note` as a warning, once per process (``search start``'s output when
-    the space is discovered, a worker's log when a trial builds)."""
-    note = unscaled_note(model, dataset)
-    if note and note not in _warned:
-        _warned.add(note)
+    """Log :func:`unscaled_note` as a warning, once per process (a worker's log when a trial
+    builds; ``search start`` prints it as a note when the space is discovered)."""
+    note = unscaled_note_once(model, dataset)
+    if note:
         _log.warning(note)
 
 

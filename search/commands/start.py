@@ -25,6 +25,7 @@ import sqlalchemy.exc
 from search import _datasets, trial_attrs
 from search.console.format import limit
 from search.errors import DownloadError, SearchError, StudyStopped
+from search.execution.checkpoints import Checkpoints
 from search.execution.launchers.ray import RayPlacement, run_ray_workers
 from search.execution.pool import lost_workers, run_local_workers
 from search.execution.worker import recount_claims
@@ -182,7 +183,7 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
                          fit_returns=found.fit_returns, **stored)
     config = _changeable_settings(config, options, [])
     budget = options.trials or OPTIONS["trials"].default
-    notes = []
+    notes = list(found.notes)
     if config.sampler == "grid":
         size = grid_size(hps, fixed)
         if budget > size:
@@ -246,7 +247,10 @@ def _run_to_the_end(prepared: Prepared,
         _raise_if_stopped(prepared.stored)
         raise
     prepared.notes.extend(notes)
-    check_ended(prepared.stored, final)
+    stored = prepared.stored
+    # what workers that died after an upload left behind (their trials failed, their retries done)
+    Checkpoints.of(stored.storage, stored.study_id, stored.config).tidy()
+    check_ended(stored, final)
     return final
 
 

@@ -324,6 +324,25 @@ class Checkpoints:
         except Exception as exc:  # noqa: BLE001  (never lose a worker over housekeeping; the next one retries)
             _log.warning("checkpoints beyond the best %d not removed yet: %s", self.keep, one_line(exc))
 
+    def discard(self, trial: optuna.trial.FrozenTrial) -> None:
+        """What a trial that will not complete left (its worker died after the upload, before the
+        tell): the files its own artifact records name, and its index entry."""
+        try:
+            for key in trial.system_attrs:
+                artifact_id = key[len(_ARTIFACT_META_PREFIX):]
+                if key.startswith(_ARTIFACT_META_PREFIX) and is_artifact_id(artifact_id):
+                    with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+                        self.store.remove(artifact_id)
+            if f"{INDEX_PREFIX}{trial.number}" in self.storage.get_study_system_attrs(self.study_id):
+                self._set(trial.number, None)
+        except Exception as exc:  # noqa: BLE001  (never lose a worker over housekeeping)
+            _log.warning("trial %d: its checkpoint was not removed: %s", trial.number, one_line(exc))
+
+    def tidy(self) -> None:
+        """At the end of a study: every entry of a trial that finished without completing, and
+        every checkpoint beyond the top K, removed (:meth:`settle` with no trial of its own)."""
+        self.settle(-1, told=True)
+
     def _drop(self, ranked: Ranked) -> None:
         """Remove an entry from the index, and its file when the entry and the trial's own
         artifact record both name it as an artifact id."""

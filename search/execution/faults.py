@@ -61,16 +61,19 @@ class StaleTrialRetry:
     """Optuna's ``RetryHeartbeatStaleTrialCallback`` that also gives the dead trial's budget slot
     back when it queues the retry (the retry takes a slot when a worker claims it)."""
 
-    def __init__(self, max_retry: int, records: StudyRecords):
+    def __init__(self, max_retry: int, records: StudyRecords, checkpoints=None):
         self.max_retry = max_retry
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         self.records = records
+        self.checkpoints = checkpoints  # the study's Checkpoints: what the dead trial left goes
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                  why: str = "lost its worker (no heartbeat)") -> bool:
         """Queue the retry; True when it was queued (False: its retries are spent)."""
         retried = len(trial_attrs.retry_history(trial)) < self.max_retry
         self.retry(study, trial)
+        if self.checkpoints is not None:
+            self.checkpoints.discard(trial)
         if retried:
             self.records.release(study.study_name)
         _log.warning("trial %d %s: %s", trial.number, why,
@@ -82,8 +85,15 @@ def work_on(stored: StoredStudy) -> StoredStudy:
     """``stored`` set up as a process that runs or reaps trials needs it: its store with the
     study's heartbeat settings and the retry of trials whose worker died."""
     enable_heartbeat(stored.storage, stored.config.heartbeat, stored.config.grace,
-                     StaleTrialRetry(stored.config.max_retry, stored.records))
+                     StaleTrialRetry(stored.config.max_retry, stored.records, _checkpoints(stored)))
     return stored
+
+
+def _checkpoints(stored: StoredStudy):
+    """The study's checkpoints (the top-K weights), as its workers keep them."""
+    from search.execution.checkpoints import Checkpoints
+
+    return Checkpoints.of(stored.storage, stored.study_id, stored.config)
 
 
 def open_for_work(storage_url: str | None, study_name: str) -> StoredStudy:
@@ -173,7 +183,8 @@ def fail_dead_trial(stored: StoredStudy, trial_id: int, reason: str) -> bool | N
     except optuna.exceptions.UpdateFinishedTrialError:
         return None
     study = optuna.load_study(study_name=stored.name, storage=storage)
-    retried = StaleTrialRetry(stored.config.max_retry, stored.records)(study, frozen, f"failed: {reason}")
+    retried = StaleTrialRetry(stored.config.max_retry, stored.records,
+                              _checkpoints(stored))(study, frozen, f"failed: {reason}")
     if not retried:  # a failure that stays: it may be the one too many in a row
         stop = failed_in_a_row_reason(stored, storage.get_trial(trial_id))
         if stop:

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search import trial_attrs
+from search import _datasets, trial_attrs
 from search.errors import SearchError
 from search.execution.devices import worker_env
 from search.execution.faults import (
@@ -205,7 +205,8 @@ def crash_cause(path: str) -> str | None:
             where, number, function = (ours or frames)[0]
             return f"{error} in {function} ({os.path.basename(where)}, line {number})"
         return error
-    meaningful = [line.strip() for line in lines if line.strip() and not _NOISE.match(line.strip())]
+    meaningful = [line.strip() for line in lines if line.strip() and not _NOISE.match(line.strip())
+                  and _datasets.UNSCALED not in line]  # our own note, not a cause
     return meaningful[-1] if meaningful else None
 
 

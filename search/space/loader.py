@@ -374,6 +374,7 @@ class Discovery:
     hyperparameters: kt.HyperParameters  # every parameter the space defines
     defaults: dict  # the default configuration (the values of the first build)
     fit_returns: str | None = None  # what the default configuration's fit() gave (fit_returns)
+    notes: list[str] = field(default_factory=list)  # for the user (the model trains on raw pixels)
 
 
 def discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None = None) -> Discovery:
@@ -396,6 +397,7 @@ def _discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None) -> D
     preset: dict = {}
     defaults: dict | None = None
     returns: str | None = None
+    notes: list[str] = []
     for _ in range(100):  # bounded: each round opens at least one new scope
         hp = TrialHyperParameters(fixed=fixed)
         hp.values.update(preset)
@@ -413,7 +415,7 @@ def _discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None) -> D
         keras.backend.clear_session()
         if defaults is None:
             defaults, returns = dict(hp.values), returned
-            _datasets.warn_if_unscaled(model, dataset)
+            notes += filter(None, [_datasets.unscaled_note_once(model, dataset)])
         for item in hp.space:
             if not full._exists(item.name, item.conditions):
                 full._register(item)
@@ -429,7 +431,7 @@ def _discover(space: Space, dataset: _datasets.Dataset, fixed: dict | None) -> D
             break
         preset = {c.name: c.values[0] for c in never_active[0]}
         once_active.append(never_active.pop(0))
-    return Discovery(full, defaults or {}, returns)
+    return Discovery(full, defaults or {}, returns, notes)
 
 
 def validate_fixed(space_hps: kt.HyperParameters, fixed: dict, known_names: set[str] = frozenset()) -> dict:

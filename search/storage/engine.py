@@ -305,9 +305,9 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
 def _read_only_storage(url: str, path: str | None) -> optuna.storages.RDBStorage:
     """An existing store opened so that nothing can be written to it (``open_storage``)."""
     try:
-        if not _refuse_foreign(url, read_only=True):
-            raise StoreError(f"{mask_url(url)} holds no Optuna tables: not an Optuna store "
-                             "(check --storage or SEARCH_STORAGE)")
+        if not _refuse_foreign(url, read_only=True):  # other tables are refused in there
+            raise MissingStore(f"no store at {mask_url(url)} yet: the database holds no tables "
+                               "(`search start` makes them; check --storage or SEARCH_STORAGE)")
         store = _new_storage(url, read_only=True)
     except RuntimeError as exc:  # Optuna's schema check (a store to upgrade)
         raise (_schema_problem(exc, url) or _cannot_open(url, exc)) from None

@@ -179,3 +179,31 @@ def test_raw_uint8_images_into_a_model_that_does_not_rescale_them_is_one_note():
     floats = _datasets.Dataset("f", ds.x_train.astype("float32"), ds.y_train, ds.x_val, ds.y_val,
                                ds.x_test, ds.y_test, ds.num_classes)
     assert _datasets.unscaled_note(bare, floats) is None
+
+
+def test_no_unscaled_note_when_a_layer_on_the_way_may_rescale():
+    import keras
+
+    ds = _datasets.load("digits")
+    inputs = keras.Input(shape=ds.input_shape)
+    scaled_by_lambda = keras.Model(
+        inputs, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Lambda(lambda x: x / 255)(inputs))))
+    assert _datasets.unscaled_note(scaled_by_lambda, ds) is None
+    scaled_by_op = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(
+        keras.ops.cast(inputs, "float32") / 255.0)))
+    assert _datasets.unscaled_note(scaled_by_op, ds) is None
+    augmented = keras.Sequential([keras.Input(shape=ds.input_shape),
+                                  keras.Sequential([keras.layers.RandomFlip()]),
+                                  keras.layers.Flatten(), keras.layers.Dense(2)])
+    assert _datasets.unscaled_note(augmented, ds).startswith("digits: the inputs are")
+
+
+def test_the_unscaled_note_is_given_once_a_process():
+    import keras
+
+    ds = _datasets.load("digits")
+    model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])
+    _datasets._said.clear()
+    assert _datasets.UNSCALED in _datasets.unscaled_note_once(model, ds)
+    assert _datasets.unscaled_note_once(model, ds) is None

@@ -3,6 +3,7 @@ once on its own budget slot, and a second death keeps its slot (the faults of wh
 tests/e2e/test_faults.py and tests/e2e/test_workers.py)."""
 
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -141,3 +142,26 @@ def test_dead_workers_trials_failed_too_many_in_a_row_stop_the_study(tmp_path):
     assert records.get("s").stopped == (
         "2 trials failed in a row (--max-consecutive-failures 2, Keras Tuner's "
         f"max_consecutive_failed_trials); the last, trial 1: {reason}")
+
+
+def test_a_trial_failed_for_its_dead_worker_leaves_no_checkpoint(tmp_path):
+    """A worker that died between its checkpoint's upload and its tell: the file and the index
+    entry go with the failed trial, as a later worker's settle() would have removed them."""
+    from optuna.artifacts import upload_artifact
+
+    from search.execution.checkpoints import INDEX_PREFIX, Checkpoints
+    from search.execution.faults import fail_dead_trial
+
+    handle, study, records, trial = _study_with_a_running_trial(tmp_path)
+    checkpoints = Checkpoints.of(handle.storage, handle.study_id, handle.config)
+    weights = tmp_path / "trial_0.weights.npz"
+    weights.write_bytes(b"weights")
+    artifact_id = upload_artifact(artifact_store=checkpoints.store, file_path=str(weights),
+                                  study_or_trial=trial)
+    handle.storage.set_study_system_attr(handle.study_id, f"{INDEX_PREFIX}{trial.number}",
+                                         {"value": 0.9, "epoch": 1, "artifact_id": artifact_id})
+    folder = Path(checkpoints.location)
+    assert [p.name for p in folder.iterdir()] == [artifact_id]
+    assert fail_dead_trial(handle, trial._trial_id, "worker killed by SIGKILL during fit()") is True
+    assert list(folder.iterdir()) == []
+    assert checkpoints.ranked() == []

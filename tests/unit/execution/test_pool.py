@@ -55,3 +55,6 @@ def test_a_crash_cause_is_python_s_fatal_error_or_the_last_line_that_is_not_chat
     assert crash_cause(str(log)) == "error: the store failed: database or disk is full"
     log.write_text("I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers\n")
     assert crash_cause(str(log)) is None
+    log.write_text("WARNING search.data: digits: the inputs are uint8 pixels 0..255 and the model has "
+                   "no Rescaling or Normalization layer: it trains on raw values\n")
+    assert crash_cause(str(log)) is None  # our own note about the data is not why it died

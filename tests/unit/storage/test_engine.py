@@ -101,8 +101,8 @@ def test_read_only_opening_refuses_a_missing_file_and_a_file_that_is_not_optunas
         open_storage(f"sqlite:///{other}", read_only=True)
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
-    with pytest.raises(StoreError, match="holds no Optuna tables: not an Optuna store"):
-        open_storage(f"sqlite:///{empty}", read_only=True)
+    with pytest.raises(storage.MissingStore, match="yet: the database holds no tables"):
+        open_storage(f"sqlite:///{empty}", read_only=True)  # a database `search start` has not used
 
 
 @pytest.mark.parametrize("url, plain, line", [
