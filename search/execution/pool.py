@@ -51,7 +51,7 @@ from search.execution.faults import (
     work_on,
 )
 from search.options import study_file_name
-from search.storage import free_connections, url_of
+from search.storage import free_connections, url_of, waiting_for_writable
 from search.storage import workers as worker_states
 from search.study import StoredStudy, StudySnapshot, snapshot
 
@@ -265,7 +265,7 @@ def run_local_workers(stored: StoredStudy, slots: list[str | None],
     log_dir = tempfile.mkdtemp(prefix=log_folder_prefix(stored.name))
     workers: list[LocalWorker] = []
     try:
-        with _terminate_as_interrupt():
+        with _terminate_as_interrupt(), waiting_for_writable():
             spawner = _Spawner(stored.name, url_of(stored.storage), log_dir, space_sha256,
                                stored.record.config_sha256)
             workers = _spawn_workers(spawner, slots)

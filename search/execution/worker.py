@@ -73,7 +73,7 @@ from search.space.loader import Space, space_from_source
 from search.space.pruners import make_pruner
 from search.space.samplers import make_sampler, worker_seed
 from search.space.source import source_sha256
-from search.storage import StudyRecord, StudyRecords, retrying, url_of
+from search.storage import StudyRecord, StudyRecords, retrying, url_of, waiting_for_writable
 from search.storage import workers as worker_states
 from search.study import StoredStudy
 
@@ -173,7 +173,7 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     final_state = worker_states.EXITED
     phases = PhaseFile(phase_file)
     try:
-        with StopSignals(stop):
+        with StopSignals(stop), waiting_for_writable():
             _loop(stored, study, space, dataset, slot, worker_id, heartbeat, stop, report, on_trial,
                   pool_gone, callbacks, phases)
     except KeyboardInterrupt:

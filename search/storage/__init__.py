@@ -16,7 +16,7 @@ from search.storage.engine import (
     without_password,
 )
 from search.storage.records import StudyRecord, StudyRecords
-from search.storage.retry import is_transient, retrying
+from search.storage.retry import is_transient, retrying, waiting_for_writable
 from search.storage.workers import WorkerRegistry, WorkerRow
 
 __all__ = [
@@ -34,5 +34,6 @@ __all__ = [
     "retrying",
     "store_failed",
     "url_of",
+    "waiting_for_writable",
     "without_password",
 ]

@@ -148,6 +148,18 @@ def _guard_missing_file(engine: sqlalchemy.engine.Engine, path: str) -> None:
                                            "is missing")
 
 
+def _reopen_after_unwritable(engine: sqlalchemy.engine.Engine) -> None:
+    """A SQLite connection opened while its file could not be written stays read-only after the
+    file is writable again (SQLite falls back to read-only at open): a connection that met an
+    unwritable store is dropped from the pool, so the next try opens the file anew."""
+
+    @event.listens_for(engine, "handle_error")
+    def _unwritable(context):
+        if permanent_problem(context.original_exception) is not None:
+            context.is_disconnect = True  # this connection only, not the whole pool
+            context.invalidate_pool_on_disconnect = False
+
+
 def _hint(reason: str) -> str:
     """What to do about a store that cannot be opened, from the driver's message."""
     text = reason.lower()
@@ -292,6 +304,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         _begin_immediate(store.engine)
         if path is not None:
             _guard_missing_file(store.engine, path)
+            _reopen_after_unwritable(store.engine)
         return store
     except RuntimeError as exc:  # Optuna's schema version check
         problem = _schema_problem(exc, url)

@@ -5,6 +5,13 @@ was in flight when the server went away still fails, and so does every new conne
 server is back. Those errors are transient: the same operation is retried with a growing pause
 for up to ``RETRY_SECONDS``. Everything else (integrity errors, bad SQL, Optuna's own errors about
 finished trials) is raised at once.
+
+A store that cannot be written (a full disk, an immutable or read-only file:
+:data:`PERMANENT_ERRORS`) does not mend by itself, so outside a study's run it is raised at once
+with what to do. Inside a running study (:func:`waiting_for_writable`: the workers and the pool
+that runs them) it is waited out for up to ``WRITABLE_WAIT_SECONDS``, with one warning saying what
+to do: once someone frees space or makes the file writable again, the same writes go through and
+the study goes on to its exact budget, nothing lost and nothing to rerun.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TypeVar
 
 import optuna
@@ -24,6 +32,8 @@ T = TypeVar("T")
 # How long an operation keeps retrying before the error is raised: long enough for a server
 # restart or a failover, short enough that a store gone for good is reported.
 RETRY_SECONDS = float(os.environ.get("SEARCH_STORE_RETRY_SECONDS", "120"))
+# How long a running study waits for a store that cannot be written to become writable again.
+WRITABLE_WAIT_SECONDS = float(os.environ.get("SEARCH_STORE_WRITABLE_WAIT_SECONDS", "900"))
 FIRST_PAUSE_S = 0.2
 MAX_PAUSE_S = 5.0
 # SQLite errors that waiting does not mend (SQLite raises them as OperationalError, like a locked
@@ -72,25 +82,64 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+_waiting_for_writable = 0  # > 0 while a study runs in this process (waiting_for_writable)
+
+
+@contextmanager
+def waiting_for_writable():
+    """While inside: :func:`retrying` waits for a store that cannot be written (see the module's
+    notes) instead of raising at once."""
+    global _waiting_for_writable
+    _waiting_for_writable += 1
+    try:
+        yield
+    finally:
+        _waiting_for_writable -= 1
+
+
 def retrying(fn: Callable[[], T], what: str = "store operation",
              budget_s: float | None = None) -> T:
-    """``fn()``, retried while it fails with a transient store error, for up to ``budget_s``."""
+    """``fn()``, retried while it fails with a transient store error, for up to ``budget_s``;
+    inside :func:`waiting_for_writable`, also while the store cannot be written, for up to
+    ``WRITABLE_WAIT_SECONDS``."""
     budget_s = RETRY_SECONDS if budget_s is None else budget_s
     deadline = time.monotonic() + budget_s
     pause = FIRST_PAUSE_S
     attempt = 0
+    unwritable_since = None
     while True:
         try:
-            return fn()
+            result = fn()
         except (sa_exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            if not is_transient(exc) or time.monotonic() + pause > deadline:
+            now = time.monotonic()
+            problem = permanent_problem(exc)
+            if problem is not None and _waiting_for_writable:
+                if unwritable_since is None:
+                    unwritable_since = now
+                    _log.warning("the store cannot be written (%s: %s): %s; waiting up to %.0f s "
+                                 "for it, and the study goes on once it can", what,
+                                 _first_line(exc), problem, WRITABLE_WAIT_SECONDS)
+                if now - unwritable_since + pause > WRITABLE_WAIT_SECONDS:
+                    raise
+            elif not is_transient(exc) or now + pause > deadline:
                 raise
             attempt += 1
-            if attempt == 1:
+            if attempt == 1 and problem is None:
                 _log.warning("the store is unreachable (%s); retrying for up to %.0f s",
                              what, budget_s)
+        else:
+            if unwritable_since is not None:
+                _log.warning("the store can be written again (%s, after %.0f s): the study goes on",
+                             what, time.monotonic() - unwritable_since)
+            return result
         time.sleep(pause)
         pause = min(MAX_PAUSE_S, pause * 2)
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    orig = getattr(cause, "orig", None) or cause
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def retried(method):

@@ -502,3 +502,59 @@ def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_
         assert "No space left on device" in checkpoint["reason"], checkpoint
     shown = CliRunner().invoke(main, ["best", "--study", "tiny", "--storage", url])
     assert shown.exit_code == 0 and "missing" in shown.stdout
+
+
+# ------------------------------------------------------------------ the store's disk fills mid-study
+
+
+def test_a_store_whose_disk_fills_mid_study_is_waited_for_and_the_study_ends_at_its_exact_budget(
+        tiny_space, tmp_path):
+    """Issue 18's row "the SQLite file's disk fills mid-study": the workers say once what to do
+    and wait; once space is freed the same study goes on to exactly its budget, with no RUNNING
+    trial left and nothing to rerun."""
+    from pathlib import Path
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'})")
+    try:
+        url = f"sqlite:///{mount / 'store.db'}"
+        budget = 5
+        proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", str(budget),
+                         "--epochs", "3", "--workers", "1", "--pruner", "none", "--keep-best", "0")
+        wait_for_trials(url, lambda ts: sum(t.state == TrialState.COMPLETE for t in ts) >= 1, 150,
+                        "a completed trial", proc)
+        filler = mount / "filler"
+        try:
+            with open(filler, "wb") as f:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        except OSError:  # ENOSPC: the disk is full
+            pass
+
+        def waiting_worker():
+            logs = [p for p in Path(os.environ["TMPDIR"]).glob("search-*-workers-*/*") if p.is_file()]
+            return any("the store cannot be written" in p.read_text(errors="replace") for p in logs)
+
+        wait_for(waiting_worker, 120, "a worker to say it waits for the store", proc)
+        lines = [line for p in Path(os.environ["TMPDIR"]).glob("search-*-workers-*/*") if p.is_file()
+                 for line in p.read_text(errors="replace").splitlines() if "cannot be written" in line]
+        assert len(lines) == 1 and "database or disk is full" in lines[0] \
+            and "free space on the store's filesystem" in lines[0], lines
+        filler.unlink()  # space again
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        trials = trials_of(url)
+        counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+        assert counts[TrialState.RUNNING] == 0 and counts[TrialState.WAITING] == 0, counts
+        # exactly the budget: every trial that failed (a stale heartbeat while it waited) was retried
+        superseded = {n for t in trials for n in retry_history(t)}
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == budget, counts
+        assert len([t for t in trials if t.number not in superseded]) == budget
+        assert integrity(mount / "store.db") == "ok"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

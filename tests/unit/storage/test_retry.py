@@ -101,3 +101,63 @@ def test_a_full_disk_under_the_store_fails_at_once_with_what_to_do(tmp_path):
         store.engine.dispose()
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_inside_a_running_study_an_immutable_store_is_waited_for_until_it_is_writable(tmp_path, caplog):
+    """What a worker meets when the file is made unwritable mid-study: one warning with what to do,
+    then the same write goes through once the file is writable again."""
+    import logging
+    import subprocess
+    import threading
+
+    from search import storage
+
+    db = tmp_path / "store.db"
+    store = storage.open_storage(f"sqlite:///{db}")
+    records = storage.StudyRecords(store.engine)
+    records.add(storage.StudyRecord(study_name="s", space_path="x.py", space_sha256="0" * 64,
+                                    space_source="", config={}, budget=1))
+    store.engine.dispose()  # the next write opens the file anew (an open one writes its -wal file)
+    done = subprocess.run(["chattr", "+i", str(db)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a file immutable here: {done.stderr.strip()}")
+    writable = threading.Timer(2.0, lambda: subprocess.run(["chattr", "-i", str(db)], check=False))
+    writable.start()
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="search.storage"), storage.waiting_for_writable():
+            records.grow_budget("s", 3)  # its own retrying
+        assert time.monotonic() - started >= 1.5  # it waited for the file
+    finally:
+        writable.join()
+        subprocess.run(["chattr", "-i", str(db)], check=False)
+    assert records.get("s").budget == 4
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("the store cannot be written (grow_budget: attempt to write a readonly "
+                               "database): ") and "chattr -i" in line
+               and "the study goes on once it can" in line for line in lines), lines
+    assert any(line.startswith("the store can be written again (grow_budget") for line in lines), lines
+
+
+def test_inside_a_running_study_a_store_that_stays_unwritable_fails_after_the_wait(tmp_path, monkeypatch):
+    import subprocess
+
+    from search import storage
+    from search.storage import retry
+
+    db = tmp_path / "store.db"
+    store = storage.open_storage(f"sqlite:///{db}")
+    records = storage.StudyRecords(store.engine)
+    store.engine.dispose()
+    done = subprocess.run(["chattr", "+i", str(db)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a file immutable here: {done.stderr.strip()}")
+    monkeypatch.setattr(retry, "WRITABLE_WAIT_SECONDS", 1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception) as raised, storage.waiting_for_writable():
+            storage.retrying(lambda: records.grow_budget("nope", 1), budget_s=120)
+        assert 0.5 < time.monotonic() - started < 10
+        assert "not immutable (chattr -i)" in str(storage.store_failed(raised.value))
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=False)
