@@ -53,6 +53,7 @@ from search.execution.faults import (
 from search.options import study_file_name
 from search.storage import free_connections, url_of, waiting_for_writable
 from search.storage import workers as worker_states
+from search.storage.retry import UNWRITABLE, WRITABLE_AGAIN
 from search.study import StoredStudy, StudySnapshot, snapshot
 
 POLL_SECONDS = 1.0
@@ -292,6 +293,7 @@ def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker]
     that died in it at once and start another worker in its slot (``workers`` grows by it); stop
     them all on Ctrl-C."""
     next_reap = next_progress = 0.0
+    store_waits = _StoreWaits()
     try:
         while True:
             for w in [w for w in workers if not w.seen and w.proc.poll() is not None]:
@@ -303,6 +305,7 @@ def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker]
             if all(w.proc.poll() is not None for w in workers):
                 break
             if time.monotonic() >= next_reap:
+                store_waits.relay(workers)
                 fail_stale_trials(reaper.study)
                 next_reap = time.monotonic() + stored.config.heartbeat
             if on_progress is not None and time.monotonic() >= next_progress:
@@ -326,6 +329,34 @@ def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker]
         for w in workers:  # however the pool stops, no trial of a dead worker stays RUNNING
             if not w.seen and w.proc.poll() is not None:
                 _on_death(stored, w)
+
+
+class _StoreWaits:
+    """The workers' word that the store cannot be written, and that it can again
+    (``storage.retry``), said on the coordinator's own output once per spell: the person watching
+    ``search start`` is who can free the space."""
+
+    def __init__(self):
+        self.read: dict[str, int] = {}  # log path -> bytes read (whole lines)
+        self.unwritable = False
+
+    def relay(self, workers: list[LocalWorker]) -> None:
+        for w in workers:
+            try:
+                with open(w.log_path, "rb") as f:
+                    f.seek(self.read.get(w.log_path, 0))
+                    new = f.read()
+            except OSError:
+                continue
+            whole = new[:new.rfind(b"\n") + 1]
+            self.read[w.log_path] = self.read.get(w.log_path, 0) + len(whole)
+            for line in whole.decode(errors="replace").splitlines():
+                if line.startswith(UNWRITABLE) and not self.unwritable:
+                    self.unwritable = True
+                    _log.warning("%s", line)
+                elif line.startswith(WRITABLE_AGAIN) and self.unwritable:
+                    self.unwritable = False
+                    _log.warning("%s", line)
 
 
 def _wait_any(workers: list[LocalWorker], seconds: float) -> None:

@@ -82,6 +82,9 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+# How the waiting starts and ends in a worker's log (a pool relays them: search.execution.pool).
+UNWRITABLE = "the store cannot be written"
+WRITABLE_AGAIN = "the store can be written again"
 _waiting_for_writable = 0  # > 0 while a study runs in this process (waiting_for_writable)
 
 
@@ -116,8 +119,8 @@ def retrying(fn: Callable[[], T], what: str = "store operation",
             if problem is not None and _waiting_for_writable:
                 if unwritable_since is None:
                     unwritable_since = now
-                    _log.warning("the store cannot be written (%s: %s): %s; waiting up to %.0f s "
-                                 "for it, and the study goes on once it can", what,
+                    _log.warning("%s (%s: %s): %s; waiting up to %.0f s for it, and the study "
+                                 "goes on once it can", UNWRITABLE, what,
                                  _first_line(exc), problem, WRITABLE_WAIT_SECONDS)
                 if now - unwritable_since + pause > WRITABLE_WAIT_SECONDS:
                     raise
@@ -129,7 +132,7 @@ def retrying(fn: Callable[[], T], what: str = "store operation",
                              what, budget_s)
         else:
             if unwritable_since is not None:
-                _log.warning("the store can be written again (%s, after %.0f s): the study goes on",
+                _log.warning("%s (%s, after %.0f s): the study goes on", WRITABLE_AGAIN,
                              what, time.monotonic() - unwritable_since)
             return result
         time.sleep(pause)

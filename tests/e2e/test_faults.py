@@ -548,6 +548,10 @@ def test_a_store_whose_disk_fills_mid_study_is_waited_for_and_the_study_ends_at_
         filler.unlink()  # space again
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
+        # the coordinator says it too, once, where the user watches (the workers' logs are files)
+        said = [line for line in err.splitlines() if "the store can" in line]
+        assert len(said) == 2 and said[0] == lines[0].strip() \
+            and said[1].startswith("the store can be written again"), err[-3000:]
         trials = trials_of(url)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
         assert counts[TrialState.RUNNING] == 0 and counts[TrialState.WAITING] == 0, counts
