@@ -173,6 +173,8 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
     _datasets.activate(dataset)
     condition = ({} if trial_attrs.ABLATION in trial.user_attrs  # an ablation holds its center
                  else conditions.condition_for(space.conditions, trial.number))
+    if condition:  # the pruner compares the trial with its condition's trials (space.pruners)
+        trial.set_user_attr(trial_attrs.CONDITION, condition)
     hp = TrialHyperParameters(trial, fixed={**condition, **config.fixed})
     # A History result can only be scored from its epochs: an epoch without the objective ends it.
     history_result = not space.custom_fit or config.fit_returns == "history"

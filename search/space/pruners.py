@@ -9,6 +9,12 @@ running trial stops at the end of its current epoch, the next time it reports. T
 mixin on Optuna's own class, so ``isinstance(pruner, HyperbandPruner)`` still holds (Optuna
 filters Hyperband's brackets by that test).
 
+A trial run under a swept condition (``CONDITIONS``: its ``condition`` user attribute, set as
+it starts) is compared with the trials of the same condition only: a 10-class trial's first epochs
+are not worse than a 3-class trial's for its hyperparameters, and measured against them every
+harder condition would be pruned (the median rule and successive halving; Hyperband's brackets
+read the store themselves and still see every trial).
+
 Ablation trials (``search ablate``, tagged with the ``ablation`` user attribute) are never
 pruned: they are a controlled comparison, and a value stopped early is not comparable. A stop
 request still stops them.
@@ -28,8 +34,24 @@ from search.options import PRUNERS
 REDUCTION_FACTOR = 3  # Optuna's default for Hyperband and successive halving
 
 
+class _WithinCondition:
+    """The study as a pruner sees it for a trial run under a swept condition: the trials of that
+    condition only; everything else is the study's."""
+
+    def __init__(self, study: optuna.Study, condition: dict):
+        self._study, self._condition = study, condition
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if t.user_attrs.get(trial_attrs.CONDITION) == self._condition]
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+
 class _Stoppable:
-    """Mixin: prune every trial once ``self.stop`` is set."""
+    """Mixin: prune every trial once ``self.stop`` is set; compare a trial run under a condition
+    with its condition's trials only."""
 
     stop: threading.Event
 
@@ -38,6 +60,9 @@ class _Stoppable:
             return True
         if trial.user_attrs.get(trial_attrs.ABLATION):
             return False
+        condition = trial.user_attrs.get(trial_attrs.CONDITION)
+        if condition:
+            study = _WithinCondition(study, condition)
         return super().prune(study, trial)
 
 
