@@ -120,7 +120,8 @@ def test_the_password_can_stay_out_of_the_url(postgres_server, tmp_path, monkeyp
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 0, result.stderr
     assert "No studies in this store yet" in result.stdout
-    store = storage.open_storage(url)
+    store = storage.open_storage(url)  # as `search start` opens it: Optuna's tables, then ours
+    storage.StudyRecords(store.engine)
     assert {"search_studies", "trials"} <= set(sqlalchemy.inspect(store.engine).get_table_names())
     store.engine.dispose()
 
