@@ -94,20 +94,21 @@ def start(space_file: str, *, fixed: dict | None = None,
         from search.execution.launchers.ray import place
 
         placement = place(checked.ray, checked.workers, checked.per_gpu)
-        slots = [None] * placement.workers
+        workers = placement.workers  # a count: Ray places them, no local slot is listed
     else:
         slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
+        workers = len(slots)
     from search.commands import start as start_command  # imports Keras and the backend
 
     prepared = start_command.prepare(checked)
-    prepared.workers = len(slots)
+    prepared.workers = workers
     if on_prepared is not None:
         on_prepared(prepared)
     if checked.ray:
         final = start_command.run_on_ray(prepared, placement, on_progress)
     else:
         final = start_command.run(prepared, slots, on_progress)
-    return StartResult(prepared.study_name, prepared.resumed, prepared.notes, len(slots), final)
+    return StartResult(prepared.study_name, prepared.resumed, prepared.notes, workers, final)
 
 
 @_store_errors
