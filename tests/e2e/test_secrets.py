@@ -268,6 +268,16 @@ def test_the_first_unpinned_run_of_a_stored_source_is_said_once(tmp_path, monkey
     assert marker.exists()
 
 
+def test_a_worker_with_several_slots_says_it_once_for_all_of_them(tmp_path):
+    """Its coordinator says it, once, before it starts the pool."""
+    _, url = tiny_study(tmp_path)
+    result = CliRunner().invoke(main, ["worker", "--study", "tiny", "--per-gpu", "2", "--storage", url])
+    assert result.exit_code == 0, result.stderr
+    assert len(first_use_lines(result.stdout + result.stderr)) == 1, result.stdout
+    again = CliRunner().invoke(main, ["worker", "--study", "tiny", "--per-gpu", "2", "--storage", url])
+    assert again.exit_code == 0 and first_use_lines(again.stdout + again.stderr) == []
+
+
 # Run as a second process: what anyone who can write the store can do to it, through Optuna's
 # own storage and the study's row: point the artifact store at another folder (argv[3]) when
 # given, and add checkpoint index entries whose artifact ids are paths (argv[2] is the victim).
