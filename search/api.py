@@ -94,20 +94,21 @@ def start(space_file: str, *, fixed: dict | None = None,
         from search.execution.launchers.ray import place
 
         placement = place(checked.ray, checked.workers, checked.per_gpu)
-        slots = [None] * placement.workers
+        workers = placement.workers  # a count: Ray places them, no local slot is listed
     else:
         slots = plan_slots(checked.gpus, checked.per_gpu, checked.workers)
+        workers = len(slots)
     from search.commands import start as start_command  # imports Keras and the backend
 
     prepared = start_command.prepare(checked)
-    prepared.workers = len(slots)
+    prepared.workers = workers
     if on_prepared is not None:
         on_prepared(prepared)
     if checked.ray:
         final = start_command.run_on_ray(prepared, placement, on_progress)
     else:
         final = start_command.run(prepared, slots, on_progress)
-    return StartResult(prepared.study_name, prepared.resumed, prepared.notes, len(slots), final)
+    return StartResult(prepared.study_name, prepared.resumed, prepared.notes, workers, final)
 
 
 @_store_errors
@@ -131,6 +132,7 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
     from search.execution.devices import plan_slots
     from search.execution.pins import Pins
     from search.execution.pool import pool_report, run_local_workers
+    from search.execution.trust import first_use_note
     from search.execution.worker import local_space_note, run_worker
     from search.storage import url_of
     from search.study import open_study
@@ -145,12 +147,16 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
                           pins=pins, restart_when_stuck=restart_when_stuck)
     stored = open_study(storage, study)
     pins.check(stored.record, url_of(stored.storage))
-    note = local_space_note(stored.record) if not pins.pinned else None
-    if note and on_note is not None:
-        on_note(note)
+    notes = [] if pins.pinned else [
+        local_space_note(stored.record),
+        first_use_note(url_of(stored.storage), study, stored.record.space_source)]
+    notes = [note for note in notes if note]
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
     final, workers = run_local_workers(stored, slots, on_progress,
                                        space_sha256=pins.space_sha256)
-    return pool_report(final, workers, [note] if note else [])
+    return pool_report(final, workers, notes)
 
 
 @_store_errors
@@ -223,11 +229,13 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
 def best(study: str, *, storage: str | None = None, top: int | None = None,
          evaluate: bool = False, export: str | None = None, space: str | None = None,
          data: str | None = None, artifacts: str | None = None,
-         on_trial: Callable[[TopTrial], None] | None = None) -> BestTrials:
+         on_trial: Callable[[TopTrial], None] | None = None,
+         on_note: Callable[[str], None] | None = None) -> BestTrials:
     """The top trials with their kept checkpoints; ``evaluate`` measures them on the held-out
     test split, ``export`` writes their models and configurations to that folder. Both execute
     the stored space source: ``space`` (a file), ``data`` and ``artifacts`` pin it as for
-    ``worker``. Without ``evaluate`` and ``export`` nothing is written to the store."""
+    ``worker``; unpinned, the first run of a stored source here is a note (``on_note``, before
+    any model is rebuilt). Without ``evaluate`` and ``export`` nothing is written to the store."""
     from search.study import needs_space, open_study
 
     stored = open_study(storage, study, read_only=True)  # answered before Keras loads
@@ -237,7 +245,7 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
     from search.execution.pins import Pins
 
     return best_trials(study, storage=storage, top=top, evaluate=evaluate, export=export,
-                       on_trial=on_trial, pins=Pins.of(space, data, artifacts))
+                       on_trial=on_trial, pins=Pins.of(space, data, artifacts), on_note=on_note)
 
 
 def check_html_path(path):

@@ -230,7 +230,7 @@ def worker(study, storage, gpus, per_gpu, space_file, data, artifacts):
         console.print(escape(trial_line(trial)), highlight=False)
 
     def on_note(note):
-        console.print(f"note: {escape(note)}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
 
     try:
         report = _run(lambda: api.worker(study, storage=storage, gpus=gpus, per_gpu=per_gpu,
@@ -389,9 +389,12 @@ def best(study, storage, top, evaluate, export_dir, fmt, space_file, data, artif
     from search import api
     from search.console.best import print_best
 
+    def on_note(note):  # on stderr: stdout may be JSON
+        err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+
     result = _run(lambda: api.best(study, storage=storage, top=top, evaluate=evaluate,
                                    export=export_dir, space=space_file, data=data,
-                                   artifacts=artifacts))
+                                   artifacts=artifacts, on_note=on_note))
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return

@@ -128,6 +128,18 @@ def zero_or_more(v) -> str | None:
     return None if v >= 0 else f"must be 0 or more (got {v})"
 
 
+def count_of_trials(v) -> str | None:
+    """A count of a study's trials (retries, kept checkpoints, failures in a row): 0 or more, and
+    no more than a study holds."""
+    return zero_or_more(v) or (f"must be at most {MAX_TRIALS} (a study's most trials; got {v})"
+                               if v > MAX_TRIALS else None)
+
+
+# The seeds NumPy (and so Keras, scikit-learn and Optuna's samplers) take: 0 to 2**32 - 1. The
+# seeds derived from the study's (a worker's, a trial's) are folded into the same range.
+MAX_SEED = 2**32 - 1
+
+
 def one_of(choices: tuple[str, ...], what: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"unknown {what} {v!r}: use one of {', '.join(choices)}"
 
@@ -185,7 +197,8 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("data", str, "Data set name or .npz path.", stored="fixed", metavar="NAME_OR_PATH"),
     Option("sampler", str, "Optuna sampler.", default="tpe", stored="fixed", choices=SAMPLERS,
            check=one_of(SAMPLERS, "sampler"), labelled=False),
-    Option("seed", int, "Seed for splits, samplers and weights.", default=0, stored="fixed"),
+    Option("seed", int, "Seed for splits, samplers and weights.", default=0, stored="fixed",
+           check=between(0, MAX_SEED, "the seeds NumPy takes")),
     Option("pruner", str, "Optuna pruner, fed each epoch's objective (default: median).",
            default="median", stored="fixed", choices=PRUNERS, check=one_of(PRUNERS, "pruner"),
            labelled=False),
@@ -207,9 +220,9 @@ START_OPTIONS: tuple[Option, ...] = (
            "(default 60).", default=60, stored="changeable", check=at_least_seconds(1),
            metavar="SECONDS"),
     Option("max_retry", int, "How often a trial whose worker died is run again (default 3).",
-           default=3, stored="changeable", check=zero_or_more, metavar="N"),
+           default=3, stored="changeable", check=count_of_trials, metavar="N"),
     Option("keep_best", int, "Keep the best-epoch weights of the K best trials (default 3; 0: none).",
-           default=3, stored="fixed", check=zero_or_more, metavar="K"),
+           default=3, stored="fixed", check=count_of_trials, metavar="K"),
     Option("artifacts", str, "Artifact store for those weights (default: a folder next to a "
            "SQLite store).", stored="fixed", normalize=normalize_location,
            metavar="PATH|s3://BUCKET[/PREFIX]"),
@@ -225,7 +238,7 @@ START_OPTIONS: tuple[Option, ...] = (
            labelled=False),
     Option("max_consecutive_failures", int, "Stop the study after this many failed trials in a row "
            "(Keras Tuner's max_consecutive_failed_trials; default 3, 0: never).",
-           default=DEFAULT_MAX_CONSECUTIVE_FAILURES, stored="changeable", check=zero_or_more,
+           default=DEFAULT_MAX_CONSECUTIVE_FAILURES, stored="changeable", check=count_of_trials,
            metavar="N"),
 )
 OPTIONS = {o.name: o for o in START_OPTIONS}

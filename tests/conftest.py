@@ -66,6 +66,15 @@ def cifar(tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def config_home_of_the_test(tmp_path_factory, monkeypatch):
+    """Every test has a config folder of its own (XDG_CONFIG_HOME: where the stored sources already
+    run are remembered, search.execution.trust), never the user's."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def no_worker_outlives_the_test(tmp_path_factory, monkeypatch):
     """Every test runs with a temporary folder of its own (TMPDIR, for this process and the
     commands it starts); after it, no pool worker started under it is still running (waited

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from search import trial_attrs
 from search.analysis import analyze as analyze_study
 from search.errors import SearchError
+from search.options import MAX_TRIALS
 from search.space import ablation
 from search.study import open_study
 
@@ -77,7 +78,7 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
         if complete < FEW_TRIALS:
             notes.append(f"only {complete} completed search trials: the most important parameters "
                          f"are a guess below {FEW_TRIALS}; name them with --params")
-    planned = ablation.plan(center, hps, params, repeats)
+    planned = ablation.plan(center, hps, params, repeats, room=MAX_TRIALS - stored.record.budget)
     for entry in planned:
         values = {k: v for k, v in to_optuna_params(hps, entry["params"]).items()
                   if k not in config.fixed}

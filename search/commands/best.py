@@ -26,6 +26,7 @@ from search.console.format import param_value
 from search.errors import SearchError, one_line
 from search.execution.checkpoints import Checkpoints
 from search.execution.pins import Pins
+from search.execution.trust import first_use_note
 from search.storage import url_of
 from search.storage.trial_notes import note_on_trial
 from search.study import StoredStudy, open_study
@@ -174,12 +175,15 @@ def _export(row: TopTrial, trial: FrozenTrial, model, dataset, stored: StoredStu
 
 def best(study: str, *, storage: str | None = None, top: int | None = None,
          evaluate: bool = False, export: str | None = None,
-         on_trial: Callable[[TopTrial], None] | None = None, pins: Pins | None = None) -> BestTrials:
+         on_trial: Callable[[TopTrial], None] | None = None, pins: Pins | None = None,
+         on_note: Callable[[str], None] | None = None) -> BestTrials:
     """The ``top`` best completed trials (default: as many as the study keeps checkpoints of);
     with ``evaluate``, their test-split metrics (recorded on the trials); with ``export``, their
     models and configurations written to that folder. ``on_trial`` sees each trial when done.
     ``pins``: the study must be what they say before anything is read or run
-    (``search.execution.pins``; evaluating and exporting execute the stored space source)."""
+    (``search.execution.pins``; evaluating and exporting execute the stored space source).
+    ``on_note`` sees each note (``.notes``) before any model is rebuilt: the first unpinned run
+    of a stored source here (``search.execution.trust``)."""
     if top is not None and top < 1:
         raise SearchError(f"--top must be at least 1 (got {top})")
     if export and Path(export).exists() and not Path(export).is_dir():
@@ -198,7 +202,15 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
     result = BestTrials(study, config.objective, "maximize" if stored.maximize else "minimize",
                         checkpoints.keep, checkpoints.location or "nowhere", rows)
     if evaluate or export:
-        _evaluate_and_export(stored, checkpoints, result, evaluate, export, on_trial)
+        def before_rebuilding():  # the first unpinned run of this stored source here is said first
+            note = None if (pins and pins.pinned) else first_use_note(
+                url_of(stored.storage), study, stored.record.space_source)
+            if note:
+                result.notes.append(note)
+                if on_note is not None:
+                    on_note(note)
+
+        _evaluate_and_export(stored, checkpoints, result, evaluate, export, on_trial, before_rebuilding)
     elif on_trial is not None:
         for row in rows:
             on_trial(row)
@@ -206,7 +218,8 @@ def best(study: str, *, storage: str | None = None, top: int | None = None,
 
 
 def _evaluate_and_export(stored: StoredStudy, checkpoints: Checkpoints, result: BestTrials,
-                         evaluate: bool, export: str | None, on_trial) -> None:
+                         evaluate: bool, export: str | None, on_trial,
+                         before_rebuilding: Callable[[], None] = lambda: None) -> None:
     by_number = {t.number: t for t in stored.study.get_trials(deepcopy=False)}
     usable = [r for r in result.trials if r.artifact_id]
     if checkpoints.disabled:
@@ -214,6 +227,7 @@ def _evaluate_and_export(stored: StoredStudy, checkpoints: Checkpoints, result: 
     if not usable:
         raise SearchError(f"none of the top {len(result.trials)} trials has a kept checkpoint in "
                           f"{checkpoints.location}: nothing to evaluate or export")
+    before_rebuilding()
     rebuilder = _Rebuilder(stored, checkpoints)
     for row in result.trials:
         if not row.artifact_id:

@@ -56,10 +56,10 @@ def machine_limit() -> tuple[int, str]:
     return limit, why
 
 
-def check_machine(slots: list, asked: str) -> None:
-    """Refuse more local workers than :func:`machine_limit` (one line: how many, and why)."""
+def check_machine(count: int, asked: str) -> None:
+    """Refuse more than :func:`machine_limit` local workers (one line: how many, and why)."""
     limit, why = machine_limit()
-    if len(slots) > limit:
+    if count > limit:
         raise SearchError(f"{asked}: this machine runs at most {limit} local workers ({why}); "
                           "run more on other machines with `search worker`")
 
@@ -105,14 +105,13 @@ def plan_slots(gpus: str | None = None, per_gpu: int | None = None,
         asked = f"--per-gpu {per_gpu}" + (f" on {len(ids)} GPUs" if len(ids) > 1 else "")
     else:
         asked = f"{len(ids)} GPUs"
+    count = workers or (per_gpu or 1) * max(1, len(ids))
+    check_machine(count, asked)  # before the slots are listed: --workers 10**12 is a line, not a MemoryError
     if not ids:
-        slots = [None] * (workers or per_gpu or 1)
-    elif workers is not None:
-        slots = [ids[i % len(ids)] for i in range(workers)]
-    else:
-        slots = [g for g in ids for _ in range(per_gpu or 1)]
-    check_machine(slots, asked)
-    return slots
+        return [None] * count
+    if workers is not None:
+        return [ids[i % len(ids)] for i in range(workers)]
+    return [g for g in ids for _ in range(per_gpu or 1)]
 
 
 def worker_env(gpu: str | None, base: dict | None = None) -> dict:

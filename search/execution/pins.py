@@ -18,7 +18,10 @@ checkpoint index). Pinning covers each of them:
 
 Commands that execute stored code: ``search worker`` (and the local workers of ``search start``,
 pinned to the file ``start`` loaded), ``search best --evaluate`` and ``--export`` (rebuild the
-models). ``status``, ``analyze`` and ``ablate`` execute none.
+models). ``status``, ``analyze`` and ``ablate`` execute none (``ablate`` reads the stored
+hyperparameters, which are data, and queues trials: the workers that run them are pinned or not
+as they are started). Run unpinned, ``worker`` and ``best`` say so the first time for a store,
+study and source (``search.execution.trust``).
 """
 
 from __future__ import annotations

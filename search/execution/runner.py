@@ -57,7 +57,7 @@ from optuna.trial import TrialState
 from search import _datasets, trial_attrs
 from search.errors import one_line
 from search.execution.callbacks import TrialCallback, TrialStopped
-from search.options import StudyConfig
+from search.options import MAX_SEED, StudyConfig
 from search.space import conditions, labels
 from search.space.bridge import TrialHyperParameters
 from search.space.loader import Space
@@ -281,8 +281,9 @@ def failure_detail(exc: BaseException, user_file: str) -> str:
 
 
 def trial_seed(study_seed: int, number: int) -> int:
-    """The seed of trial ``number``: distinct per trial, reproducible per study."""
-    return study_seed * 100_003 + number
+    """The seed of trial ``number``: distinct per trial, reproducible per study, in the range
+    NumPy takes (``keras.utils.set_random_seed`` refuses a larger one)."""
+    return (study_seed * 100_003 + number) % (MAX_SEED + 1)
 
 
 def save_weights(weights: list, path: str) -> None:

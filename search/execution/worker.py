@@ -68,6 +68,7 @@ from search.execution.launchers import job_of_this_process
 from search.execution.pins import Pins
 from search.execution.pool import WorkerReport
 from search.execution.runner import TrialOutcome, record, run_trial
+from search.execution.trust import first_use_note
 from search.options import StudyConfig
 from search.space.loader import Space, space_from_source
 from search.space.pruners import make_pruner
@@ -140,6 +141,11 @@ def run_worker(storage_url: str | None, study_name: str, slot: int | None = None
     config = stored.config
     report = WorkerReport()
     notes = [] if pins.pinned else [local_space_note(stored.record)]
+    if space is None and not pins.pinned and pins.config_sha256 is None \
+            and stored.config.source_kind != "notebook":
+        # the user's own command runs the stored source unpinned (a pool's workers were pinned
+        # by the coordinator that checked the study; search.Tuner runs its own space)
+        notes.append(first_use_note(url_of(stored.storage), study_name, stored.record.space_source))
     restarted_after = os.environ.pop(RESTARTED_ENV, None)
     if restarted_after is not None:
         notes.append(f"this worker restarted: trial {restarted_after} did not stop after its "

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from search.errors import SearchError
+from search.options import MAX_TRIALS
 from search.space.bridge import param_mapping
 
 GRID_POINTS = 5
@@ -116,10 +117,12 @@ def _variants(best_values: dict, space, name: str, values: list) -> list[tuple]:
     return variants
 
 
-def plan(best_values: dict, space, params: list[str], repeats: int) -> list[dict]:
+def plan(best_values: dict, space, params: list[str], repeats: int,
+         room: int | None = None) -> list[dict]:
     """The ablation trials: ``{"params": full hyperparameter values, "ablation": {"param",
     "value", "repeat", "center"}}`` for each parameter, each grid value, each repeat (in that
-    order). ``space``: the study's discovered ``keras_tuner.HyperParameters``."""
+    order). ``space``: the study's discovered ``keras_tuner.HyperParameters``. ``room``: how
+    many trials the study can still take; more is refused before any is listed."""
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1 (got {repeats})")
     if not params:
@@ -133,10 +136,17 @@ def plan(best_values: dict, space, params: list[str], repeats: int) -> list[dict
     if inactive:
         raise SearchError(f"{', '.join(inactive)} not active in the best configuration: "
                           "nothing to ablate around it")
+    variants = {name: _variants(best_values, space, name, grid(by_name[name], best_values[name]))
+                for name in params}
+    configurations = sum(len(v) for v in variants.values())
+    if room is not None and configurations * repeats > room:
+        raise SearchError(f"--repeats {repeats} queues {configurations * repeats} trials "
+                          f"({configurations} configurations x {repeats}): the study has room for "
+                          f"{room} more (a study holds at most {MAX_TRIALS}); lower --repeats")
     trials = []
     for name in params:
         center = best_values[name]
-        for value, config in _variants(best_values, space, name, grid(by_name[name], center)):
+        for value, config in variants[name]:
             for repeat in range(repeats):
                 trials.append({"params": dict(config),
                                "ablation": {"param": name, "value": value, "repeat": repeat,

@@ -8,7 +8,7 @@ import keras_tuner as kt
 import optuna
 
 from search.errors import SearchError
-from search.options import SAMPLERS
+from search.options import MAX_SEED, SAMPLERS
 from search.space.bridge import param_mapping
 
 GRID_LIMIT = 100_000
@@ -58,5 +58,6 @@ def make_sampler(name: str, seed: int | None, hps: kt.HyperParameters | None = N
 
 
 def worker_seed(seed: int, slot: int) -> int:
-    """Distinct, reproducible seeds for the workers of one study."""
-    return seed * 1000 + slot
+    """Distinct, reproducible seeds for the workers of one study, in the range NumPy takes (a
+    process id as the slot, or a large --seed, would leave it)."""
+    return (seed * 1000 + slot) % (MAX_SEED + 1)

@@ -214,6 +214,71 @@ def test_best_evaluate_space_refuses_a_stored_source_that_is_not_the_file(tamper
     assert not marker.exists()  # the stored code was not executed
 
 
+def first_use_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("note: running the space source")]
+
+
+def test_the_first_unpinned_run_of_a_stored_source_is_said_once(tmp_path, monkeypatch):
+    """worker and best --evaluate say, before running it, that they run the stored source the
+    first time they do here for this store, study and source; never again for the same, again
+    once the stored source changes; never with --space. ablate runs no stored code and says
+    nothing."""
+    from search.space.source import source_sha256
+
+    space, url = tiny_study(tmp_path)
+
+    def note(source: str) -> str:
+        return (f"note: running the space source stored in {url} for study 'tiny' (sha256 "
+                f"{source_sha256(source)[:12]}) on this machine for the first time: whoever can "
+                "write to that store chooses this code; pin it with --space FILE")
+
+    def invoke(*args):
+        result = CliRunner().invoke(main, [*args, "--storage", url])
+        assert result.exit_code == 0, result.stderr
+        return result
+
+    first = invoke("worker", "--study", "tiny")
+    assert first_use_lines(first.stdout) == [note(TINY_SPACE)]
+    assert first.stdout.index("note: running") < first.stdout.index("trial 0")  # said before it ran
+    again = invoke("worker", "--study", "tiny")
+    assert first_use_lines(again.stdout + again.stderr) == []
+    # best --evaluate shares what this user has seen: a fresh config folder has seen nothing
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "fresh"))
+    best = invoke("best", "--study", "tiny", "--evaluate", "--format", "json")
+    assert first_use_lines(best.stderr) == [note(TINY_SPACE)]
+    assert json.loads(best.stdout)["notes"] == [note(TINY_SPACE).removeprefix("note: ")]  # stdout stays JSON
+    best = invoke("best", "--study", "tiny", "--evaluate")
+    assert first_use_lines(best.stdout + best.stderr) == []
+    # pinned: nothing said, nothing remembered
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "pinned"))
+    for args in (["worker", "--study", "tiny"], ["best", "--study", "tiny", "--evaluate"]):
+        pinned = invoke(*args, "--space", str(space))
+        assert first_use_lines(pinned.stdout + pinned.stderr) == []
+    assert not (tmp_path / "pinned").exists()
+    # the stored source changed by whoever writes the store: said again, with its new hash
+    marker = tmp_path / "ran.txt"
+    payload = PAYLOAD.format(marker=str(marker))
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        conn.execute("UPDATE search_studies SET space_source = space_source || ?", (payload,))
+    ablated = invoke("ablate", "--study", "tiny", "--params", "units", "--repeats", "1")
+    assert not marker.exists()  # queueing trials runs no stored code
+    assert first_use_lines(ablated.stdout + ablated.stderr) == []
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "fresh"))
+    changed = invoke("worker", "--study", "tiny")
+    assert first_use_lines(changed.stdout) == [note(TINY_SPACE + payload)]
+    assert marker.exists()
+
+
+def test_a_worker_with_several_slots_says_it_once_for_all_of_them(tmp_path):
+    """Its coordinator says it, once, before it starts the pool."""
+    _, url = tiny_study(tmp_path)
+    result = CliRunner().invoke(main, ["worker", "--study", "tiny", "--per-gpu", "2", "--storage", url])
+    assert result.exit_code == 0, result.stderr
+    assert len(first_use_lines(result.stdout + result.stderr)) == 1, result.stdout
+    again = CliRunner().invoke(main, ["worker", "--study", "tiny", "--per-gpu", "2", "--storage", url])
+    assert again.exit_code == 0 and first_use_lines(again.stdout + again.stderr) == []
+
+
 # Run as a second process: what anyone who can write the store can do to it, through Optuna's
 # own storage and the study's row: point the artifact store at another folder (argv[3]) when
 # given, and add checkpoint index entries whose artifact ids are paths (argv[2] is the victim).

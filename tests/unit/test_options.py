@@ -24,6 +24,12 @@ from search.options import OPTIONS, START_OPTIONS, OptionError, StudyConfig, opt
     ({"trial_timeout": 1e300}, "--trial-timeout must be at most 1000000000 seconds (got 1e+300)"),
     ({"timeout": 1e300}, "--timeout must be at most 1000000000 seconds (got 1e+300)"),
     ({"heartbeat": 10**11, "grace": 10**11 + 1}, "--heartbeat must be at most 1000000000 seconds (got 100000000000)"),
+    ({"seed": 2**32}, "--seed must be at most 4294967295 (the seeds NumPy takes; got 4294967296)"),
+    ({"seed": -1}, "--seed must be at least 0 (got -1)"),
+    ({"keep_best": 10**12}, "--keep-best must be at most 2147483647 (a study's most trials; got 1000000000000)"),
+    ({"max_retry": 2**31}, "--max-retry must be at most 2147483647 (a study's most trials; got 2147483648)"),
+    ({"max_consecutive_failures": 10**12}, "--max-consecutive-failures must be at most 2147483647"),
+    ({"max_retry": -1}, "--max-retry must be 0 or more (got -1)"),
 ])
 def test_start_options_are_checked_before_anything_is_stored(options, message):
     from search.options import start_options

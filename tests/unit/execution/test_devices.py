@@ -25,3 +25,16 @@ def test_slots_per_gpu_workers_and_cpu(monkeypatch):
             plan_slots(**kwargs)
     with pytest.raises(SearchError, match="per_gpu must be at least 1"):
         check("per_gpu", 0)  # --per-gpu is checked as an option, before any slot is planned
+
+
+@pytest.mark.parametrize("gpus, kwargs, asked", [
+    ([], {"workers": 10**12}, f"--workers {10**12}"),
+    ([], {"per_gpu": 10**12}, f"--per-gpu {10**12}"),
+    (["0", "1"], {"per_gpu": 10**12}, f"--per-gpu {10**12} on 2 GPUs"),
+])
+def test_more_workers_than_the_machine_holds_are_refused_before_their_slots_are_listed(
+        monkeypatch, gpus, kwargs, asked):
+    """--workers 10**12 is the machine's one line, not a MemoryError from listing the slots."""
+    monkeypatch.setattr("search.execution.devices.visible_gpus", lambda: gpus)
+    with pytest.raises(SearchError, match=rf"^{asked}: this machine runs at most \d+ local workers"):
+        plan_slots(**kwargs)

@@ -108,3 +108,20 @@ def test_a_long_multi_line_message_is_kept_whole_up_to_its_bound():
     assert "the real cause: xxx" in message and message.endswith(" ...")
     assert len(message) <= DETAIL_MESSAGE_CHARS + 4
     assert "in deep" in frames  # no frame of the space: the deepest frames instead
+
+
+def test_derived_seeds_stay_in_the_range_numpy_takes():
+    """The largest --seed, a process id as the worker's slot: the seeds of the trials and of the
+    workers' samplers are still seeds NumPy (so Keras and Optuna) takes, distinct per trial."""
+    import numpy as np
+
+    from search.execution.runner import trial_seed
+    from search.options import MAX_SEED
+    from search.space.samplers import make_sampler, worker_seed
+
+    seeds = [trial_seed(MAX_SEED, number) for number in range(100)]
+    assert len(set(seeds)) == 100 and all(0 <= s <= MAX_SEED for s in seeds)
+    assert trial_seed(0, 7) == 7 and worker_seed(3, 2) == 3002  # small seeds as before: studies resume alike
+    keras.utils.set_random_seed(max(seeds))
+    np.random.seed(worker_seed(MAX_SEED, 4_194_304))  # the largest Linux pid
+    make_sampler("tpe", worker_seed(MAX_SEED, 4_194_304))

@@ -93,3 +93,16 @@ def test_plan_rejects_bad_requests(space):
         ablation.plan(BEST, space, ["momentum"], 2)
     with pytest.raises(SearchError, match="repeats"):
         ablation.plan(BEST, space, ["lr"], 0)
+
+
+def test_a_plan_beyond_the_room_left_is_refused_before_it_is_listed(space):
+    from search.options import MAX_TRIALS
+
+    # 6 lr values x 10**12 repeats: refused at once (listing them first would take the memory)
+    with pytest.raises(SearchError, match=r"--repeats 1000000000000 queues 6000000000000 trials \(6 "
+                                          r"configurations x 1000000000000\): the study has room for "
+                                          rf"{MAX_TRIALS - 10} more"):
+        ablation.plan(BEST, space, ["lr"], 10**12, room=MAX_TRIALS - 10)
+    assert len(ablation.plan(BEST, space, ["lr"], 2, room=12)) == 12  # exactly the room: planned
+    with pytest.raises(SearchError, match="room for 11 more"):
+        ablation.plan(BEST, space, ["lr"], 2, room=11)
