@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search.errors import DataError, DownloadError
+from search.logs import UNSCALED
 
 DEFAULT_DATA = "digits"
 DEFAULT_VAL_FRACTION = 0.15
@@ -115,7 +116,6 @@ def subset(dataset: Dataset, classes: int) -> Dataset:
     return _subset(dataset.name, dataset.seed, _val_fraction(dataset), classes)
 
 
-UNSCALED = "uint8 pixels 0..255"  # in every unscaled note: how a log line is told apart from a crash
 
 # Layers that pass pixel values on unchanged in scale: the inputs reach the first weighted layer
 # through these as raw 0..255 values. Any other layer (a Lambda, an op, a custom layer) may rescale,

@@ -24,6 +24,10 @@ import tempfile
 VERBOSE_ENV = "SEARCH_VERBOSE"
 
 # Lines native start-up code writes to stderr that say nothing to a user of this tool.
+# In the note search._datasets gives when raw uint8 pixels reach a model's weights: a worker log
+# line that holds it is that note, never why the worker died (search.execution.pool.crash_cause).
+UNSCALED = "uint8 pixels 0..255"
+
 STARTUP_NOISE = re.compile(
     r"absl::InitializeLog\(\)|cudart_stub\.cc|Could not find cuda drivers|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc|"

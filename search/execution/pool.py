@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search import _datasets, trial_attrs
+from search import trial_attrs
 from search.errors import SearchError
 from search.execution.devices import worker_env
 from search.execution.faults import (
@@ -50,6 +50,7 @@ from search.execution.faults import (
     fail_stale_trials,
     work_on,
 )
+from search.logs import UNSCALED
 from search.options import study_file_name
 from search.storage import free_connections, url_of, waiting_for_writable
 from search.storage import workers as worker_states
@@ -207,7 +208,7 @@ def crash_cause(path: str) -> str | None:
             return f"{error} in {function} ({os.path.basename(where)}, line {number})"
         return error
     meaningful = [line.strip() for line in lines if line.strip() and not _NOISE.match(line.strip())
-                  and _datasets.UNSCALED not in line]  # our own note, not a cause
+                  and UNSCALED not in line]  # our own note, not a cause
     return meaningful[-1] if meaningful else None
 
 

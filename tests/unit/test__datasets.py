@@ -205,5 +205,5 @@ def test_the_unscaled_note_is_given_once_a_process():
     model = keras.Sequential([keras.Input(shape=ds.input_shape), keras.layers.Flatten(),
                               keras.layers.Dense(2)])
     _datasets._said.clear()
-    assert _datasets.UNSCALED in _datasets.unscaled_note_once(model, ds)
+    assert _datasets.UNSCALED in _datasets.unscaled_note_once(model, ds)  # search.logs.UNSCALED
     assert _datasets.unscaled_note_once(model, ds) is None
