@@ -183,3 +183,18 @@ for _name in _RETRIED:
     # Methods the class defines itself retry on their own.
     if hasattr(optuna.storages.RDBStorage, _name) and _name not in ResilientRDBStorage.__dict__:
         setattr(ResilientRDBStorage, _name, _wrap(_name))
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Set user attributes of a running trial: in one transaction where the study's store is a
+    :class:`ResilientRDBStorage` (behind the cache Optuna puts in front of an RDB storage), with
+    ``trial.set_user_attr`` one at a time otherwise (another store, a ``FixedTrial``). The trial
+    shows them at once, as after ``set_user_attr``."""
+    store = getattr(trial, "storage", None)
+    backend = getattr(store, "_backend", store)
+    if not isinstance(trial, optuna.Trial) or not isinstance(backend, ResilientRDBStorage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    backend.set_trial_user_attrs(trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
