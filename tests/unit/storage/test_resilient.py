@@ -51,9 +51,24 @@ def _rich_study(store):
     running = study.ask()
     running.suggest_float("x", 0, 1)
     running.set_user_attr("a", 1)
+    study.enqueue_trial({"x": 0.75}, user_attrs={"queued": True})
     study.add_trial(optuna.trial.create_trial(params={}, distributions={},
                                               values=[float("-inf"), 2.0]))
     return study
+
+
+def _assert_same(got, expected):
+    assert got._trial_id == expected._trial_id
+    assert got.params == expected.params and got.distributions == expected.distributions
+    assert list(got.params) == list(expected.params)  # Optuna's order (by param_id)
+    assert got.user_attrs == expected.user_attrs and got.system_attrs == expected.system_attrs
+    assert got.datetime_start == expected.datetime_start
+    assert got.datetime_complete == expected.datetime_complete
+    assert (got.number, got.state, got.values) == (expected.number, expected.state, expected.values)
+    assert got.intermediate_values.keys() == expected.intermediate_values.keys()
+    for step, value in expected.intermediate_values.items():
+        assert got.intermediate_values[step] == value or (
+            math.isnan(value) and math.isnan(got.intermediate_values[step]))
 
 
 def test_get_trial_gives_what_optunas_gives_in_two_statements(url):
@@ -62,22 +77,37 @@ def test_get_trial_gives_what_optunas_gives_in_two_statements(url):
     plain = optuna.storages.RDBStorage(url)
     seen = _statements(ours.engine)
     trials = plain.get_all_trials(study._study_id, deepcopy=False)
-    assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING}
+    assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING,
+                                         TrialState.WAITING}
     for expected in trials:
         before = len(seen)
-        got = ours.get_trial(expected._trial_id)
+        _assert_same(ours.get_trial(expected._trial_id), expected)
         assert len(seen) - before == 2  # Optuna: 6 (the trial, then each of five collections)
-        assert got.params == expected.params and got.distributions == expected.distributions
-        assert list(got.params) == list(expected.params)  # Optuna's order (by param_id)
-        assert got.user_attrs == expected.user_attrs and got.system_attrs == expected.system_attrs
-        assert got.datetime_start == expected.datetime_start
-        assert got.datetime_complete == expected.datetime_complete
-        assert (got.number, got.state, got.values) == (expected.number, expected.state,
-                                                        expected.values)
-        assert got.intermediate_values.keys() == expected.intermediate_values.keys()
-        for step, value in expected.intermediate_values.items():
-            assert got.intermediate_values[step] == value or (
-                math.isnan(value) and math.isnan(got.intermediate_values[step]))
+    plain.engine.dispose()
+
+
+def test_reads_of_a_studys_trials_give_what_optunas_give_in_three_statements(url):
+    ours = storage.open_storage(url)
+    study = _rich_study(ours)
+    plain = optuna.storages.RDBStorage(url)
+    ids = [t._trial_id for t in plain.get_all_trials(study._study_id, deepcopy=False)]
+    seen = _statements(ours.engine)
+    # Optuna's cache asks for: every trial; those after the last finished one it holds, with the
+    # unfinished ones it holds; a state filter; nothing new.
+    for states, included, after in [(None, set(), -1), (None, {ids[1]}, ids[2]),
+                                    ((TrialState.COMPLETE,), set(), -1),
+                                    ((TrialState.RUNNING, TrialState.WAITING), {ids[0]}, ids[1]),
+                                    (None, set(), ids[-1])]:
+        expected = plain._get_trials(study._study_id, states, included, after)
+        before = len(seen)
+        got = ours._get_trials(study._study_id, states, included, after)
+        assert len(seen) - before == (3 if expected else 2)  # Optuna: 7
+        assert [t.number for t in got] == [t.number for t in expected]
+        for g, e in zip(got, expected):
+            _assert_same(g, e)
+    assert len(ours.get_all_trials(study._study_id)) == len(ids)
+    with pytest.raises(KeyError):
+        ours._get_trials(study._study_id + 100, None, set(), -1)
     plain.engine.dispose()
 
 
