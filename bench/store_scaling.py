@@ -174,8 +174,9 @@ def prefill_trials(space, count: int, seed: int):
     return made
 
 
-def make_template(url: str, level: int, args) -> None:
-    """Create the sleep study (as ``search start`` does) and add ``level`` finished trials."""
+def make_template(url: str, level: int, args, trials=None) -> None:
+    """Create the sleep study (as ``search start`` does) and add ``level`` finished trials
+    (``trials``: those of :func:`prefill_trials`, made already for another store)."""
     import optuna
 
     from search.commands.start import prepare
@@ -186,8 +187,8 @@ def make_template(url: str, level: int, args) -> None:
         str(SLEEP_SPACE), study=STUDY, storage=url, trials=1, epochs=max(1, args.reports),
         sampler=args.sampler, pruner="none", seed=0))
     prepared.stored.storage.engine.dispose()
-    space = load_space(str(SLEEP_SPACE))
-    trials = prefill_trials(space, level, seed=level)
+    if trials is None:
+        trials = prefill_trials(load_space(str(SLEEP_SPACE)), level, seed=level)
     try:
         bulk_add(url, STUDY, trials)
     except Exception as exc:  # Optuna's schema changed: the slow, public way

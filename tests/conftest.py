@@ -12,6 +12,11 @@ pytest.register_assert_rewrite("search.testing")
 
 from search.testing.spaces import TINY_SPACE  # after the rewrite is registered
 
+# The temporary folder before any test gives itself one of its own (no_worker_outlives_the_test):
+# the session's PostgreSQL server lives there, where the postgres user (the server's, when the
+# tests run as root) can reach it; a test's own folder is under pytest's, which only we can.
+SESSION_TMP = tempfile.gettempdir()
+
 
 @pytest.fixture
 def store_url(tmp_path):
@@ -32,7 +37,7 @@ def postgres_server():
     from search.testing.postgres import PostgresServer, PostgresUnavailable
 
     try:
-        server = PostgresServer().start()
+        server = PostgresServer(parent=SESSION_TMP).start()
     except (PostgresUnavailable, OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"no PostgreSQL server for the tests: {exc}")
     try:

@@ -61,6 +61,7 @@ from search.options import MAX_SEED, StudyConfig
 from search.space import conditions, labels
 from search.space.bridge import TrialHyperParameters
 from search.space.loader import Space
+from search.storage import set_user_attrs
 
 # The steps of a trial, as :func:`run_trial` reports them to its ``on_phase``.
 BUILD, FIT, SCORING = "build()", "fit()", "scoring"
@@ -299,7 +300,7 @@ def load_weights(model: keras.Model, path: str) -> None:
 
 
 def record(trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    """Store the outcome's attributes on the trial (before it is told)."""
-    for key, value in outcome.attrs.items():
-        trial.set_user_attr(key, value)
+    """Store the outcome's attributes on the trial (before it is told): one transaction for all
+    of them where the store allows (``storage.set_user_attrs``), not one apiece."""
+    set_user_attrs(trial, outcome.attrs)
 

@@ -74,7 +74,7 @@ from search.space.loader import Space, space_from_source
 from search.space.pruners import make_pruner
 from search.space.samplers import make_sampler, worker_seed
 from search.space.source import source_sha256
-from search.storage import StudyRecord, StudyRecords, retrying, url_of, waiting_for_writable
+from search.storage import StudyRecord, StudyRecords, retrying, set_user_attrs, url_of, waiting_for_writable
 from search.storage import workers as worker_states
 from search.study import StoredStudy
 
@@ -225,9 +225,9 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
         stored.workers.set_state(worker_id, worker_states.RUNNING, trial.number)
         frozen = stored.storage.get_trial(trial._trial_id)
         attempt = trial_attrs.attempt(frozen)
-        trial.set_user_attr(trial_attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(),
-                                                 "slot": slot, "gpu": pinned_gpu()})
-        trial.set_user_attr(trial_attrs.ATTEMPT, attempt)
+        set_user_attrs(trial, {trial_attrs.WORKER: {"host": socket.gethostname(), "pid": os.getpid(),
+                                                    "slot": slot, "gpu": pinned_gpu()},
+                               trial_attrs.ATTEMPT: attempt})
         timeout = config.trial_timeout
         if timeout:
             heartbeat.stuck_after = time.monotonic() + timeout + config.grace
@@ -254,7 +254,8 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
                 return
         phases.set(trial._trial_id, trial.number, STORING)
         checkpoints.keep_trial(trial, outcome)
-        told = _tell(study, trial, outcome)
+        finished = _tell(study, trial, outcome)
+        told = finished is not None
         phases.set(None, None, IDLE)
         checkpoints.settle(trial.number, told)
         stored.workers.set_state(worker_id, worker_states.IDLE, finished_trial=True)
@@ -263,7 +264,6 @@ def _loop(stored: StoredStudy, study: optuna.Study, space, dataset, slot: int,
         report.pruned += outcome.state == TrialState.PRUNED
         report.failed += outcome.state == TrialState.FAIL
         if told:
-            finished = stored.storage.get_trial(trial._trial_id)
             _log.info("trial %d %s value %s", finished.number, finished.state.name.lower(),
                       finished.value)
             if on_trial is not None:
@@ -290,22 +290,22 @@ def _others_may_need_a_retry(stored: StoredStudy) -> bool:
     return bool(running)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
-    """Store the outcome; False when the trial was already failed for a stale heartbeat (this
-    worker was thought dead, and a retry of the trial is queued)."""
+def _tell(study: optuna.Study, trial: optuna.Trial,
+          outcome: TrialOutcome) -> optuna.trial.FrozenTrial | None:
+    """Store the outcome; the finished trial as the store holds it now (what ``study.tell``
+    read back), or None when the trial was already failed for a stale heartbeat (this worker
+    was thought dead, and a retry of the trial is queued)."""
     try:
         record(trial, outcome)
         if outcome.state == TrialState.COMPLETE:
-            retrying(lambda: study.tell(trial, outcome.value), "tell")
-        else:
-            retrying(lambda: study.tell(trial, state=outcome.state), "tell")
+            return retrying(lambda: study.tell(trial, outcome.value), "tell")
+        return retrying(lambda: study.tell(trial, state=outcome.state), "tell")
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
         if study._storage.get_trial(trial._trial_id).state.is_finished():
             _log.warning("trial %d was failed for a stale heartbeat while it ran; its retry "
                          "stands (%s)", trial.number, exc)
-            return False
+            return None
         raise
-    return True
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial, records: StudyRecords,

@@ -16,6 +16,7 @@ from search.storage.engine import (
     without_password,
 )
 from search.storage.records import StudyRecord, StudyRecords
+from search.storage.resilient import set_user_attrs
 from search.storage.retry import is_transient, retrying, waiting_for_writable
 from search.storage.workers import WorkerRegistry, WorkerRow
 
@@ -32,6 +33,7 @@ __all__ = [
     "mask_url",
     "open_storage",
     "retrying",
+    "set_user_attrs",
     "store_failed",
     "url_of",
     "waiting_for_writable",

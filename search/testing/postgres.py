@@ -55,9 +55,11 @@ def free_port() -> int:
 class PostgresServer:
     """One server: ``start()``, ``url(db)``, ``create_database()``, ``restart()``, ``stop()``."""
 
-    def __init__(self):
+    def __init__(self, parent: str | None = None):
+        """``parent``: the folder to make the server's own folder in (default: the temporary
+        folder); as root it must be one the postgres user can reach."""
         self.bin = find_binaries()
-        self.root = Path(tempfile.mkdtemp(prefix="search-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="search-pg-", dir=parent))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
