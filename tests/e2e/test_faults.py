@@ -40,6 +40,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
+from search.testing import disks
 from search.testing.cli import error_lines, popen_cli, run_cli
 from search.testing.faults import assert_kept, assert_requeued_and_kept, interrupt_a_sleeping_trial
 from search.testing.studies import (
@@ -457,26 +458,12 @@ def test_a_hung_trial_fails_with_its_reason_and_the_worker_goes_on(tmp_path):
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """A folder on a filesystem with no space left (a 4 KiB tmpfs, filled)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'}); "
-                    "tests/e2e/test_best.py simulates the failing write instead")
-    try:
+    """A folder on a filesystem with no space left (a 4 KiB tmpfs, filled; where no tmpfs can be
+    mounted, tests/e2e/test_best.py simulates the failing write instead)."""
+    with disks.small_tmpfs(tmp_path / "full", "4k") as mount:
         (mount / "checkpoints").mkdir()
-        try:
-            with open(mount / "filler", "wb") as f:
-                while True:
-                    f.write(b"\0" * 1024)
-                    f.flush()
-        except OSError:  # ENOSPC: the disk is full
-            pass
+        disks.fill(mount, chunk=1024)
         yield mount / "checkpoints"
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_checkpoints_on_a_full_disk_are_marked_missing_and_the_trials_kept(tiny_space, tmp_path,
@@ -514,27 +501,14 @@ def test_a_store_whose_disk_fills_mid_study_is_waited_for_and_the_study_ends_at_
     trial left and nothing to rerun."""
     from pathlib import Path
 
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'})")
-    try:
+    with disks.small_tmpfs(tmp_path / "small", "8m") as mount:
         url = f"sqlite:///{mount / 'store.db'}"
         budget = 5
         proc = popen_cli("start", str(tiny_space), "--storage", url, "--trials", str(budget),
                          "--epochs", "3", "--workers", "1", "--pruner", "none", "--keep-best", "0")
         wait_for_trials(url, lambda ts: sum(t.state == TrialState.COMPLETE for t in ts) >= 1, 150,
                         "a completed trial", proc)
-        filler = mount / "filler"
-        try:
-            with open(filler, "wb") as f:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-        except OSError:  # ENOSPC: the disk is full
-            pass
+        filler = disks.fill(mount)
 
         def waiting_worker():
             logs = [p for p in Path(os.environ["TMPDIR"]).glob("search-*-workers-*/*") if p.is_file()]
@@ -560,5 +534,3 @@ def test_a_store_whose_disk_fills_mid_study_is_waited_for_and_the_study_ends_at_
         assert sum(t.state == TrialState.COMPLETE for t in trials) == budget, counts
         assert len([t for t in trials if t.number not in superseded]) == budget
         assert integrity(mount / "store.db") == "ok"
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)

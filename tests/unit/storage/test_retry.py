@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from search.testing import disks
 from search.testing.studies import integrity
 
 
@@ -43,44 +44,40 @@ def _attempts_of(fn):
     return counted, calls
 
 
+def _store_with_records(db):
+    """A SQLite store at ``db`` with our tables, its connections closed (the next operation opens
+    the file anew: an open connection would write its -wal file, not the file itself)."""
+    from search import storage
+
+    store = storage.open_storage(f"sqlite:///{db}")
+    records = storage.StudyRecords(store.engine)
+    records.add(storage.StudyRecord(study_name="s", space_path="x.py", space_sha256="0" * 64,
+                                    space_source="", config={}, budget=1))
+    store.engine.dispose()
+    return store, records
+
+
 def test_an_immutable_store_file_fails_at_once_with_what_to_do(tmp_path):
     """chattr +i (or a read-only file): not retried as a lost connection, one line that says so."""
-    import subprocess
-
     from search import storage
 
     db = tmp_path / "store.db"
-    store = storage.open_storage(f"sqlite:///{db}")
-    records = storage.StudyRecords(store.engine)
-    store.engine.dispose()
-    done = subprocess.run(["chattr", "+i", str(db)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot make a file immutable here: {done.stderr.strip()}")
-    try:
+    _, records = _store_with_records(db)
+    with disks.immutable(db):
         write, calls = _attempts_of(lambda: records.grow_budget("nope", 1))
         with pytest.raises(Exception) as raised:
             storage.retrying(write, budget_s=120)
         assert len(calls) == 1  # not retried: waiting does not make the file writable
         line = str(storage.store_failed(raised.value))
         assert line.startswith("the store failed: ") and "not immutable (chattr -i)" in line
-    finally:
-        subprocess.run(["chattr", "-i", str(db)], check=False)
 
 
 def test_a_full_disk_under_the_store_fails_at_once_with_what_to_do(tmp_path):
-    import subprocess
-
     import sqlalchemy
 
     from search import storage
 
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'})")
-    try:
+    with disks.small_tmpfs(tmp_path / "small", "256k") as mount:
         store = storage.open_storage(f"sqlite:///{mount / 'store.db'}")
         storage.StudyRecords(store.engine)
         filler = sqlalchemy.text("INSERT INTO filler VALUES (:blob)")
@@ -99,8 +96,6 @@ def test_a_full_disk_under_the_store_fails_at_once_with_what_to_do(tmp_path):
         line = str(storage.store_failed(raised.value))
         assert "database or disk is full" in line and "its disk is full" in line, line
         store.engine.dispose()
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_inside_a_running_study_an_immutable_store_is_waited_for_until_it_is_writable(tmp_path, caplog):
@@ -113,24 +108,17 @@ def test_inside_a_running_study_an_immutable_store_is_waited_for_until_it_is_wri
     from search import storage
 
     db = tmp_path / "store.db"
-    store = storage.open_storage(f"sqlite:///{db}")
-    records = storage.StudyRecords(store.engine)
-    records.add(storage.StudyRecord(study_name="s", space_path="x.py", space_sha256="0" * 64,
-                                    space_source="", config={}, budget=1))
-    store.engine.dispose()  # the next write opens the file anew (an open one writes its -wal file)
-    done = subprocess.run(["chattr", "+i", str(db)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot make a file immutable here: {done.stderr.strip()}")
-    writable = threading.Timer(2.0, lambda: subprocess.run(["chattr", "-i", str(db)], check=False))
-    writable.start()
-    try:
-        started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="search.storage"), storage.waiting_for_writable():
-            records.grow_budget("s", 3)  # its own retrying
-        assert time.monotonic() - started >= 1.5  # it waited for the file
-    finally:
-        writable.join()
-        subprocess.run(["chattr", "-i", str(db)], check=False)
+    _, records = _store_with_records(db)
+    with disks.immutable(db):
+        writable = threading.Timer(2.0, lambda: subprocess.run(["chattr", "-i", str(db)], check=False))
+        writable.start()
+        try:
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="search.storage"), storage.waiting_for_writable():
+                records.grow_budget("s", 3)  # its own retrying
+            assert time.monotonic() - started >= 1.5  # it waited for the file
+        finally:
+            writable.join()
     assert records.get("s").budget == 4
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("the store cannot be written (grow_budget: attempt to write a readonly "
@@ -140,24 +128,15 @@ def test_inside_a_running_study_an_immutable_store_is_waited_for_until_it_is_wri
 
 
 def test_inside_a_running_study_a_store_that_stays_unwritable_fails_after_the_wait(tmp_path, monkeypatch):
-    import subprocess
-
     from search import storage
     from search.storage import retry
 
     db = tmp_path / "store.db"
-    store = storage.open_storage(f"sqlite:///{db}")
-    records = storage.StudyRecords(store.engine)
-    store.engine.dispose()
-    done = subprocess.run(["chattr", "+i", str(db)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot make a file immutable here: {done.stderr.strip()}")
+    _, records = _store_with_records(db)
     monkeypatch.setattr(retry, "WRITABLE_WAIT_SECONDS", 1.0)
-    try:
+    with disks.immutable(db):
         started = time.monotonic()
         with pytest.raises(Exception) as raised, storage.waiting_for_writable():
             storage.retrying(lambda: records.grow_budget("nope", 1), budget_s=120)
         assert 0.5 < time.monotonic() - started < 10
         assert "not immutable (chattr -i)" in str(storage.store_failed(raised.value))
-    finally:
-        subprocess.run(["chattr", "-i", str(db)], check=False)
