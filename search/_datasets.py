@@ -135,6 +135,7 @@ def _path_to_weights(model) -> str:
     with weights), "scaled" (a scaling layer), "unknown" (a layer that may rescale), or "through"
     (none of them: every layer keeps values, as an augmentation block does)."""
     from keras import Model
+    from keras.layers import Layer
 
     # A functional model's operations include the ops (``keras.ops``) applied between its layers.
     for layer in getattr(model, "operations", None) or getattr(model, "layers", []):
@@ -148,8 +149,9 @@ def _path_to_weights(model) -> str:
             continue
         if name in _VALUE_KEEPING:
             continue
-        if getattr(layer, "weights", None) and type(layer).__module__.startswith("keras."):
-            return "weights"
+        if (isinstance(layer, Layer) and type(layer).__module__.startswith("keras.")
+                and name not in ("Lambda", "Activation")):
+            return "weights"  # a Keras layer that computes on the values (built or not yet)
         return "unknown"  # a Lambda, an op or a custom layer: it may rescale, so say nothing
     return "through"
 

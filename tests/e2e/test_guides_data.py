@@ -61,8 +61,9 @@ def test_a_module_defining_only_build_model_runs(tmp_path, store_url):
     result = run_cli("start", str(space), "--storage", store_url, "--trials", "2", "--epochs", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     # The guide's model does not rescale the digits' uint8 pixels: said once, as one line.
-    notes = [line for line in result.stderr.splitlines() if "the inputs are uint8 pixels 0..255" in line]
-    assert len(notes) == 1 and "add keras.layers.Rescaling(1 / 255)" in notes[0]
+    said = " ".join(result.stdout.split())  # a note wraps at the terminal's width
+    assert said.count("note: digits: the inputs are uint8 pixels 0..255") == 1
+    assert "add keras.layers.Rescaling(1 / 255)" in said
     study = optuna.load_study(study_name="guide", storage=store_url)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert {"units", "activation", "dropout", "lr"} <= set(study.trials[0].user_attrs["hp_values"])
