@@ -132,7 +132,7 @@ _SCALING = ("Rescaling", "Normalization", "BatchNormalization", "LayerNormalizat
 
 def _path_to_weights(model) -> str:
     """What the model's inputs meet first beyond value-keeping layers: "weights" (a Keras layer
-    with weights), "scaled" (a scaling layer), "unknown" (a layer that may rescale), or "through"
+    that computes on the values, Dense, Conv and the like, built or not yet), "scaled" (a scaling layer), "unknown" (a layer that may rescale), or "through"
     (none of them: every layer keeps values, as an augmentation block does)."""
     from keras import Model
     from keras.layers import Layer
