@@ -163,19 +163,32 @@ def worker(study: str, *, storage: str | None = None, gpus: str | None = None,
 def slurm(study: str, *, storage: str | None = None, workers: int = 1, gpus_per_worker: int = 1,
           cpus_per_worker: int = 1, mem: str | None = None, time_limit: str | None = None,
           partition: str | None = None, sbatch_options: tuple[str, ...] = (),
-          script: str | None = None, dry_run: bool = False) -> SlurmJob:
+          script: str | None = None, dry_run: bool = False, space: str | None = None,
+          data: str | None = None, artifacts: str | None = None) -> SlurmJob:
     """Submit a Slurm job array of ``workers`` workers on ``study``, ``gpus_per_worker`` GPUs each
     (0: CPU workers): its batch script is written to ``script`` (default ``slurm/<study>.sbatch``)
     and submitted with ``sbatch`` unless ``dry_run``. The store URL in the script has no password;
-    a password file beside the script (mode 600, ``PGPASSFILE``) holds it."""
+    a password file beside the script (mode 600, ``PGPASSFILE``) holds it. ``space``, ``data``,
+    ``artifacts``: every worker is pinned to them as ``search worker --space ...`` is (checked here
+    first, so a study that is not what they say is refused before anything is submitted; the
+    space file must be readable at the same path where the tasks run, a shared file system)."""
+    import os
+
     from search.execution.launchers.slurm import submit
+    from search.execution.pins import Pins
+    from search.storage import url_of
     from search.study import open_study
 
     url = resolve_storage(storage)
-    open_study(url, study)  # an unknown study or an unreachable store is answered before sbatch
+    stored = open_study(url, study)  # an unknown study or an unreachable store: before sbatch
+    Pins.of(space, data, artifacts).check(stored.record, url_of(stored.storage))
+    pins = {option: value for option, value in (("--space", space and os.path.abspath(space)),
+                                                ("--data", data), ("--artifacts", artifacts))
+            if value is not None}
     return submit(study, url, workers, script=script, dry_run=dry_run,
                   gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, mem=mem,
-                  time_limit=time_limit, partition=partition, sbatch_options=sbatch_options)
+                  time_limit=time_limit, partition=partition, sbatch_options=sbatch_options,
+                  pins=pins)
 
 
 @_store_errors

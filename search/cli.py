@@ -265,13 +265,20 @@ def worker(study, storage, gpus, per_gpu, space_file, data, artifacts):
 @click.option("--script", default=None, metavar="FILE",
               help="Where to write the batch script (default: slurm/<study>.sbatch).")
 @click.option("--dry-run", is_flag=True, help="Write the batch script, do not submit it.")
+@click.option("--space", default=None, metavar="FILE",
+              help="Every worker runs only if the stored space source is this file's (as "
+                   "`search worker --space`; the file must be at this path where the tasks run).")
+@click.option("--data", default=None, metavar="NAME_OR_PATH",
+              help="Every worker runs only if the study reads this data.")
+@click.option("--artifacts", default=None, metavar="PATH|s3://BUCKET[/PREFIX]",
+              help="Every worker runs only if the study keeps its checkpoints there.")
 def slurm(study, storage, **options):
     """Submit a Slurm job array of workers on a study, one GPU each.
 
     The batch script is written to a file and submitted with sbatch; each array task is a
-    `search worker --study NAME`. The store URL in it carries no password: a password file beside
-    the script (mode 600, PGPASSFILE) holds it. `search status --study NAME` lists the workers by
-    their Slurm job id.
+    `search worker --study NAME` (with --space/--data/--artifacts, pinned as that command is). The
+    store URL in it carries no password: a password file beside the script (mode 600, PGPASSFILE)
+    holds it. `search status --study NAME` lists the workers by their Slurm job id.
     """
     from search import api
 

@@ -78,6 +78,24 @@ RETRY_HISTORY = "retry_history"  # system attribute of Optuna's RetryHeartbeatSt
 LOST_WORKER_REASON = "worker lost (no heartbeat)"
 
 
+# What a trial's retry keeps from it: why this configuration runs and the values it uses. What
+# one run produced (its curves, worker, failure, attempt) belongs to that run alone; Optuna's
+# retry callback would copy every user attribute.
+_KEPT_BY_A_RETRY = (BASELINE, ABLATION, CONDITION)
+
+
+def for_a_retry(trial: FrozenTrial) -> FrozenTrial:
+    """``trial`` as its retry should start from (for Optuna's ``RetryHeartbeatStaleTrialCallback``):
+    only the attributes of its configuration, so a queued copy never shows the dead run's worker
+    or failure."""
+    import copy
+
+    kept = copy.copy(trial)
+    kept.user_attrs = {key: value for key, value in trial.user_attrs.items()
+                       if key in _KEPT_BY_A_RETRY or key.startswith(USED_VALUE_PREFIX)}
+    return kept
+
+
 def hp_values(trial: FrozenTrial) -> dict:
     """The hyperparameter values a trial used (Optuna's params where the runner recorded none)."""
     return dict(trial.user_attrs.get(HP_VALUES) or trial.params)

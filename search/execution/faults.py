@@ -71,7 +71,7 @@ class StaleTrialRetry:
                  why: str = "lost its worker (no heartbeat)") -> bool:
         """Queue the retry; True when it was queued (False: its retries are spent)."""
         retried = len(trial_attrs.retry_history(trial)) < self.max_retry
-        self.retry(study, trial)
+        self.retry(study, trial_attrs.for_a_retry(trial))
         if self.checkpoints is not None:
             self.checkpoints.discard(trial)
         if retried:

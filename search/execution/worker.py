@@ -319,7 +319,7 @@ def requeue(study: optuna.Study, trial: optuna.Trial, records: StudyRecords,
     trial.set_user_attr(trial_attrs.INTERRUPTED, True)
     trial.set_user_attr(trial_attrs.FAIL_REASON, "interrupted by the user")
     study.tell(trial, state=TrialState.FAIL)
-    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial_attrs.for_a_retry(frozen))
     records.release(study_name)
 
 

@@ -26,6 +26,9 @@ from search.space.bridge import param_mapping
 
 GRID_POINTS = 5
 MAX_STEPPED_POINTS = 7
+# The most trials one ablation queues: each is a row the study holds (and one insert now), and
+# ten thousand trials measure any effect a few repeats per value can show many times over.
+MAX_QUEUED = 10_000
 
 
 def _kind(hp) -> str:
@@ -122,7 +125,8 @@ def plan(best_values: dict, space, params: list[str], repeats: int,
     """The ablation trials: ``{"params": full hyperparameter values, "ablation": {"param",
     "value", "repeat", "center"}}`` for each parameter, each grid value, each repeat (in that
     order). ``space``: the study's discovered ``keras_tuner.HyperParameters``. ``room``: how
-    many trials the study can still take; more is refused before any is listed."""
+    many trials the study can still take; more, or more than ``MAX_QUEUED``, is refused before
+    any is listed."""
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1 (got {repeats})")
     if not params:
@@ -143,6 +147,10 @@ def plan(best_values: dict, space, params: list[str], repeats: int,
         raise SearchError(f"--repeats {repeats} queues {configurations * repeats} trials "
                           f"({configurations} configurations x {repeats}): the study has room for "
                           f"{room} more (a study holds at most {MAX_TRIALS}); lower --repeats")
+    if configurations * repeats > MAX_QUEUED:
+        raise SearchError(f"--repeats {repeats} queues {configurations * repeats} trials "
+                          f"({configurations} configurations x {repeats}): one ablation queues at "
+                          f"most {MAX_QUEUED}; lower --repeats or name fewer --params")
     trials = []
     for name in params:
         center = best_values[name]

@@ -52,6 +52,7 @@ def assert_killed_trial_retried(url: str, killed: int, completed_before: dict, b
     assert retry.state == TrialState.COMPLETE
     assert retry.params == dead.params  # the same configuration, run again
     assert retry.user_attrs["attempt"] == 2
+    assert "fail_reason" not in retry.user_attrs  # nothing of the dead run carried over
     # nothing completed was lost or changed
     for number, value in completed_before.items():
         assert by_number[number].state == TrialState.COMPLETE and by_number[number].value == value

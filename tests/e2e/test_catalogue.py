@@ -159,6 +159,8 @@ CASES = [
                                     str(10**12)], "--max-retry must be at most 2147483647"),
     ("ablation-beyond-the-store", ["ablate", "--study", "tiny", "--params", "units", "--repeats",
                                    str(10**12)], "the study has room for"),
+    ("ablation-beyond-one-queue", ["ablate", "--study", "tiny", "--params", "units", "--repeats",
+                                   str(10**6)], "one ablation queues at most 10000"),
     ("study-name-too-long", ["start", "{d}/tiny.py", "--study", "x" * 231],
      "it has 231 characters; a study name is 1 to 200 printable characters"),
     ("study-name-control-character", ["start", "{d}/tiny.py", "--study", "a\tb"],
@@ -377,7 +379,7 @@ def test_the_catalogue_is_in_the_readme():
                      "unknown data format", "classes=20 but digits has 10 classes",
                      "below xception's minimum input size", "interrupted: finished trials are kept",
                      "--set", "no store at", "refusing to run study", "--trial-timeout",
-                     "has no finished trials yet", "markup"]:
+                     "has no finished trials yet", "markup", "one ablation queues at most"]:
         assert fragment in section, fragment
 
 

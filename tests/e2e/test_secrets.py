@@ -214,6 +214,24 @@ def test_best_evaluate_space_refuses_a_stored_source_that_is_not_the_file(tamper
     assert not marker.exists()  # the stored code was not executed
 
 
+def test_slurm_space_refuses_before_submitting_and_pins_every_task(tampered, tmp_path):
+    space, url, db, marker = tampered
+    script = tmp_path / "jobs" / "tiny.sbatch"
+    args = ["slurm", "--study", "tiny", "--storage", url, "--gpus-per-worker", "0", "--script",
+            str(script), "--dry-run", "--space", str(space)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to run study 'tiny'"), result.stderr
+    assert not script.exists()  # refused before any script was written
+    (tmp_path / "clean").mkdir()
+    _, clean_url = tiny_study(tmp_path / "clean")  # the same source, untouched in its store
+    args[4] = clean_url
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    assert script.read_text().rstrip().endswith(f"--study tiny --space {space.absolute()}")
+
+
 def first_use_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("note: running the space source")]
 

@@ -1,4 +1,5 @@
-"""search.trial_attrs.failed_in_a_row: Keras Tuner's consecutive failures, in the order trials finished."""
+"""search.trial_attrs: Keras Tuner's consecutive failures in the order trials finished, epoch times, what a
+retry keeps."""
 
 import datetime as dt
 
@@ -39,3 +40,20 @@ def test_steady_epoch_times_leave_the_compiling_first_epoch_apart():
     assert one == {"first_epoch_s": 9.0, "steady_sec_per_epoch": None, "steady_ms_per_step": None}
     old = trial_attrs.steady_epoch_times(trial(2, TrialState.COMPLETE, 1))  # stored before epoch times
     assert old == {"first_epoch_s": None, "steady_sec_per_epoch": None, "steady_ms_per_step": None}
+
+
+def test_a_retry_starts_from_the_configuration_not_from_the_dead_run():
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    study = optuna.create_study()
+    dead = trial(0, TrialState.FAIL, 1, fail_reason="worker killed by SIGKILL", attempt=1,
+                 worker={"pid": 7}, history={"loss": [1.0]}, interrupted=True,
+                 condition={"classes": 3}, ablation={"param": "x"}, baseline=True,
+                 **{"hp.momentum": 0.9})
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial_attrs.for_a_retry(dead))
+    (queued,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert queued.user_attrs == {"condition": {"classes": 3}, "ablation": {"param": "x"},
+                                 "baseline": True, "hp.momentum": 0.9}
+    assert queued.params == dead.params and trial_attrs.retry_history(queued) == [0]
+    assert dead.user_attrs["worker"] == {"pid": 7}  # the dead run's own record is untouched

@@ -47,9 +47,10 @@ def sbatch_script(study: str, storage_url: str, workers: int, *, gpus_per_worker
                   cpus_per_worker: int = 1, mem: str | None = None, time_limit: str | None = None,
                   partition: str | None = None, sbatch_options: tuple[str, ...] = (),
                   pgpass: Path | None = None, log_dir: Path | None = None,
-                  python: str | None = None) -> str:
+                  python: str | None = None, pins: dict[str, str] | None = None) -> str:
     """The batch script of a job array of ``workers`` workers on ``study``. ``storage_url`` must
-    carry no password (:func:`search.storage.without_password`); ``pgpass`` is the file with it."""
+    carry no password (:func:`search.storage.without_password`); ``pgpass`` is the file with it.
+    ``pins``: the worker's pinning options (``{"--space": FILE, ...}``) every task runs with."""
     job_name = "search-" + re.sub(r"[^A-Za-z0-9_.-]", "_", study_file_name(study, 60))
     directives = [f"--job-name={job_name}", f"--array=0-{workers - 1}", "--ntasks=1",
                   f"--cpus-per-task={cpus_per_worker}"]
@@ -75,9 +76,12 @@ def sbatch_script(study: str, storage_url: str, workers: int, *, gpus_per_worker
              f"export {STORAGE_ENV}={shlex.quote(storage_url)}"]
     if pgpass is not None:
         lines.append(f"export PGPASSFILE={shlex.quote(str(pgpass))}")
+    pinned = "".join(f" {option} {shlex.quote(value)}" for option, value in (pins or {}).items())
     lines += ["# SIGTERM (scancel, the time limit) queues the running trial again; see README.",
+              *(["# Each task runs only the space file named below (read where the task runs)."]
+                if pins and "--space" in pins else []),
               f"exec {shlex.quote(python or sys.executable)} -m search worker "
-              f"--study {shlex.quote(study)}", ""]
+              f"--study {shlex.quote(study)}{pinned}", ""]
     return "\n".join(lines)
 
 
@@ -97,7 +101,9 @@ def write_pgpass(path: Path, line: str) -> None:
 def submit(study: str, storage_url: str, workers: int, *, script: str | None = None,
            dry_run: bool = False, **script_options) -> SlurmJob:
     """Write the batch script of ``workers`` workers on ``study`` (a study in the store at
-    ``storage_url``) and submit it with ``sbatch`` (unless ``dry_run``)."""
+    ``storage_url``) and submit it with ``sbatch`` (unless ``dry_run``). ``pins`` (in
+    ``script_options``): the pinning options every worker runs with, already checked against the
+    study by the caller."""
     if workers < 1:
         raise SearchError(f"--workers must be at least 1 (got {workers})")
     check_time_limit(script_options.get("time_limit"))

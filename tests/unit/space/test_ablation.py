@@ -106,3 +106,12 @@ def test_a_plan_beyond_the_room_left_is_refused_before_it_is_listed(space):
     assert len(ablation.plan(BEST, space, ["lr"], 2, room=12)) == 12  # exactly the room: planned
     with pytest.raises(SearchError, match="room for 11 more"):
         ablation.plan(BEST, space, ["lr"], 2, room=11)
+
+
+def test_one_ablation_queues_a_bounded_number_of_trials(space):
+    # within the store's room, but a million repeats would be millions of rows (and gigabytes)
+    with pytest.raises(SearchError, match=rf"--repeats 1000000 queues 6000000 trials \(6 configurations "
+                                          rf"x 1000000\): one ablation queues at most {ablation.MAX_QUEUED}; "
+                                          "lower --repeats or name fewer --params"):
+        ablation.plan(BEST, space, ["lr"], 10**6, room=10**9)
+    assert len(ablation.plan(BEST, space, ["lr"], ablation.MAX_QUEUED // 6)) == 6 * (ablation.MAX_QUEUED // 6)

@@ -84,3 +84,10 @@ def test_the_job_of_this_process_is_slurms_array_task(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     assert job_of_this_process() == "40_2"
+
+
+def test_pinned_workers_carry_their_pins_on_the_worker_line():
+    text = sbatch_script("vgg", "sqlite:///s.db", 2, gpus_per_worker=0,
+                         pins={"--space": "/home/you/spaces/my vgg.py", "--data": "cifar100"})
+    assert text.rstrip().endswith("--study vgg --space '/home/you/spaces/my vgg.py' --data cifar100")
+    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
