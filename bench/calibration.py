@@ -10,7 +10,9 @@ marginal effect of every value, bootstrap 95% intervals, verdicts). Printed:
 - sign: among true effects of at least 2 noise sd, the share whose estimate has the right sign and
   the share the verdict calls (helps/hurts) with the right sign (target >= 95%);
 - nulls: the share of studies whose true-null factor (batch size) reads "no effect detected"
-  (target >= 90%).
+  (target >= 90%);
+- named: the share of studies whose factors with large effects (optimizer, learning rate) are
+  named as mattering (a value worse than the best, or the factor's permutation test).
 
     python bench/calibration.py --studies 300
 """
@@ -27,6 +29,7 @@ except ImportError:  # run as a script: bench/ is the script's folder
     import common
 
 NULL_FACTOR = "batch_size"
+REAL_FACTORS = ("optimizer", "lr_decade")  # the factors with large known effects
 OBJECTIVE = "val_accuracy"
 
 
@@ -52,6 +55,7 @@ def calibrate(studies: int, n_trials: int = 60, noise: float = 0.02, first_seed:
 
     truth = true_effects()
     covered = rows = big = big_sign = big_called = nulls = null_clear = pruned = trials = 0
+    named = {name: 0 for name in REAL_FACTORS}
     for seed in range(first_seed, first_seed + studies):
         study = calibration_trials(seed, n_trials=n_trials, noise=noise)
         trials += len(study)
@@ -70,11 +74,15 @@ def calibrate(studies: int, n_trials: int = 60, noise: float = 0.02, first_seed:
             if name == NULL_FACTOR:
                 nulls += 1
                 null_clear += effect.verdict.startswith(f"{name}: no effect detected")
+            if name in named:
+                named[name] += not effect.verdict.startswith(f"{name}: no effect detected") \
+                    and not effect.verdict.startswith(f"{name}: too few")
     return {"studies": studies, "trials_per_study": n_trials, "noise_sd": noise,
             "pruned_share": pruned / trials, "values": rows, "coverage": covered / rows,
             "effects_2sd": big, "sign_right": big_sign / big if big else None,
             "called_right": big_called / big if big else None,
-            "null_studies": nulls, "null_no_effect": null_clear / nulls if nulls else None}
+            "null_studies": nulls, "null_no_effect": null_clear / nulls if nulls else None,
+            "named": {name: count / studies for name, count in named.items()}}
 
 
 def main() -> None:
@@ -98,6 +106,8 @@ def main() -> None:
           f"{result['called_right']:.1%} (target >= 95%)")
     print(f"true null factor read 'no effect detected': {result['null_no_effect']:.1%} of "
           f"{result['null_studies']} studies (target >= 90%)")
+    print("factors with large known effects named as mattering (not 'no effect detected'): "
+          + ", ".join(f"{name} {share:.1%}" for name, share in result["named"].items()))
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
 

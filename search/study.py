@@ -15,6 +15,7 @@ and it has no budget, no workers and no space; what needs the space (``search ab
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -204,6 +205,11 @@ class StudySnapshot:
         return 0 if self.budget is None else max(0, self.budget - self.claimed)
 
     @property
+    def condition_bests(self) -> list[ConditionBest]:
+        """The best completed trial of each condition the study swept (``CONDITIONS``)."""
+        return best_per_condition(self.trials, self.config.direction)
+
+    @property
     def done(self) -> bool:
         """Every slot of the budget was run and nothing runs: workers that died did not cost the
         study anything (their trials were retried by the others)."""
@@ -227,6 +233,10 @@ class StudySnapshot:
             "deadline": self.deadline,
             "stopped": self.stopped,
             "best": best,
+            "best_per_condition": [
+                {"condition": c.condition, "complete": c.complete,
+                 "best": None if c.best is None else {"number": c.best.number, "value": c.best.value}}
+                for c in self.condition_bests],
             "workers": [dict(w.to_dict(), live=w.live(self.config.grace)) for w in self.workers],
             "trials": [_trial_dict(t, again.get(t.number)) for t in self.trials],
         }
@@ -252,6 +262,29 @@ def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
         return None
     pick = max if direction == "max" else min
     return pick(complete, key=lambda t: t.value)
+
+
+@dataclass
+class ConditionBest:
+    condition: dict        # the values of the space's CONDITIONS the trials ran under
+    complete: int          # its completed trials
+    best: FrozenTrial | None
+
+
+def best_per_condition(trials: list[FrozenTrial], direction: str) -> list[ConditionBest]:
+    """Per condition the trials ran under (the ``condition`` user attribute), in the order the
+    conditions first appear: its completed trials and the best of them. Empty for a study that
+    sweeps none."""
+    groups: dict[str, list[FrozenTrial]] = {}
+    conditions: dict[str, dict] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        condition = t.user_attrs.get(trial_attrs.CONDITION)
+        if isinstance(condition, dict) and condition:
+            key = json.dumps(condition, sort_keys=True, default=str)
+            conditions.setdefault(key, condition)
+            groups.setdefault(key, []).append(t)
+    return [ConditionBest(conditions[key], sum(t.state == TrialState.COMPLETE for t in group),
+                          best_trial(group, direction)) for key, group in groups.items()]
 
 
 def snapshot(stored: StoredStudy) -> StudySnapshot:

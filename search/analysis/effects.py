@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from search.analysis.marginal import ABSENT, MARGINAL_COLUMNS
+from search.analysis.marginal import ABSENT, FACTOR_ALPHA, MARGINAL_COLUMNS
 from search.analysis.marginal import MIN_TRIALS as MIN_MODEL_TRIALS
 from search.analysis.scales import Scale, group_keys
 from search.console.format import param_value
@@ -38,6 +38,7 @@ class ParamEffect:
     rows: pd.DataFrame          # ROW_COLUMNS, in display order
     verdict: str
     p_value: float | None = None  # Kruskal-Wallis across the rows' completed trials (JSON only)
+    factor_p: float | None = None  # the model's permutation test: does the factor matter at all
     importance: float | None = None
     confounded: bool = True     # measured from adaptively sampled search trials only
     condition: bool = False     # a condition the space sweeps (CONDITIONS), not a tuned factor
@@ -177,12 +178,15 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
     return f"95% {low:{form}}..{high:{form}}"
 
 
-def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
-    """One line from the model's rows: the best value with its marginal mean and interval and the
-    values clearly worse than it (the interval of the difference excludes 0, at 95% for all the
-    factor's values together), or no effect detected, or too few trials; "widen
-    the range" when the best value helps and sits at an end of an ordered range; where trials fail
-    or diverge."""
+def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool,
+            factor_p: float | None = None) -> str:
+    """One line from the model's rows. First whether the factor matters at all (``factor_p``, the
+    model's permutation test, below ``FACTOR_ALPHA``; without one, whether a value is worse than
+    the best): if not, no effect detected. If it does: the best value with its marginal mean and
+    interval and the values clearly worse than it (the interval of the difference excludes 0, at
+    95% for all the factor's values together), or that no single value is; or too few trials;
+    "widen the range" when the best value helps and sits at an end of an ordered range; where
+    trials fail or diverge."""
     labels = [param_value(v) for v in rows["value"]]
     failure, _ = _failure(rows, labels, scale)
     judged = [i for i, v in enumerate(rows["row_verdict"]) if v != "too few trials"]
@@ -195,27 +199,38 @@ def verdict(name: str, rows: pd.DataFrame, scale: Scale, maximize: bool) -> str:
     best = max(judged, key=lambda i: means.iloc[i] if maximize else -means.iloc[i])
     helps = [i for i in judged if rows["row_verdict"].iloc[i] == "helps"]
     worse = [i for i in judged if i != best and bool(rows["worse_than_best"].iloc[i])]
-    if not worse:
+    tested = f"permutation p={factor_p:.2g}" if factor_p is not None else None
+    matters = factor_p is not None and factor_p < FACTOR_ALPHA
+    if factor_p is not None and not matters:
+        worse = []  # the factor test comes first: values are compared only in a factor that matters
+    r = rows.iloc[best]
+    best_text = f"best {labels[best]} (mean {r.model_mean:.3g}, {_interval(r.model_low, r.model_high)})"
+    if not worse and not matters:
         span = f"{means.iloc[judged].min():.3g}..{means.iloc[judged].max():.3g}"
-        text = (f"{name}: no effect detected (model means {span}; no value clearly worse than the "
-                "best, at 95% for all values together)")
+        text = (f"{name}: no effect detected (model means {span}; "
+                + (f"{tested}; " if tested else "")
+                + "no value clearly worse than the best, at 95% for all values together)")
         hurts = [i for i in judged if rows["row_verdict"].iloc[i] == "hurts"]
         leaning = [f"{labels[i]} {rows['row_verdict'].iloc[i]} ({rows['effect'].iloc[i]:+.3g}, "
                    f"{_interval(rows['effect_low'].iloc[i], rows['effect_high'].iloc[i], True)})"
                    for i in sorted(helps + hurts)]
         if leaning:  # apart from the factor's average, though not from its best value
             text += f"; against the average of its values: {', '.join(leaning)}"
+        return f"{text}; {failure}" if failure else text
+    if not worse:  # the factor matters as a whole; no single value is apart from the best
+        text = (f"{name}: matters ({tested}); {best_text}; no single value clearly worse than it "
+                "at 95% for all values together")
+        span = f"{means.iloc[judged].min():.3g}..{means.iloc[judged].max():.3g}"
+        text += f" (model means {span})"
     else:
-        r = rows.iloc[best]
-        text = (f"{name}: best {labels[best]} (mean {r.model_mean:.3g}, "
-                f"{_interval(r.model_low, r.model_high)})")
+        text = f"{name}: {best_text}"
         listed = ", ".join(f"{labels[i]} ({rows['vs_best'].iloc[i]:+.3g}, "
                            f"{_interval(rows['vs_best_low'].iloc[i], rows['vs_best_high'].iloc[i], True)})"
                            for i in worse)
-        text += f"; worse: {listed}"
-        ends = (judged[0], judged[-1])
-        if scale.ordered and best in helps and best in ends and len(rows) > 2:
-            text += f"; the best value is at the end of the range tried ({labels[best]}): widen the range"
+        text += f"; worse: {listed}" + (f" ({tested})" if tested else "")
+    ends = (judged[0], judged[-1])
+    if scale.ordered and best in helps and best in ends and len(rows) > 2:
+        text += f"; the best value is at the end of the range tried ({labels[best]}): widen the range"
     return f"{text}; {failure}" if failure else text
 
 
@@ -225,4 +240,9 @@ def param_effect(frame: pd.DataFrame, name: str, scale: Scale, maximize: bool,
                  seconds: pd.Series | None = None) -> ParamEffect:
     rows = effect_rows(frame, name, scale, maximize, marginal, bounds, seconds)
     p_value = differ_p_value(frame, name, scale)
-    return ParamEffect(name, scale, rows, verdict(name, rows, scale, maximize), p_value)
+    factor_p = marginal.attrs.get("factor_p") if marginal is not None else None
+    if factor_p is not None and factor_p >= FACTOR_ALPHA:  # no value helps in a factor that does not matter
+        rows["row_verdict"] = rows["row_verdict"].replace({"helps": "no effect detected",
+                                                           "hurts": "no effect detected"})
+    return ParamEffect(name, scale, rows, verdict(name, rows, scale, maximize, factor_p), p_value,
+                       factor_p=factor_p)

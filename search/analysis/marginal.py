@@ -20,6 +20,13 @@ bootstrapped the same way. A value none of whose trials ran to the final epoch (
 below it: always pruned) is extrapolated; its best objective can only have improved after that
 epoch, so its intervals are widened to cover the model's mean at the epoch it stopped at too.
 
+Whether a factor matters at all is one test per factor, not one per value: a permutation test
+of the same model (Manly's: the factor's values shuffled among the trials, every trial's other
+values and epochs kept, the model refitted; ``PERMUTATIONS`` times). Its statistic is the model's
+residual sum of squares: the share of shuffles that fit as well as the trials' real values is
+the p-value (``factor_p``, in each factor frame's ``attrs``). With a handful of values per
+factor this test has the power the per-value comparisons, corrected for their number, lack.
+
 Failed trials have no objective: they are counted per row, never modelled.
 """
 
@@ -38,6 +45,9 @@ MAX_EPOCH_LEVELS = 8
 MAX_MODEL_TRIALS = 3000   # a larger study is modelled on a random sample of its trials
 MAX_TIME_TRIALS = 1000    # the same for the time per epoch (a point estimate, no bootstrap)
 MIN_TRIALS = 3            # a value needs this many modelled trials for a verdict
+PERMUTATIONS = 199        # the factor test's shuffles (its smallest p-value is 1 / 200)
+MAX_PERMUTED_TRIALS = 1000  # a larger study's factor test runs on a random sample of its trials
+FACTOR_ALPHA = 0.05       # a factor "matters" below this p-value
 SEED = 0
 BOUNDED_METRICS = ("acc", "auc", "precision", "recall", "f1", "iou")
 ABSENT = "(absent)"
@@ -184,7 +194,40 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
         for name in names:
             result[name] = _factor_rows(offsets[name], mean_x, coef, weights, position, epoch, levels,
                                         final_level, (low_bound, high_bound), tail, maximize)
+    squares = np.zeros(n_trials)
+    np.add.at(squares, position, y ** 2)
+    tested = rng.permutation(n_trials)[:MAX_PERMUTED_TRIALS] if bootstraps else None
+    for name in names:
+        start, rows, _ = offsets[name]
+        block = slice(start - len(levels), start - len(levels) + len(rows))
+        result[name].attrs["factor_p"] = (
+            _permutation_p(reached[tested], factors[tested], at_epoch[tested], count[tested],
+                           squares[tested], block, rng, ridge)
+            if tested is not None and len(rows) > 1 else None)
     return result
+
+
+def _residual_squares(reached, factors, at_epoch, count, squares, ridge) -> float:
+    """The additive model's residual sum of squares over these trials' observations."""
+    a = np.block([[np.diag(reached.sum(axis=0)), reached.T @ factors],
+                  [factors.T @ reached, factors.T @ (count[:, None] * factors)]])
+    b = np.concatenate([at_epoch.sum(axis=0), factors.T @ at_epoch.sum(axis=1)])
+    coef = np.linalg.solve(a + ridge * np.eye(len(b)), b)
+    return float(squares.sum() - coef @ b)
+
+
+def _permutation_p(reached, factors, at_epoch, count, squares, block: slice, rng,
+                   ridge: float) -> float:
+    """The permutation p-value of one factor (its one-hot ``block`` of ``factors``): the share
+    of shuffles of its values among the trials whose model fits at least as well."""
+    observed = _residual_squares(reached, factors, at_epoch, count, squares, ridge)
+    shuffled = factors.copy()
+    as_good = 0
+    for _ in range(PERMUTATIONS):
+        shuffled[:, block] = factors[rng.permutation(len(factors)), block]
+        as_good += _residual_squares(reached, shuffled, at_epoch, count, squares, ridge) \
+            <= observed * (1 + 1e-9)
+    return (1 + as_good) / (1 + PERMUTATIONS)
 
 
 def _factor_rows(offset, mean_x, coef, weights, position, epoch, levels, final_level, bounds,

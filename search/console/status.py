@@ -90,6 +90,21 @@ def best_table(snap: StudySnapshot) -> Table | None:
     return table
 
 
+def conditions_table(snap: StudySnapshot) -> Table | None:
+    """The best completed trial of each swept condition (``CONDITIONS``); None when none swept."""
+    bests = snap.condition_bests
+    if not bests:
+        return None
+    table = Table(title=escape(f"Best per condition ({snap.config.objective})"), title_justify="left")
+    for col in ("condition", "complete", "best", "trial"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for c in bests:
+        table.add_row(escape(", ".join(f"{k}={param_value(v)}" for k, v in c.condition.items())),
+                      str(c.complete), metric(c.best.value if c.best else None),
+                      f"#{c.best.number}" if c.best else "-")
+    return table
+
+
 def studies_table(snaps: list[StudySnapshot]) -> Table:
     table = Table(title="Studies", title_justify="left")
     for col in ("study", "objective", "finished", "budget", "running", "failed", "best"):
@@ -149,3 +164,6 @@ def print_study(console: Console, snap: StudySnapshot) -> None:
         console.print("No trial has completed yet.")
     else:
         console.print(best)
+        conditions = conditions_table(snap)
+        if conditions is not None:
+            console.print(conditions)

@@ -240,9 +240,18 @@ def trial_alarm(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
+# How often the heartbeat looks whether the worker's loop gave the pooled connection back.
+TAKE_TURNS_POLL_S = 0.05
+
+
 class Heartbeat:
     """The worker's heartbeat thread: stamps the running trial (Optuna) and the worker's row,
-    and calls ``on_stuck(trial_id)`` once a trial runs past ``stuck_after`` (a monotonic time)."""
+    and calls ``on_stuck(trial_id)`` once a trial runs past ``stuck_after`` (a monotonic time).
+
+    It takes turns with the worker's loop on the process's one pooled connection
+    (``search.storage.engine.POOL_SIZE``): while the loop holds it, a beat waits (up to half the
+    heartbeat interval, then it beats anyway on a connection of its own), so a worker keeps one
+    server connection instead of two."""
 
     def __init__(self, stored: StoredStudy, worker_id: int,
                  on_stuck: Callable[[int], None] | None = None):
@@ -267,8 +276,18 @@ class Heartbeat:
             self.stored.storage.record_heartbeat(trial_id)
         self.stored.workers.beat(self.worker_id)
 
+    def _wait_for_the_connection(self) -> None:
+        checked_out = getattr(getattr(self.stored.storage.engine, "pool", None), "checkedout", None)
+        if checked_out is None:
+            return
+        deadline = time.monotonic() + self.stored.config.heartbeat / 2
+        while checked_out() > 0 and time.monotonic() < deadline:
+            if self._done.wait(TAKE_TURNS_POLL_S):
+                return
+
     def _run(self) -> None:
         while not self._done.wait(self.stored.config.heartbeat):
+            self._wait_for_the_connection()
             try:
                 self.beat()
             except STORE_ERRORS as exc:  # the store is gone for longer than the retries: keep trying

@@ -64,7 +64,8 @@ def test_a_slurm_array_runs_the_budget_exactly_and_a_cancelled_task_loses_nothin
     script = tmp_path / "jobs" / "tiny.sbatch"
     env = {"SLURM_CONF": str(slurm_cluster.conf)}
     result = run_cli("slurm", "--study", "tiny", "--storage", pg_url, "--workers", "3",
-                     "--gpus-per-worker", "0", "--script", str(script), env=env, timeout=120)
+                     "--gpus-per-worker", "0", "--script", str(script), "--space", str(tiny_space),
+                     env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     job = result.stdout.split("submitted Slurm job ")[1].split(":")[0]
     assert f"3 workers on study 'tiny' (array tasks {job}_0..{job}_2" in result.stdout
@@ -73,6 +74,7 @@ def test_a_slurm_array_runs_the_budget_exactly_and_a_cancelled_task_loses_nothin
     pgpass = script.with_suffix(".pgpass")
     assert postgres_server.password not in text and "--gres" not in text and "--array=0-2" in text
     assert f"export PGPASSFILE={pgpass}" in text
+    assert text.rstrip().endswith(f"--study tiny --space {tiny_space.absolute()}")  # pinned tasks
     assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
     assert pgpass.read_text().strip().endswith(":" + postgres_server.password)
 

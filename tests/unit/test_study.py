@@ -104,3 +104,25 @@ def test_a_worker_for_a_plain_or_a_mistyped_study_is_refused_before_anything_is_
     with pytest.raises(SearchError, match="no study named 'plian'"):
         open_study(url, "plian")
     assert file_state(path) == before
+
+
+def test_the_best_trial_of_each_swept_condition():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.study import best_per_condition
+
+    def trial(number, classes, value, state=TrialState.COMPLETE):
+        t = create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
+                         params={"lr": 0.1}, distributions={"lr": FloatDistribution(0.01, 1)},
+                         user_attrs={"condition": {"classes": classes}})
+        t.number = number
+        return t
+
+    trials = [trial(0, 10, 0.5), trial(1, 3, 0.9), trial(2, 10, 0.7), trial(3, 3, 0.8),
+              trial(4, 6, None, TrialState.PRUNED)]
+    bests = best_per_condition(trials, "max")
+    assert [(c.condition, c.complete, c.best and c.best.number) for c in bests] == \
+        [({"classes": 10}, 2, 2), ({"classes": 3}, 2, 1), ({"classes": 6}, 0, None)]
+    assert [c.best.number for c in best_per_condition(trials, "min")[:2]] == [0, 3]
+    assert best_per_condition([trial(0, 3, 0.5)][:0], "max") == []

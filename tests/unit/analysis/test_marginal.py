@@ -121,3 +121,42 @@ def test_the_models_time_per_epoch_follows_the_batch_size(result):
     rows = result.effect("batch_size").rows.set_index("value")
     for batch in (16, 64, 256):  # every trial of a batch size has the same steady epoch time
         assert rows.loc[batch, "sec_per_epoch_model"] == pytest.approx(0.5 + 64 / batch, rel=0.05)
+
+
+def _two_factor_study(effect: float, seed: int, n_trials: int = 24):
+    """Trials of a 4-valued factor ``a`` whose values move accuracy by 0, effect/3, 2*effect/3
+    and effect, and a null ``b``; noise sd 0.05, every trial complete."""
+    rng = np.random.default_rng(seed)
+    dist = {"a": CategoricalDistribution([0, 1, 2, 3]), "b": CategoricalDistribution(["x", "y"])}
+    study = optuna.create_study(direction="maximize")
+    for _ in range(n_trials):
+        hp = {"a": int(rng.integers(4)), "b": ["x", "y"][int(rng.integers(2))]}
+        value = float(np.clip(0.6 + effect * hp["a"] / 3 + rng.normal(0, 0.05), 0, 1))
+        study.add_trial(optuna.create_trial(
+            state=TrialState.COMPLETE, value=value, params=hp, distributions=dist,
+            user_attrs={"hp_values": hp, "history": {"val_accuracy": [value]}, "epochs": 1,
+                        "best_epoch": 0}))
+    return analyze(study)
+
+
+def test_the_factor_test_names_a_factor_the_per_value_comparisons_miss():
+    # a moderate graded effect over 24 trials: no single value is apart from the best at 95% for
+    # all four together, but the factor as a whole matters, and its best value is the top one
+    result = _two_factor_study(0.05, seed=3)
+    a = result.effect("a")
+    assert a.factor_p is not None and a.factor_p < 0.05, a.verdict
+    assert a.verdict.startswith("a: matters (permutation p=") and "best 3 (" in a.verdict, a.verdict
+    assert "no single value clearly worse than it" in a.verdict
+    assert result.to_dict()["parameters"][[p["name"] for p in result.to_dict()["parameters"]].index("a")][
+        "factor_p"] == a.factor_p
+
+
+def test_the_factor_test_holds_its_level_on_a_null_factor():
+    nulls = [_two_factor_study(0.0, seed=s) for s in range(20)]
+    p_values = [r.effect(name).factor_p for r in nulls for name in ("a", "b")]
+    assert sum(p < 0.05 for p in p_values) <= 4, p_values  # 5% of 40 is 2; binomial room to 4
+    # values are compared only within a factor that matters: a null's verdict follows its test
+    for r in nulls:
+        for name in ("a", "b"):
+            e = r.effect(name)
+            assert e.verdict.startswith(f"{name}: no effect detected") == (e.factor_p >= 0.05), e.verdict

@@ -193,3 +193,22 @@ def test_all_failed_study_still_reports_failures():
     assert result.overview["best"] is None
     assert "3/3" in result.effect("lr").verdict
     assert result.importance.values == {}
+
+
+def test_all_trials_reads_a_database_store_as_optuna_does(tmp_path):
+    from search.analysis.study_analysis import all_trials
+
+    for storage in (f"sqlite:///{tmp_path / 's.db'}", None):
+        study = optuna.create_study(storage=storage, direction="maximize")
+        for i in range(5):
+            trial = study.ask()
+            trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+            trial.set_user_attr("history", {"val_accuracy": [0.1 * i]})
+            trial.report(0.1 * i, 0)
+            study.tell(trial, 0.1 * i)
+        study.ask()  # one still running
+        mine = all_trials(study)
+        theirs = study.get_trials(deepcopy=False)
+        assert [(t.number, t.state, t.value, t.params, t.user_attrs, t.intermediate_values)
+                for t in mine] == [(t.number, t.state, t.value, t.params, t.user_attrs,
+                                    t.intermediate_values) for t in theirs]

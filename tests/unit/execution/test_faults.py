@@ -1,7 +1,9 @@
 """A trial whose worker died (no heartbeat for longer than the grace period) is failed, retried
 once on its own budget slot, and a second death keeps its slot (the faults of whole studies:
-tests/e2e/test_faults.py and tests/e2e/test_workers.py)."""
+tests/e2e/test_faults.py and tests/e2e/test_workers.py); the heartbeat takes turns with the loop
+on the one pooled connection."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -165,3 +167,57 @@ def test_a_trial_failed_for_its_dead_worker_leaves_no_checkpoint(tmp_path):
     assert fail_dead_trial(handle, trial._trial_id, "worker killed by SIGKILL during fit()") is True
     assert list(folder.iterdir()) == []
     assert checkpoints.ranked() == []
+
+
+class _RecordedHeartbeat:
+    """search.execution.faults.Heartbeat over a real SQLAlchemy pool, its beats timed."""
+
+    @staticmethod
+    def make(tmp_path, interval: float):
+        import types
+
+        import sqlalchemy as sa
+
+        from search.execution.faults import Heartbeat
+
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'pool.db'}", pool_size=1, max_overflow=4)
+        stored = types.SimpleNamespace(config=types.SimpleNamespace(heartbeat=interval),
+                                       storage=types.SimpleNamespace(engine=engine))
+        beats = []
+
+        class Timed(Heartbeat):
+            def beat(self):
+                beats.append(time.monotonic())
+
+        return Timed(stored, worker_id=1), engine, beats
+
+    @staticmethod
+    def first_beat(heartbeat, beats) -> None:
+        """Start ``heartbeat`` and wait (up to 30 s) for its first beat."""
+        heartbeat.start()
+        deadline = time.monotonic() + 30
+        while not beats and time.monotonic() < deadline:
+            time.sleep(0.05)
+        heartbeat.stop()
+
+
+def test_the_heartbeat_waits_while_the_loop_holds_the_connection(tmp_path):
+    heartbeat, engine, beats = _RecordedHeartbeat.make(tmp_path, interval=2.0)
+    started = time.monotonic()
+    conn = engine.connect()  # the worker's loop, in a store call
+    released = []
+    timer = threading.Timer(2.4, lambda: (released.append(time.monotonic()), conn.close()))
+    timer.start()
+    _RecordedHeartbeat.first_beat(heartbeat, beats)
+    timer.join()
+    assert beats and beats[0] >= released[0]  # it did not open a second connection meanwhile
+    assert beats[0] - started >= 2.0
+
+
+def test_a_loop_that_keeps_the_connection_does_not_silence_the_heartbeat(tmp_path):
+    heartbeat, engine, beats = _RecordedHeartbeat.make(tmp_path, interval=1.0)
+    started = time.monotonic()
+    conn = engine.connect()
+    _RecordedHeartbeat.first_beat(heartbeat, beats)
+    conn.close()
+    assert beats and beats[0] - started >= 1.5  # the interval and half of it waited, then it beat
