@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
+from bench import common
 
 STUDY = "grpc"
 SLEEP_SPACE = common.BENCH / "spaces" / "sleep.py"
@@ -58,13 +58,17 @@ def parse_args(argv=None):
     p.add_argument("--trial-seconds", type=float, default=5.0, help="trial length T in seconds (default 5)")
     p.add_argument("--trials-per-client", type=int, default=2, help="trials each client runs (default 2)")
     p.add_argument("--epochs", type=int, default=5, help="reports per trial (default 5)")
-    p.add_argument("--processes", type=int, default=4, help="processes the client threads are spread over (default 4)")
+    p.add_argument("--processes", type=int, default=4,
+                   help="processes the client threads are spread over (default 4)")
     p.add_argument("--modes", default="direct,grpc", help="direct, grpc or both (default direct,grpc)")
     p.add_argument("--server-threads", type=int, default=10,
                    help="the proxy server's thread pool (default 10, run_grpc_proxy_server's own)")
     p.add_argument("--server-store", choices=("plain", "cached"), default="plain",
                    help="what the proxy serves: open_storage(url) itself (plain, the default), or wrapped "
                         "in Optuna's _CachedStorage (cached: what optuna.storages.get_storage returns)")
+    p.add_argument("--server-pool", type=int, default=None,
+                   help="the proxy server's engine pool: this many connections kept, none more (default: "
+                        "the product's, search/storage/engine.py's POOL_SIZE + POOL_OVERFLOW)")
     p.add_argument("--no-probes", action="store_true", help="skip part 1")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/grpc_proxy.json)")
     args = p.parse_args(argv)
@@ -89,15 +93,17 @@ def _error(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------ the proxy server
 
 
-def _serve(url: str, port: int, threads: int, server_store: str) -> None:
+def _serve(url: str, port: int, threads: int, server_store: str, pool: int | None = None) -> None:
     """The proxy server process: Optuna's run_grpc_proxy_server in front of open_storage(url)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import optuna
 
     _quiet()
-    from search.storage import open_storage
+    from search.storage import engine, open_storage
 
+    if pool is not None:
+        engine.POOL_SIZE, engine.POOL_OVERFLOW = pool, 0
     storage = open_storage(url)
     if server_store == "cached":
         storage = optuna.storages._CachedStorage(storage)
@@ -105,7 +111,7 @@ def _serve(url: str, port: int, threads: int, server_store: str) -> None:
                                           thread_pool=ThreadPoolExecutor(max_workers=threads))
 
 
-def start_proxy(url: str, threads: int, server_store: str):
+def start_proxy(url: str, threads: int, server_store: str, pool: int | None = None):
     """A proxy server process on a free port, ready to answer: (process, port)."""
     import optuna
 
@@ -113,7 +119,7 @@ def start_proxy(url: str, threads: int, server_store: str):
 
     _quiet()
     port = free_port()
-    proc = mp.get_context("spawn").Process(target=_serve, args=(url, port, threads, server_store),
+    proc = mp.get_context("spawn").Process(target=_serve, args=(url, port, threads, server_store, pool),
                                            daemon=True)
     proc.start()
     optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=120)
@@ -141,9 +147,9 @@ def _probe(results: dict, name: str, fn) -> None:
         value = fn()
         results[name] = {"ok": True, "result": value}
     except Exception as exc:  # the error is the finding
+        last = traceback.extract_tb(exc.__traceback__)[-1]
         results[name] = {"ok": False, "error": _error(exc),
-                         "where": traceback.extract_tb(exc.__traceback__)[-1].filename.split("site-packages/")[-1]
-                         + f":{traceback.extract_tb(exc.__traceback__)[-1].lineno}"}
+                         "where": f"{last.filename.split('site-packages/')[-1]}:{last.lineno}"}
     r = results[name]
     common.say(f"  {name}: " + (f"ok {r['result']!r}" if r["ok"] else f"FAILED {r['error']}  ({r['where']})"))
 
@@ -176,7 +182,8 @@ def run_probes(server) -> dict:
             trial.set_user_attr("worker", {"host": "h", "pid": 1})
             study.tell(trial, 0.5)
             seen = direct.get_trial(trial._trial_id)  # read back without the proxy
-            return {"state": seen.state.name, "params": sorted(seen.params), "reports": seen.intermediate_values,
+            return {"state": seen.state.name, "params": sorted(seen.params),
+                    "reports": seen.intermediate_values,
                     "user_attrs": seen.user_attrs}
 
         _probe(out, "1. ask/suggest/report/set_user_attr/tell through the proxy", ask_tell)
@@ -190,7 +197,8 @@ def run_probes(server) -> dict:
             enable_heartbeat(proxy, 1, 2, None)
             return {"is_heartbeat_enabled after enable_heartbeat": is_heartbeat_enabled(proxy)}
 
-        _probe(out, "2e. search.storage.enable_heartbeat(proxy, 1, 2) then is_heartbeat_enabled", enable_then_check)
+        _probe(out, "2e. search.storage.enable_heartbeat(proxy, 1, 2) then is_heartbeat_enabled",
+               enable_then_check)
 
         def stale_reaped():
             # a RUNNING trial with a stale stamp, stamped by a direct store with heartbeat on
@@ -219,7 +227,8 @@ def run_probes(server) -> dict:
         _probe(out, "3a. search.storage.set_user_attrs(trial, 3 attrs) through the proxy", grouped_attrs)
         _probe(out, "3b. proxy.set_trial_user_attrs (ResilientRDBStorage's grouped write)",
                lambda: proxy.set_trial_user_attrs(running._trial_id, {"a": 1}))
-        _probe(out, "3c. proxy.engine (StudyRecords, WorkerRegistry, Heartbeat need it)", lambda: str(proxy.engine))
+        _probe(out, "3c. proxy.engine (StudyRecords, WorkerRegistry, Heartbeat need it)",
+               lambda: str(proxy.engine))
         _probe(out, "3d. search.study.open_study(url, name, store=proxy)",
                lambda: type(open_study(url, STUDY, store=proxy)).__name__)
 
@@ -268,7 +277,8 @@ def _client(target: dict, slot: int, trials: int, trial_seconds: float, epochs: 
 
     try:
         if target["mode"] == "grpc":
-            storage = timed("open", lambda: optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=target["port"]))
+            storage = timed("open", lambda: optuna.storages.GrpcStorageProxy(host="127.0.0.1",
+                                                                             port=target["port"]))
         else:
             from search.storage import open_storage
 
@@ -295,7 +305,8 @@ def _process(target: dict, slots: list[int], trials: int, trial_seconds: float, 
     _quiet()
     timings, told, errors = defaultdict(list), [], []
     threads = [threading.Thread(target=_client, daemon=True,
-                                args=(target, slot, trials, trial_seconds, epochs, start_at, timings, told, errors))
+                                args=(target, slot, trials, trial_seconds, epochs, start_at, timings,
+                                      told, errors))
                for slot in slots]
     for t in threads:
         t.start()
@@ -332,7 +343,8 @@ def run_load(server, mode: str, clients: int, args) -> dict:
     target = {"mode": mode, "url": url}
     proxy = None
     if mode == "grpc":
-        proxy, target["port"] = start_proxy(url, args.server_threads, args.server_store)
+        proxy, target["port"] = start_proxy(url, args.server_threads, args.server_store,
+                                                    args.server_pool)
         cpu0 = _cpu_seconds(proxy.pid)
     budget = clients * args.trials_per_client
     start_at = time.time() + 15 + clients * 0.15  # every client's store open before the clock starts
@@ -389,6 +401,7 @@ def run_load(server, mode: str, clients: int, args) -> dict:
         "proxy_server_cpu_s": server_cpu,
         "server_threads": args.server_threads if mode == "grpc" else None,
         "server_store": args.server_store if mode == "grpc" else None,
+        "server_pool": (args.server_pool or "product's (1 + 4 overflow)") if mode == "grpc" else None,
         "calls": {k: {"n": len(v), "p50_ms": common.ms(common.percentile(v, 50)),
                       "p99_ms": common.ms(common.percentile(v, 99))} for k, v in timings.items()},
     }
@@ -431,23 +444,26 @@ def main(argv=None) -> None:
                       r["duplicated"], len(r["errors"]),
                       "-" if r["proxy_server_cpu_s"] is None else f"{r['proxy_server_cpu_s']:.1f}"])
     common.print_table(
-        f"Optuna's gRPC proxy against direct: simulated clients on one PostgreSQL server (T = {args.trial_seconds:g} s)",
+        "Optuna's gRPC proxy against direct: simulated clients on one PostgreSQL server "
+        f"(T = {args.trial_seconds:g} s)",
         ["clients", "mode", "trials/s (ideal)", "ask", "suggest", "report", "tell", "conns mean/peak",
          "lost", "dup", "errors", "proxy CPU s"],
-        table, note="ask .. tell: p50 / p99 ms per call; conns: the server's client connections to the study's database")
+        table, note="ask .. tell: p50 / p99 ms per call; "
+                    "conns: the server's client connections to the study's database")
     ratios = []
     for clients in args.clients:
         by = {r["mode"]: r for r in rows if r["clients"] == clients}
         if {"direct", "grpc"} <= set(by):
             g, d = by["grpc"], by["direct"]
             ratios.append([clients, _ratio(g["trials_per_s"], d["trials_per_s"])]
-                          + [f"{_ratio(g['calls'].get(k, {}).get('p50_ms'), d['calls'].get(k, {}).get('p50_ms'))} / "
-                             f"{_ratio(g['calls'].get(k, {}).get('p99_ms'), d['calls'].get(k, {}).get('p99_ms'))}"
+                          + [" / ".join(_ratio(g["calls"].get(k, {}).get(q), d["calls"].get(k, {}).get(q))
+                                        for q in ("p50_ms", "p99_ms"))
                              for k in ("ask", "suggest", "report", "tell")]
                           + [_ratio(g["connections_mean"], d["connections_mean"]),
                              _ratio(g["connections_peak"], d["connections_peak"])])
     if ratios:
-        common.print_table("grpc / direct", ["clients", "trials/s", "ask p50/p99", "suggest", "report", "tell",
+        common.print_table("grpc / direct", ["clients", "trials/s", "ask p50/p99", "suggest", "report",
+                                             "tell",
                                              "conns mean", "conns peak"], ratios)
     payload = {"args": vars(args), "probes": probes, "rows": rows, "machine": common.machine(),
                "seconds": time.time() - started}
