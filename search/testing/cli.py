@@ -4,6 +4,7 @@ in the background (:func:`popen_cli`), and the error lines it wrote (:func:`erro
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +27,19 @@ def run_cli(*args, env=None, cwd=None, timeout=600) -> subprocess.CompletedProce
                           env=_env(env), cwd=cwd or REPO, timeout=timeout, check=False)
 
 
+def _as_in_a_terminal() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it so (no
+    # KeyboardInterrupt): tests run from a background job would then send Ctrl-C to a process
+    # that cannot hear it. A command typed in a terminal hears it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_cli(*args, env=None) -> subprocess.Popen:
-    """Start the ``search`` CLI in the background, as a user would in a terminal."""
+    """Start the ``search`` CLI in the background, as a user would in a terminal (Ctrl-C, i.e.
+    SIGINT, heard even when the tests themselves run as a background job)."""
     return subprocess.Popen([sys.executable, "-m", "search", *args], cwd=REPO, env=_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_in_a_terminal)
 
 
 def error_lines(result) -> list[str]:
