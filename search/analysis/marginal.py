@@ -24,8 +24,10 @@ Whether a factor matters at all is one test per factor, not one per value: a per
 of the same model (Manly's: the factor's values shuffled among the trials, every trial's other
 values and epochs kept, the model refitted; ``PERMUTATIONS`` times). Its statistic is the model's
 residual sum of squares: the share of shuffles that fit as well as the trials' real values is
-the p-value (``factor_p``, in each factor frame's ``attrs``). With a handful of values per
-factor this test has the power the per-value comparisons, corrected for their number, lack.
+the p-value (``factor_p``, in each factor frame's ``attrs``). One test a factor needs no
+correction for its number of values, and the verdicts compare values only within a factor whose
+test passes (``search.analysis.effects.verdict``), which keeps a null factor's false calls near
+the test's level (the bootstrap's per-value intervals alone are optimistic with few trials).
 
 Failed trials have no objective: they are counted per row, never modelled.
 """
