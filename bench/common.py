@@ -223,3 +223,25 @@ def postgres():
         yield server
     finally:
         server.destroy()
+
+
+def client_connections(server, database: str) -> int:
+    """The PostgreSQL server's client connections to ``database`` now (``pg_stat_activity``)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="search", password=server.password,
+                            dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                        "AND datname = %s", (database,))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def p50_p99(calls: dict, name: str) -> str:
+    """``"p50 / p99"`` milliseconds of one call in a benchmark's ``calls`` summary ("-": none)."""
+    if name not in calls:
+        return "-"
+    return f"{fmt(calls[name]['p50_ms'])} / {fmt(calls[name]['p99_ms'])}"

@@ -315,20 +315,6 @@ def _process(target: dict, slots: list[int], trials: int, trial_seconds: float, 
     queue.put({"timings": dict(timings), "told": told, "errors": errors})
 
 
-def _client_connections(server, database: str) -> int:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="search", password=server.password,
-                            dbname="postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                        "AND datname = %s", (database,))
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
-
-
 def run_load(server, mode: str, clients: int, args) -> dict:
     import optuna
 
@@ -359,7 +345,7 @@ def run_load(server, mode: str, clients: int, args) -> dict:
     samples, results = [], []
     while len(results) < len(procs):
         if time.time() >= start_at:
-            samples.append(_client_connections(server, database))
+            samples.append(common.client_connections(server, database))
         try:
             results.append(queue.get(timeout=0.5))
         except Exception:
@@ -432,10 +418,8 @@ def main(argv=None) -> None:
                     common.say(f"  {e}")
     table = []
     for r in rows:
-        c = r["calls"]
-
-        def cell(name):
-            return f"{common.fmt(c[name]['p50_ms'])} / {common.fmt(c[name]['p99_ms'])}" if name in c else "-"
+        def cell(name, calls=r["calls"]):
+            return common.p50_p99(calls, name)
 
         conns = (f"{r['connections_mean']:.1f} / {r['connections_peak']}"
                  if r["connections_mean"] is not None else "-")

@@ -154,20 +154,6 @@ def _create_study(url: str, budget: int, epochs: int, heartbeat: int) -> None:
                           pruner="none", sampler="random", heartbeat=heartbeat, grace=6 * heartbeat))
 
 
-def _client_connections(server, database: str) -> int:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="search", password=server.password,
-                            dbname="postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                        "AND datname = %s", (database,))
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
-
-
 def run_one(server, workers: int, trial_seconds: float, args) -> dict:
     database = server.create_database()
     url = server.url(database)
@@ -187,7 +173,7 @@ def run_one(server, workers: int, trial_seconds: float, args) -> dict:
     while len(results) < len(procs):
         now = time.time()
         if now >= start_at:
-            samples.append(_client_connections(server, database))
+            samples.append(common.client_connections(server, database))
         try:
             results.append(queue.get(timeout=0.5))
         except Exception:
@@ -248,10 +234,8 @@ def main(argv=None) -> None:
                     common.say(f"  {e}")
     table = []
     for r in rows:
-        c = r["calls"]
-
-        def cell(name):
-            return f"{common.fmt(c[name]['p50_ms'])} / {common.fmt(c[name]['p99_ms'])}" if name in c else "-"
+        def cell(name, calls=r["calls"]):
+            return common.p50_p99(calls, name)
 
         table.append([r["workers"], f"{r['trial_seconds']:g}", r["budget"],
                       f"{r['trials_per_s']:.2f} / {r['ideal_trials_per_s']:.2f}",
