@@ -172,8 +172,6 @@ def slurm(study: str, *, storage: str | None = None, workers: int = 1, gpus_per_
     ``artifacts``: every worker is pinned to them as ``search worker --space ...`` is (checked here
     first, so a study that is not what they say is refused before anything is submitted; the
     space file must be readable at the same path where the tasks run, a shared file system)."""
-    import os
-
     from search.execution.launchers.slurm import submit
     from search.execution.pins import Pins
     from search.storage import url_of
@@ -181,14 +179,12 @@ def slurm(study: str, *, storage: str | None = None, workers: int = 1, gpus_per_
 
     url = resolve_storage(storage)
     stored = open_study(url, study)  # an unknown study or an unreachable store: before sbatch
-    Pins.of(space, data, artifacts).check(stored.record, url_of(stored.storage))
-    pins = {option: value for option, value in (("--space", space and os.path.abspath(space)),
-                                                ("--data", data), ("--artifacts", artifacts))
-            if value is not None}
+    pins = Pins.of(space, data, artifacts)
+    pins.check(stored.record, url_of(stored.storage))
     return submit(study, url, workers, script=script, dry_run=dry_run,
                   gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, mem=mem,
                   time_limit=time_limit, partition=partition, sbatch_options=sbatch_options,
-                  pins=pins)
+                  pins=pins.worker_options())
 
 
 @_store_errors

@@ -63,6 +63,13 @@ class Pins:
     def pinned(self) -> bool:
         return self.space_sha256 is not None
 
+    def worker_options(self) -> dict[str, str]:
+        """The ``search worker`` options that pin another process the same way (the space file by
+        its absolute path), e.g. for each task of a Slurm job array."""
+        options = {"--space": self.space_from and os.path.abspath(self.space_from),
+                   "--data": self.data, "--artifacts": self.artifacts}
+        return {option: value for option, value in options.items() if value is not None}
+
     def check(self, record: StudyRecord, storage_url: str) -> None:
         """Refuse, with one line and before anything is executed, a study that is not what the
         pins say."""
