@@ -6,6 +6,7 @@ for accuracy would drift to the easy ones. Trial ``n`` runs under combination ``
 ``k`` combinations (every condition gets the same share of the budget, in turn), the value given
 to the space's ``hp`` as a ``--set`` value is, and the search samples every other factor; the
 trial records its condition (``trial_attrs.CONDITION``) and ``search analyze`` reports each one.
+A condition fixed with ``--set`` is not swept: every trial trains on that value.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ def combinations(conditions: dict[str, list]) -> list[dict]:
     return [dict(zip(names, values)) for values in itertools.product(*conditions.values())]
 
 
-def condition_for(conditions: dict[str, list], number: int) -> dict:
-    """The condition trial ``number`` runs under (``{}`` without conditions)."""
-    every = combinations(conditions) if conditions else []
-    return dict(every[number % len(every)]) if every else {}
+def swept(conditions: dict[str, list], fixed: dict) -> dict[str, list]:
+    """The conditions a study sweeps: those it does not fix for every trial with ``--set``."""
+    return {name: values for name, values in conditions.items() if name not in fixed}
+
+
+def condition_for(conditions: dict[str, list], number: int, fixed: dict | None = None) -> dict:
+    """The condition trial ``number`` runs under (``{}`` without conditions): a combination of
+    the swept ones, in turn; a condition fixed with ``--set`` is the same for every trial and is
+    no part of it (the trial is not labelled with a value it did not train on)."""
+    every = combinations(swept(conditions, fixed or {}))
+    return dict(every[number % len(every)]) if every and every != [{}] else {}

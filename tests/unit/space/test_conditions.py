@@ -20,3 +20,10 @@ def test_a_malformed_declaration_is_one_clear_error(bad):
     with pytest.raises(SpaceError, match="CONDITIONS must map hyperparameter names"):
         checked(bad, "space.py")
     assert checked(None, "space.py") == {}
+
+
+def test_a_condition_fixed_with_set_is_not_swept():
+    conditions = {"classes": [3, 6, 10], "resize": [8, 16]}
+    taken = [condition_for(conditions, n, fixed={"classes": 10}) for n in range(4)]
+    assert taken == [{"resize": 8}, {"resize": 16}, {"resize": 8}, {"resize": 16}]
+    assert condition_for({"classes": [3, 6, 10]}, 5, fixed={"classes": 10}) == {}
