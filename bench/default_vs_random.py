@@ -87,6 +87,7 @@ def search_run(searcher: Searcher, hypermodel, seed: int, budget: int) -> list[t
 
     config = copy.deepcopy(searcher.config)  # Keras Tuner's from_config changes what it reads
     study = optuna.create_study(
+        study_name=f"replay-{seed}",  # Hyperband's brackets hash the study's name: a fixed one repeats them
         direction="maximize" if config.direction == "max" else "minimize",
         sampler=make_sampler(config.sampler, worker_seed(seed, 0), space_hyperparameters(config),
                              config.fixed),
@@ -202,8 +203,19 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", default="30", help="budgets in trials' compute (x E epochs), e.g. 10,30")
     p.add_argument("--table", default=str(curves.TABLE))
+    p.add_argument("--default", action="append", default=None, metavar="SAMPLER:PRUNER",
+                   help="compare this candidate (e.g. tpe:asha) instead of search start's default; repeat "
+                        "it to compare several (each against the same random runs)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
+    candidates = [(None, None)]
+    if args.default:
+        try:
+            candidates = [tuple(c.split(":")) for c in args.default]
+            if any(len(c) != 2 for c in candidates):
+                raise ValueError
+        except ValueError:
+            p.error("--default takes SAMPLER:PRUNER, e.g. tpe:asha")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import logging
 
@@ -216,15 +228,18 @@ def main(argv=None) -> list[dict]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-default-") as work:
         for space in [s.strip() for s in args.spaces.split(",") if s.strip()]:
-            rows += compare(space, args.seeds, trials, Path(args.table), Path(work))
+            for i, candidate in enumerate(candidates):
+                (Path(work) / f"{space}-{i}").mkdir()
+                rows += compare(space, args.seeds, trials, Path(args.table), Path(work) / f"{space}-{i}",
+                                candidate)
     print(f"default vs random search on the recorded curves ({time.perf_counter() - started:.0f} s, "
           f"{args.seeds} seeds)")
-    print(f"{'space':6} {'trials':>6} {'epochs':>6} {'default':14} {'best: default':>13} {'random':>7} "
+    print(f"{'space':6} {'trials':>6} {'epochs':>6} {'default':16} {'best: default':>13} {'random':>7} "
           f"{'diff [95% CI]':>25} {'wins d/r/tie':>12} {'p':>6}   {'epochs to top':>13} {'target':>6} "
           f"{'default':>7} {'random':>7} {'reached d/r':>11} {'wins d/r/tie':>12} {'p':>6}")
     for r in rows:
         b, e = r["best"], r["reach"]
-        print(f"{r['space']:6} {r['trials']:>6} {r['epochs']:>6} {r['default']:14} {r['default_best']:13.4f} "
+        print(f"{r['space']:6} {r['trials']:>6} {r['epochs']:>6} {r['default']:16} {r['default_best']:13.4f} "
               f"{r['random_best']:7.4f} {b['mean']:+8.4f} [{b['low']:+.4f}, {b['high']:+.4f}] "
               f"{b['default_wins']:>4}/{b['random_wins']}/{b['ties']:<5} {b['p']:6.3f}   {'':>13} "
               f"{r['target']:6.4f} {r['default_reach']:7.0f} {r['random_reach']:7.0f} "

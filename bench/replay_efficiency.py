@@ -32,6 +32,7 @@ Benchmark seed s replays recorded seed s mod (recorded seeds) and seeds every tu
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -46,11 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common, curves  # noqa: E402
 
 REPLAY_SPACE = common.BENCH / "spaces" / "replay.py"
-TUNERS = ("kt_hyperband", "kt_random", "kt_bayes", "tpe", "tpe_asha", "tpe_hyperband", "random_asha")
-OURS = {"tpe": ("tpe", "none"), "tpe_asha": ("tpe", "asha"), "tpe_hyperband": ("tpe", "hyperband"),
-        "random_asha": ("random", "asha")}
+TUNERS = ("kt_hyperband", "kt_random", "kt_bayes", "tpe", "tpe_median", "tpe_asha", "tpe_hyperband",
+          "random_asha")
+OURS = {"tpe": ("tpe", "none"), "tpe_median": ("tpe", "median"), "tpe_asha": ("tpe", "asha"),
+        "tpe_hyperband": ("tpe", "hyperband"), "random_asha": ("random", "asha")}
 LABELS = {"kt_hyperband": "KT Hyperband", "kt_random": "KT RandomSearch",
-          "kt_bayes": "KT BayesianOptimization", "tpe": "search TPE", "tpe_asha": "search TPE + ASHA",
+          "kt_bayes": "KT BayesianOptimization", "tpe": "search TPE",
+          "tpe_median": "search TPE + median (today's default)", "tpe_asha": "search TPE + ASHA",
           "tpe_hyperband": "search TPE + hyperband", "random_asha": "search random + ASHA"}
 AXES = ("epochs", "seconds")
 
@@ -73,6 +76,9 @@ def parse_args(argv=None):
                         "~1 s a trial here)")
     p.add_argument("--out", default=None,
                    help="JSON path (default bench/results/efficiency_replay.json, _partial with --partial)")
+    p.add_argument("--progress", default=None, metavar="JSONL",
+                   help="resumable: each finished (space, seed) is appended here, and a rerun with the same "
+                        "settings skips the ones it holds")
     args = p.parse_args(argv)
     args.spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     args.tuners = [t.strip() for t in args.tuners.split(",") if t.strip()]
@@ -92,6 +98,36 @@ def parse_args(argv=None):
         p.error(f"no learning-curve table at {args.table} (record it: python bench/learning_curves.py)")
     args.tuners = ["kt_hyperband"] + [t for t in args.tuners if t != "kt_hyperband"]
     return args
+
+
+def _progress_key(args) -> dict:
+    return {"budgets": args.budgets, "tuners": args.tuners, "factor": args.factor, "table": str(args.table),
+            "partial": args.partial, "loop": args.loop}
+
+
+def read_progress(args) -> dict[tuple[str, int], list[dict]]:
+    """The (space, seed) runs a ``--progress`` file holds for these settings."""
+    done: dict[tuple[str, int], list[dict]] = {}
+    if not args.progress or not Path(args.progress).exists():
+        return done
+    key = _progress_key(args)
+    for line in Path(args.progress).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if entry.get("settings") == key:
+            done[entry["space"], entry["seed"]] = entry["runs"]
+    if done:
+        common.say(f"resuming: {len(done)} (space, seed) replays read from {args.progress}")
+    return done
+
+
+def write_progress(args, space: str, seed: int, runs: list[dict]) -> None:
+    if args.progress:
+        with open(args.progress, "a") as f:
+            f.write(json.dumps({"settings": _progress_key(args), "space": space, "seed": seed,
+                                "runs": runs}, default=str) + "\n")
 
 
 def table_epochs(table: curves.Table) -> int:
@@ -199,6 +235,7 @@ def run_ours_in_memory(kind: str, seed: int, epochs: int, budget: int, work: Pat
     space = space_from_source(stored.record.space_source, stored.record.space_path)
     stored.storage.engine.dispose()
     study = optuna.create_study(
+        study_name=stored.record.study_name,  # Hyperband's brackets hash the study's name: the worker loop's
         direction="maximize" if config.direction == "max" else "minimize",
         sampler=make_sampler(config.sampler, worker_seed(config.seed, 0), space_hyperparameters(config),
                              config.fixed),
@@ -386,14 +423,20 @@ def main(argv=None) -> dict:
     common.say(f"efficiency --replay{label}: {', '.join(spaces)}, seeds 0..{args.seeds - 1}, E={epochs}, "
                f"budgets {args.budgets} x one KT Hyperband iteration")
     work = Path(tempfile.mkdtemp(prefix="bench-replay-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    done = read_progress(args)
     runs: list[dict] = []
     started = time.perf_counter()
     try:
-        for space in spaces:
-            for seed in range(args.seeds):
+        for seed in range(args.seeds):  # seed by seed, so that a run cut short holds every space
+            for space in spaces:
+                if (space, seed) in done:
+                    runs.extend(done[space, seed])
+                    continue
                 seed_dir = work / f"{space}-{seed}"
                 seed_dir.mkdir()
-                runs.extend(replay_seed(space, seed, args, table, epochs, seed_dir))
+                seed_runs = replay_seed(space, seed, args, table, epochs, seed_dir)
+                runs.extend(seed_runs)
+                write_progress(args, space, seed, seed_runs)
                 shutil.rmtree(seed_dir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -85,7 +85,7 @@ def tiny_table_path(table) -> str:
 
 
 @pytest.mark.slow  # the worker loop's SQLite store: ~1 s a trial
-@pytest.mark.parametrize("kind", ["tpe_asha", "random_asha"])
+@pytest.mark.parametrize("kind", ["tpe_asha", "random_asha", "tpe_hyperband"])
 def test_the_in_memory_loop_runs_the_trials_the_worker_loop_runs(tmp_path, table, kind):
     budget = 45
     (tmp_path / "w").mkdir()
