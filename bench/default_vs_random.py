@@ -77,11 +77,8 @@ def search_run(searcher: Searcher, hypermodel, seed: int, budget: int) -> list[t
     """The epochs one search trains, in order, as (val_accuracy or None, recorded s), until
     ``budget`` epochs are spent."""
     import optuna
-    from optuna.trial import TrialState
 
-    from search.execution.callbacks import TrialCallback
     from search.execution.worker import space_hyperparameters
-    from search.space.bridge import TrialHyperParameters
     from search.space.pruners import make_pruner
     from search.space.samplers import make_sampler, worker_seed
 
@@ -96,21 +93,33 @@ def search_run(searcher: Searcher, hypermodel, seed: int, budget: int) -> list[t
         study.enqueue_trial(params)
     run: list[tuple] = []
     while len(run) < budget:
-        trial = study.ask()
-        hp = TrialHyperParameters(trial, fixed=config.fixed)
-        model = hypermodel.build(hp)
-        callback = TrialCallback(trial, config.objective, config.direction)
-        hypermodel.trained.clear()
-        hypermodel.fit(hp, model, epochs=config.epochs, callbacks=[callback])
-        diverged = callback.nan_epoch is not None or callback.best_value is None
-        run.extend((None if diverged else value, cost) for _, _, value, cost in hypermodel.trained)
-        if diverged:
-            study.tell(trial, state=TrialState.FAIL)
-        elif callback.pruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, callback.best_value)
+        run.extend(replay_trial(study, config, hypermodel))
     return run
+
+
+def replay_trial(study, config, hypermodel, callbacks=()) -> list[tuple]:
+    """Ask one trial of ``study``, replay it as the worker's trial does (``TrialHyperParameters``,
+    the space's build/fit driving ``TrialCallback``, then the worker's tell) and return its epochs
+    as (val_accuracy or None, recorded s). ``callbacks`` run after the trial's own, each epoch."""
+    from optuna.trial import TrialState
+
+    from search.execution.callbacks import TrialCallback
+    from search.space.bridge import TrialHyperParameters
+
+    trial = study.ask()
+    hp = TrialHyperParameters(trial, fixed=config.fixed)
+    model = hypermodel.build(hp)
+    callback = TrialCallback(trial, config.objective, config.direction)
+    hypermodel.trained.clear()
+    hypermodel.fit(hp, model, epochs=config.epochs, callbacks=[callback, *callbacks])
+    diverged = callback.nan_epoch is not None or callback.best_value is None
+    if diverged:
+        study.tell(trial, state=TrialState.FAIL)
+    elif callback.pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, callback.best_value)
+    return [(None if diverged else value, cost) for _, _, value, cost in hypermodel.trained]
 
 
 def best_within(run: list[tuple], epochs: int) -> float | None:
