@@ -43,8 +43,10 @@ def _create_study(space: Path, url: str, trials: int) -> None:
     from search.commands.start import prepare
     from search.options import start_options
 
+    # A grace of several heartbeats: on 2 busy cores (the e2e set runs two test files at once) a
+    # worker starved for a few seconds must not be taken for dead.
     prepare(start_options(str(space), storage=url, trials=trials, epochs=EPOCHS, pruner="none",
-                          heartbeat=1, grace=4))
+                          heartbeat=2, grace=20))
 
 
 def _command_lines() -> list[str]:
@@ -81,7 +83,14 @@ def test_a_slurm_array_runs_the_budget_exactly_and_a_cancelled_task_loses_nothin
     def mid_trial():
         return running_worker_after_a_completed_trial(pg_url, EPOCHS)
 
-    row = wait_for(mid_trial, 150, "a Slurm worker in the middle of a trial")
+    try:
+        row = wait_for(mid_trial, 150, "a Slurm worker in the middle of a trial")
+    except pytest.fail.Exception as exc:  # say what the cluster and the study were doing
+        states = sorted((t.number, t.state.name, len(t.intermediate_values)) for t in trials_of(pg_url))
+        queue = slurm_cluster.run("squeue", "-o", "%i %T %r", check=False).stdout
+        logs = sorted(tmp_path.rglob("*.out"))
+        tails = {p.name: p.read_text()[-600:] for p in logs}
+        pytest.fail(f"{exc}; trials {states}; squeue {queue!r}; task logs {tails}")
     slurm_cluster.run("scancel", row.job)  # at once, while its trial has epochs to go
     killed = row.trial_number
     completed_before = {t.number: t.value for t in trials_of(pg_url) if t.state.name == "COMPLETE"}
