@@ -376,7 +376,7 @@ def replay_seed(space: str, seed: int, args, table: curves.Table, epochs: int, w
                 for target, ref in (("hb", "kt_hyperband"), ("rs", "kt_random")):
                     goal = best_within(runs[ref][0], budget, axis) if ref in runs else None
                     reach = compute_to_reach(run, goal, budget, axis)
-                    r[f"to_{target}"][cell] = None if reach is None else reach / budget
+                    r[f"to_{target}"][cell] = None if reach is None else min(1.0, reach / budget)  # within it, up to rounding
         out.append(r)
         common.say(f"{space} seed {seed} {LABELS[tuner]}: {len(run)} epochs ({r['seconds_trained']:.0f} s "
                    f"recorded), best {common.fmt(r['best'][f'epochs@{top}'], 4)} at "
