@@ -85,7 +85,7 @@ def search_run(searcher: Searcher, hypermodel, seed: int, budget: int) -> list[t
     config = copy.deepcopy(searcher.config)  # Keras Tuner's from_config changes what it reads
     study = optuna.create_study(
         study_name=f"replay-{seed}",  # Hyperband's brackets hash the study's name: a fixed one repeats them
-        direction="maximize" if config.direction == "max" else "minimize",
+        direction=config.optuna_direction,
         sampler=make_sampler(config.sampler, worker_seed(seed, 0), space_hyperparameters(config),
                              config.fixed),
         pruner=make_pruner(config.pruner, config.epochs))

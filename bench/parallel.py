@@ -70,7 +70,7 @@ def parallel_run(tuner: str, searcher, space: str, recorded_seed: int, seed: int
     storage = optuna.storages.InMemoryStorage()
     name = f"parallel-{seed}"
     first = optuna.create_study(study_name=name, storage=storage,
-                                direction="maximize" if config.direction == "max" else "minimize")
+                                direction=config.optuna_direction)
     for params in searcher.baseline:
         first.enqueue_trial(params)
     lock, epochs, errors = threading.Lock(), [], []

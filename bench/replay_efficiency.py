@@ -236,7 +236,7 @@ def run_ours_in_memory(kind: str, seed: int, epochs: int, budget: int, work: Pat
     stored.storage.engine.dispose()
     study = optuna.create_study(
         study_name=stored.record.study_name,  # Hyperband's brackets hash the study's name: the worker loop's
-        direction="maximize" if config.direction == "max" else "minimize",
+        direction=config.optuna_direction,
         sampler=make_sampler(config.sampler, worker_seed(config.seed, 0), space_hyperparameters(config),
                              config.fixed),
         pruner=make_pruner(config.pruner, config.epochs))

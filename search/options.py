@@ -322,6 +322,11 @@ class StudyConfig:
     # Keys of stores written before the option names were the stored names.
     LEGACY_KEYS: ClassVar[dict] = {"heartbeat_s": "heartbeat", "grace_s": "grace", "trial_timeout_s": "trial_timeout"}
 
+    @property
+    def optuna_direction(self) -> str:
+        """The direction as Optuna names it (``maximize``/``minimize``)."""
+        return "maximize" if self.direction == "max" else "minimize"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

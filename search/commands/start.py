@@ -115,7 +115,7 @@ def prepare(options: StartOptions, space: Space | None = None, source_kind: str 
             _wait_for_creation(store, name)
             return prepare(options, space, source_kind, fit_kwargs)
         study = optuna.create_study(study_name=name, storage=store,
-                                    direction="maximize" if config.direction == "max" else "minimize")
+                                    direction=config.optuna_direction)
         if baseline is not None:
             study.enqueue_trial(baseline, user_attrs={trial_attrs.BASELINE: True})
         resumed = False

@@ -42,5 +42,8 @@ def condition_for(conditions: dict[str, list], number: int, fixed: dict | None =
     """The condition trial ``number`` runs under (``{}`` without conditions): a combination of
     the swept ones, in turn; a condition fixed with ``--set`` is the same for every trial and is
     no part of it (the trial is not labelled with a value it did not train on)."""
-    every = combinations(swept(conditions, fixed or {}))
-    return dict(every[number % len(every)]) if every and every != [{}] else {}
+    conditions = swept(conditions, fixed or {})
+    if not conditions:
+        return {}
+    every = combinations(conditions)
+    return dict(every[number % len(every)])

@@ -103,7 +103,7 @@ def ablation_runs(study):
     for t in trials:
         tag = t.user_attrs.get("ablation")
         if tag and t.value is not None:
-            hp_values, scores = runs.setdefault(_key(tag["param"], tag["value"]), (t.user_attrs["hp_values"], []))
+            _, scores = runs.setdefault(_key(tag["param"], tag["value"]), (t.user_attrs["hp_values"], []))
             scores.append((t.user_attrs["seed"], t.value))
     assert len(runs) >= 10, sorted(runs)
     return runs
