@@ -22,7 +22,7 @@ from plotly.offline import get_plotlyjs
 
 from search.analysis import figures
 from search.analysis.study_analysis import Analysis
-from search.console.format import duration, number, param_value, significant
+from search.console.format import duration, number, param_value, significant, training_time
 
 TEMPLATE = "report.html.j2"
 
@@ -94,8 +94,7 @@ def _overview(analysis: Analysis) -> list[tuple[str, str]]:
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(o["states"].items()))
     rows = [("trials", f"{o['trials']} ({states})"),
             ("objective", f"{analysis.objective} ({analysis.direction})"),
-            ("training time", (f"{duration(o['train_seconds'])} in fit, "
-                               f"{duration(o['trial_seconds'])} in trials"))]
+            ("training time", training_time(o["train_seconds"], o["trial_seconds"]))]
     if o["budget"]:
         rows.insert(1, ("budget used", f"{o['finished']} of {o['budget']} ({o['budget_used']:.0%})"))
     if o["best"]:

@@ -159,8 +159,8 @@ def _overview(study, trials, frame: pd.DataFrame, maximize: bool, budget: int | 
         "budget_used": (finished / budget) if budget else None,
         "search_trials": int(frame["ablation_param"].isna().sum()),
         "ablation_trials": int(frame["ablation_param"].notna().sum()),
-        "train_seconds": float(frame["train_seconds"].sum(skipna=True)),
-        "trial_seconds": float(frame["trial_seconds"].sum(skipna=True)),
+        "train_seconds": _recorded_sum(frame["train_seconds"]),  # None: a study we did not run
+        "trial_seconds": _recorded_sum(frame["trial_seconds"]),
         "best": described(best),
         "best_search": None if same else described(best_search),  # when an ablation trial is best
         "baseline": None if baseline.empty else {
@@ -298,3 +298,8 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
     return Analysis(study.study_name, objective, direction,
                     _overview(study, trials, frame, maximize, budget), effects, ranked, ablation,
                     notes, conditions, frame, trials, view)
+
+
+def _recorded_sum(column: pd.Series) -> float | None:
+    """The column's sum, or None where no trial recorded it (a plain Optuna study)."""
+    return None if column.isna().all() else float(column.sum(skipna=True))

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from search.console.format import duration, number, param_value, significant
+from search.console.format import duration, number, param_value, significant, training_time
 
 if TYPE_CHECKING:  # results of search.analysis, a layer above: read, never imported
     from search.analysis import Analysis, ParamEffect
@@ -33,8 +33,7 @@ def overview_table(analysis: Analysis) -> Table:
         table.add_row("budget used", Text(f"{o['finished']} of {o['budget']} ({o['budget_used']:.0%})"))
     if o["ablation_trials"]:
         table.add_row("ablation trials", str(o["ablation_trials"]))
-    table.add_row("training time", Text(f"{duration(o['train_seconds'])} in fit, "
-                                        f"{duration(o['trial_seconds'])} in trials"))
+    table.add_row("training time", Text(training_time(o["train_seconds"], o["trial_seconds"])))
     table.add_row("objective", Text(f"{analysis.objective} ({analysis.direction})"))
     for label, best in (("best", o["best"]), ("best search trial", o.get("best_search"))):
         if best:

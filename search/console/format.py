@@ -81,6 +81,15 @@ def duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def training_time(train_seconds: float | None, trial_seconds: float | None) -> str:
+    """``5.3 min in fit, 5.9 min in trials``; ``not recorded`` for a study we did not run."""
+    if train_seconds is None and trial_seconds is None:
+        return "not recorded (no trial ran under search)"
+    fit = "-" if train_seconds is None else duration(train_seconds)
+    trials = "-" if trial_seconds is None else duration(trial_seconds)
+    return f"{fit} in fit, {trials} in trials"
+
+
 def limit(seconds: float | None) -> str:
     """A time limit: ``5 s``, or ``no limit``."""
     return "no limit" if seconds is None else f"{seconds:g} s"

@@ -57,10 +57,12 @@ def test_analyze_reads_a_plain_and_a_copied_study_in_every_format_and_writes_not
     assert "value (minimize)" in text.output and "optimizer (categorical" in text.output
     assert "lr (log-binned" in text.output  # the log scale from Optuna's distribution
     assert "A plain Optuna study" in text.output
-    assert report.stat().st_size > 10_000
+    assert "training time" in text.output and "not recorded" in text.output  # not "0.0 s in fit"
+    assert report.stat().st_size > 10_000 and "not recorded" in report.read_text()
     analysis = json.loads(run("analyze", "--storage", url, "--study", COPIED, "--format", "json").output)
     assert analysis["study"] == COPIED and analysis["direction"] == "minimize"
     assert analysis["overview"]["finished"] == 12 and analysis["overview"]["budget"] is None
+    assert analysis["overview"]["train_seconds"] is None
     kinds = {p["name"]: (p["kind"], p["log"]) for p in analysis["parameters"]}
     assert kinds["lr"][1] is True and set(kinds) == {"lr", "optimizer", "units"}
     assert any("A plain Optuna study" in note for note in analysis["notes"])
