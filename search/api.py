@@ -67,7 +67,7 @@ class StartResult:
 
 
 @_store_errors
-def start(space_file: str, *, fixed: dict | None = None,
+def start(space_file: str, *, fixed: dict | None = None, sweep: dict | None = None,
           on_prepared: Callable[[Prepared], None] | None = None,
           on_progress: Callable[[StudySnapshot], None] | None = None, **options) -> StartResult:
     """Create or resume a study of ``space_file`` and run local workers until its budget is spent.
@@ -76,7 +76,8 @@ def start(space_file: str, *, fixed: dict | None = None,
     ``study``, ``storage``, ``trials``, ``epochs``, ``workers``, ``data``, ``sampler``, ``seed``,
     ``pruner``, ``timeout``, ``gpus``, ``per_gpu``, ``heartbeat``, ``grace``, ``keep_best``,
     ``artifacts``, ``trial_timeout``, ``ray`` (a Ray cluster's address, or ``auto``: the workers
-    are placed there as Ray tasks); ``fixed`` holds ``--set`` values (name -> value).
+    are placed there as Ray tasks); ``fixed`` holds ``--set`` values (name -> value), ``sweep``
+    ``--sweep`` values (name -> list of values: conditions swept in turn, stored with the study).
     ``on_prepared`` sees the created or resumed study before the workers start, ``on_progress``
     each snapshot while they run.
     """
@@ -84,7 +85,7 @@ def start(space_file: str, *, fixed: dict | None = None,
     from search.space.source import check_space_file
     from search.versions import check_backend
 
-    checked = start_options(space_file, fixed, **options)  # every check that needs no Keras first
+    checked = start_options(space_file, fixed, sweep, **options)  # every check that needs no Keras first
     check_space_file(space_file)
     check_backend()
     if checked.ray and checked.gpus:

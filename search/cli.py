@@ -61,6 +61,19 @@ def _parse_set(values: tuple[str, ...]) -> dict:
     return fixed
 
 
+def _parse_sweep(values: tuple[str, ...]) -> dict:
+    sweep = {}
+    for item in values:
+        name, sep, listed = item.partition("=")
+        swept = [v.strip() for v in listed.split(",") if v.strip()]
+        if not sep or not name.strip() or not swept:
+            _fail(f"--sweep {item!r}: expected NAME=VALUE,VALUE,..., e.g. classes=3,6,10")
+        if name.strip() in sweep:
+            _fail(f"--sweep {name.strip()} is given twice: list its values once, e.g. {name.strip()}=3,6,10")
+        sweep[name.strip()] = swept
+    return sweep
+
+
 def _parse_names(value: str | None, option: str) -> list[str] | None:
     if value is None:
         return None
@@ -129,7 +142,10 @@ def _options(names):
 @click.argument("space_file", required=False)
 @_options(o.name for o in START_OPTIONS)
 @click.option("--set", "set_values", multiple=True, metavar="NAME=VALUE", help="Fix a hyperparameter.")
-def start(space_file, set_values, **options):
+@click.option("--sweep", "sweep_values", multiple=True, metavar="NAME=V1,V2,...",
+              help="Sweep a hyperparameter as a condition: trials take its values in turn, the "
+                   "search runs within each, and analyze reports each (e.g. classes=3,6,10).")
+def start(space_file, set_values, sweep_values, **options):
     """Create (or resume) a study of SPACE_FILE and run it to its budget."""
     from search import api
     from search.console.progress import StudyProgress, next_command, prepared_lines, resume_command
@@ -138,6 +154,7 @@ def start(space_file, set_values, **options):
     if space_file is None or os.path.isdir(space_file):
         _list_spaces(space_file)
     fixed = _parse_set(set_values)
+    sweep = _parse_sweep(sweep_values)
     progress = StudyProgress(console)
     shown = {}
 
@@ -154,7 +171,7 @@ def start(space_file, set_values, **options):
         progress.start(prepared.stored.record.budget, workers=prepared.workers)
 
     try:
-        result = _run(lambda: api.start(space_file, fixed=fixed, on_prepared=on_prepared,
+        result = _run(lambda: api.start(space_file, fixed=fixed, sweep=sweep, on_prepared=on_prepared,
                                         on_progress=progress.update, **options))
     except KeyboardInterrupt as exc:
         progress.stop()

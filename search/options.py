@@ -247,12 +247,14 @@ WORKER_OPTIONS = ("storage", "gpus", "per_gpu")  # the start options `search wor
 
 @dataclass
 class StartOptions:
-    """What ``search start`` was asked: the space file, ``fixed`` (``--set`` values, raw) and the
-    options given in ``values`` (a name that is absent was not given)."""
+    """What ``search start`` was asked: the space file, ``fixed`` (``--set`` values, raw),
+    ``sweep`` (``--sweep`` values, raw lists) and the options given in ``values`` (a name that is
+    absent was not given)."""
 
     space_file: str
     fixed: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)
+    sweep: dict = field(default_factory=dict)
 
     def __getattr__(self, name: str):
         if name in OPTIONS:
@@ -269,7 +271,8 @@ def check(name: str, value):
     return OPTIONS[name].checked(value)
 
 
-def start_options(space_file: str, fixed: dict | None = None, **values) -> StartOptions:
+def start_options(space_file: str, fixed: dict | None = None, sweep: dict | None = None,
+                  **values) -> StartOptions:
     """Check the keywords of ``search.start`` against :data:`START_OPTIONS`."""
     unknown = sorted(set(values) - set(OPTIONS))
     if unknown:
@@ -278,7 +281,26 @@ def start_options(space_file: str, fixed: dict | None = None, **values) -> Start
     heartbeat, grace = given.get("heartbeat"), given.get("grace")
     if heartbeat is not None and grace is not None:
         check_grace(heartbeat, grace)
-    return StartOptions(space_file, dict(fixed or {}), given)
+    fixed = dict(fixed or {})
+    return StartOptions(space_file, fixed, given, check_sweep(sweep or {}, fixed))
+
+
+def check_sweep(sweep: dict, fixed: dict) -> dict:
+    """``--sweep NAME=V1,V2,...`` values (raw): at least two different values a name, and no name
+    also fixed with ``--set``; their types are the space's, checked when it is loaded."""
+    checked = {}
+    for name, values in sweep.items():
+        if not isinstance(values, (list, tuple)):
+            raise SearchError(f"--sweep {name}={values}: expected a list of values, e.g. classes=3,6,10")
+        shown = f"--sweep {name}={','.join(str(v) for v in values)}"
+        if name in fixed:
+            raise SearchError(f"{shown} and --set {name}={fixed[name]}: a hyperparameter is either "
+                              "fixed or swept, not both")
+        if len({str(v) for v in values}) != len(values) or len(values) < 2:
+            raise SearchError(f"{shown}: give two or more different values (one value: --set "
+                              f"{name}=VALUE fixes it)")
+        checked[name] = list(values)
+    return checked
 
 
 def check_grace(heartbeat: int, grace: int) -> None:
@@ -317,6 +339,8 @@ class StudyConfig:
     # own process can run the trials)
     source_kind: str = "space"
     fixed: dict = field(default_factory=dict)  # --set NAME=VALUE, already coerced to the space's types
+    # --sweep NAME=V1,V2,...: conditions swept beside the space's CONDITIONS (search.space.conditions)
+    sweep: dict = field(default_factory=dict)
     space: dict = field(default_factory=dict)  # keras_tuner.HyperParameters.get_config() of the discovered space
 
     # Keys of stores written before the option names were the stored names.

@@ -169,9 +169,10 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
     found = discover(space, dataset, options.fixed)
     hps = found.hyperparameters
     fixed = validate_fixed(hps, options.fixed)
+    sweep = _validated_sweep(hps, options.sweep)
     for condition in combinations(space.conditions):  # CONDITIONS name the space's parameters
         try:
-            validate_fixed(hps, {k: v for k, v in condition.items() if k not in fixed})
+            validate_fixed(hps, {k: v for k, v in condition.items() if k not in fixed and k not in sweep})
         except SearchError as exc:
             raise SearchError(f"{options.space_file}: CONDITIONS {condition}: "
                               f"{str(exc).split(': ', 1)[-1]}") from None
@@ -179,7 +180,7 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
     stored.update(options.given("fixed"), **options.given("changeable"), data=data_name, seed=seed)
     objective = study_objective(space, options.objective, options.direction, found.fit_returns)
     stored.update(objective=objective.name, direction=objective.direction)
-    config = StudyConfig(space_path=options.space_file, fixed=fixed, space=hps.get_config(),
+    config = StudyConfig(space_path=options.space_file, fixed=fixed, sweep=sweep, space=hps.get_config(),
                          fit_returns=found.fit_returns, **stored)
     config = _changeable_settings(config, options, [])
     budget = options.trials or OPTIONS["trials"].default
@@ -191,6 +192,19 @@ def _new_config(options: StartOptions, space) -> tuple[StudyConfig, int, list[st
             budget = size
     baseline = None if config.sampler == "grid" else to_optuna_params(hps, found.defaults)
     return config, budget, notes, baseline
+
+
+def _validated_sweep(hps, sweep: dict) -> dict:
+    """``--sweep`` values as the space's values (a name it defines, each value in its range or
+    choices), in the order given."""
+    validated = {}
+    for name, values in sweep.items():
+        try:
+            validated[name] = [validate_fixed(hps, {name: value})[name] for value in values]
+        except SearchError as exc:
+            raise SearchError(f"--sweep {name}={','.join(str(v) for v in values)}: "
+                              f"{str(exc).split(': ', 1)[-1]}") from None
+    return validated
 
 
 def _check_resume(name: str, existing: StudyRecord, sha256: str, options: StartOptions) -> None:
@@ -210,6 +224,11 @@ def _check_resume(name: str, existing: StudyRecord, sha256: str, options: StartO
         if str(stored.fixed.get(key, object())) != str(value):
             raise SearchError(f"study {name!r} was created with --set {_fmt_fixed(stored.fixed)}: "
                               f"resume without --set {key}={value} or start a new --study name")
+    for key, values in options.sweep.items():
+        if [str(v) for v in stored.sweep.get(key, [])] != [str(v) for v in values]:
+            shown = " ".join(f"{k}={','.join(map(str, v))}" for k, v in stored.sweep.items()) or "(none)"
+            raise SearchError(f"study {name!r} was created with --sweep {shown}: resume without "
+                              f"--sweep {key}={','.join(map(str, values))} or start a new --study name")
 
 
 def _fmt_fixed(fixed: dict) -> str:

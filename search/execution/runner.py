@@ -173,7 +173,8 @@ def run_trial(trial: optuna.Trial, space: Space, dataset: _datasets.Dataset,
     keras.utils.set_random_seed(seed)
     _datasets.activate(dataset)
     condition = ({} if trial_attrs.ABLATION in trial.user_attrs  # an ablation holds its center
-                 else conditions.condition_for(space.conditions, trial.number, config.fixed))
+                 else conditions.condition_for(conditions.of_study(space.conditions, config.sweep),
+                                               trial.number, config.fixed))
     if condition:  # the pruner compares the trial with its condition's trials (space.pruners)
         trial.set_user_attr(trial_attrs.CONDITION, condition)
     hp = TrialHyperParameters(trial, fixed={**condition, **config.fixed})

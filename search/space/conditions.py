@@ -6,6 +6,8 @@ for accuracy would drift to the easy ones. Trial ``n`` runs under combination ``
 ``k`` combinations (every condition gets the same share of the budget, in turn), the value given
 to the space's ``hp`` as a ``--set`` value is, and the search samples every other factor; the
 trial records its condition (``trial_attrs.CONDITION``) and ``search analyze`` reports each one.
+``search start --sweep resize=8,16,32`` (stored with the study) sweeps a factor the same way
+without editing the space: it adds a condition, or replaces the values of one the space declares.
 A condition fixed with ``--set`` is not swept: every trial trains on that value.
 """
 
@@ -25,6 +27,12 @@ def checked(conditions, path: str) -> dict[str, list]:
         raise SpaceError(f"{path}: CONDITIONS must map hyperparameter names to non-empty lists of "
                          f"values, e.g. {{'classes': [3, 6, 10]}} (got {conditions!r})")
     return {k: list(v) for k, v in conditions.items()}
+
+
+def of_study(space_conditions: dict[str, list], sweep: dict[str, list]) -> dict[str, list]:
+    """The conditions a study runs under: its space's ``CONDITIONS``, with ``--sweep``'s added
+    (or replacing a condition's values)."""
+    return {**space_conditions, **sweep}
 
 
 def combinations(conditions: dict[str, list]) -> list[dict]:

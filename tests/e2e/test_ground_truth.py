@@ -28,7 +28,6 @@ a trial (the best epoch's val_accuracy). Checked:
 
 Slow (about 7 minutes on 2 cores)."""
 
-import importlib.util
 import json
 import math
 import statistics
@@ -38,6 +37,8 @@ import optuna
 import pytest
 
 from search.testing.cli import REPO, run_cli
+from search.testing.ground_truth import load_space_module
+from search.testing.ground_truth import plain_keras_score as ground_truth_score
 
 pytestmark = pytest.mark.slow
 
@@ -69,28 +70,11 @@ def study(tmp_path_factory):
 
 
 def _space():
-    spec = importlib.util.spec_from_file_location("cnn_space_plain", REPO / "spaces" / "cnn.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_space_module(REPO / "spaces" / "cnn.py", "cnn_space_plain")
 
 
 def plain_keras_score(space, dataset, values: dict, seed: int) -> float:
-    """The best epoch's val_accuracy of ``values`` trained with plain Keras on ``seed``."""
-    import keras
-    import keras_tuner as kt
-
-    from search import _datasets
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    _datasets.activate(dataset)
-    hp = kt.HyperParameters()
-    hp.values.update(values)
-    model = space.build(hp)
-    history = space.fit(hp, model, dataset.x_train, dataset.y_train, epochs=EPOCHS, verbose=0,
-                        validation_data=(dataset.x_val, dataset.y_val))
-    return max(history.history["val_accuracy"])
+    return ground_truth_score(space, dataset, values, seed, EPOCHS)
 
 
 @pytest.fixture(scope="module")

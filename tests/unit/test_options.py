@@ -128,3 +128,28 @@ def test_file_names_made_from_study_names_differ_for_every_name():
         check_study_name(name)  # all of them are allowed names
         assert "/" not in file and not file.startswith(".") and 0 < len(file) <= 120, (name, file)
     assert study_file_name("cnn") == "cnn" and study_file_name("vgg.v2") == "vgg.v2"  # plain names stay
+
+
+@pytest.mark.parametrize("fixed, sweep, message", [
+    ({}, {"classes": ["3"]}, "--sweep classes=3: give two or more different values (one value: --set classes=VALUE"),
+    ({}, {"classes": ["3", "3"]}, "--sweep classes=3,3: give two or more different values"),
+    ({}, {"classes": "3,6"}, "--sweep classes=3,6: expected a list of values"),
+    ({"classes": "3"}, {"classes": ["3", "6"]},
+     "--sweep classes=3,6 and --set classes=3: a hyperparameter is either fixed or swept"),
+])
+def test_a_sweep_is_checked_before_anything_loads(fixed, sweep, message):
+    with pytest.raises(SearchError) as raised:
+        start_options("spaces/cnn.py", fixed, sweep)
+    assert message in str(raised.value)
+    assert start_options("spaces/cnn.py", {}, {"resize": ["8", "16"]}).sweep == {"resize": ["8", "16"]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sweep", "classes"], "--sweep 'classes': expected NAME=VALUE,VALUE,..., e.g. classes=3,6,10"),
+    (["--sweep", "classes="], "--sweep 'classes=': expected NAME=VALUE,VALUE,..."),
+    (["--sweep", "classes=3,6", "--sweep", "classes=10,20"], "--sweep classes is given twice"),
+])
+def test_a_malformed_sweep_flag_is_one_line(args, message):
+    result = CliRunner().invoke(main, ["start", "spaces/cnn.py", *args])
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1

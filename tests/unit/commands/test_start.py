@@ -43,3 +43,41 @@ def test_a_resume_that_contradicts_a_fixed_option_changes_nothing(created):
     with pytest.raises(SearchError, match="was created with --epochs 1: resume without --epochs 2"):
         prepare(start_options(space, storage=url, epochs=2, trials=5))
     assert prepare(start_options(space, storage=url)).stored.record.budget == 2
+
+
+def test_a_sweep_is_stored_as_the_spaces_values_and_the_trials_take_them_in_turn(tmp_path):
+    import optuna
+
+    from search import api
+    from search.testing.spaces import SUBSET_SPACE
+
+    space = tmp_path / "subset.py"
+    space.write_text(SUBSET_SPACE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    prepared = prepare(start_options(str(space), {"units": "16"}, {"classes": ["10", "4"]}, storage=url,
+                                     trials=4, epochs=1))
+    prepared.stored.storage.engine.dispose()
+    assert prepared.stored.config.sweep == {"classes": [10, 4]}  # the space's values, in the order given
+    api.worker(prepared.study_name, storage=url)
+    trials = optuna.load_study(study_name=prepared.study_name, storage=url).trials
+    assert [t.user_attrs["condition"] for t in trials] == [{"classes": c} for c in (10, 4, 10, 4)]
+    assert [t.user_attrs["hp_values"]["classes"] for t in trials] == [10, 4, 10, 4]  # trained on it
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    with pytest.raises(SearchError, match="was created with --sweep classes=10,4: resume without "
+                                          "--sweep classes=4,10"):
+        prepare(start_options(str(space), {}, {"classes": ["4", "10"]}, storage=url))
+    assert prepare(start_options(str(space), {}, {"classes": ["10", "4"]}, storage=url)).resumed
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"classes": ["4", "7"]}, "--sweep classes=4,7: not one of the choices [4, 10]"),
+    ({"depth": ["1", "2"]}, "--sweep depth=1,2: the space defines no hyperparameter 'depth'"),
+])
+def test_a_sweep_outside_the_space_is_one_line_and_stores_nothing(tmp_path, sweep, message):
+    from search.testing.spaces import SUBSET_SPACE
+
+    space = tmp_path / "subset.py"
+    space.write_text(SUBSET_SPACE)
+    with pytest.raises(SearchError) as raised:
+        prepare(start_options(str(space), {}, sweep, storage=f"sqlite:///{tmp_path / 'store.db'}"))
+    assert message in str(raised.value)

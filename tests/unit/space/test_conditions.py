@@ -27,3 +27,11 @@ def test_a_condition_fixed_with_set_is_not_swept():
     taken = [condition_for(conditions, n, fixed={"classes": 10}) for n in range(4)]
     assert taken == [{"resize": 8}, {"resize": 16}, {"resize": 8}, {"resize": 16}]
     assert condition_for({"classes": [3, 6, 10]}, 5, fixed={"classes": 10}) == {}
+
+
+def test_a_sweep_adds_conditions_and_replaces_the_values_of_the_spaces():
+    from search.space.conditions import of_study
+
+    assert of_study({"classes": [3, 6, 10]}, {"resize": [8, 16]}) == {"classes": [3, 6, 10], "resize": [8, 16]}
+    assert of_study({"classes": [3, 6, 10]}, {"classes": [3, 10]}) == {"classes": [3, 10]}
+    assert of_study({}, {}) == {}
