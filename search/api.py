@@ -221,8 +221,9 @@ def analyze(study: str, *, storage: str | None = None,
 
 @_store_errors
 def ablate(study: str, *, storage: str | None = None, params: list[str] | None = None,
-           repeats: int | None = None) -> AblationQueued:
-    """Queue one-factor-at-a-time trials around the best configuration; the study's workers run
+           repeats: int | None = None, interaction: bool = False) -> AblationQueued:
+    """Queue one-factor-at-a-time trials around the best configuration (and, with
+    ``interaction``, the grid of the first two parameters crossed); the study's workers run
     them. Returns what was queued."""
     from search.study import needs_space, open_study
 
@@ -232,7 +233,8 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
     from search.commands.ablate import ablate as queue_ablation
 
     return queue_ablation(study, storage=storage, params=params,
-                          repeats=DEFAULT_REPEATS if repeats is None else repeats)
+                          repeats=DEFAULT_REPEATS if repeats is None else repeats,
+                          interaction=interaction)
 
 
 @_store_errors

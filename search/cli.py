@@ -372,18 +372,23 @@ def analyze(study, storage, fmt, html_path, no_html, params):
               help="Parameters to ablate (default: the 3 most important).")
 @click.option("--repeats", type=int, default=None, metavar="R",
               help="Runs of each configuration, with different seeds (default 3).")
-def ablate(study, storage, params, repeats):
+@click.option("--interaction", is_flag=True,
+              help="Also cross the first two parameters (every value of one with every value of "
+                   "the other): does the best value of one depend on the other?")
+def ablate(study, storage, params, repeats, interaction):
     """Queue one-factor-at-a-time trials around the best configuration.
 
     For each parameter, each value (a grid for a continuous one) with every other parameter at
-    the best search trial's value, R times. The study's budget grows by as many trials; run them
-    with `search worker --study NAME` (or resume `search start`), then `search analyze`.
+    the best search trial's value, R times; with --interaction, also the two-factor grid of the
+    first two. The study's budget grows by as many trials; run them with `search worker --study
+    NAME` (or resume `search start`), then `search analyze`.
     """
     from search import api
     from search.console.ablate import print_queued
 
     names = _parse_names(params, "--params")
-    queued = _run(lambda: api.ablate(study, storage=storage, params=names, repeats=repeats))
+    queued = _run(lambda: api.ablate(study, storage=storage, params=names, repeats=repeats,
+                                     interaction=interaction))
     print_queued(console, queued)
 
 

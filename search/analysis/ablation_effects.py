@@ -171,8 +171,9 @@ def _verdict(name: str, center, rows: pd.DataFrame, noise: float | None, maximiz
 
 def ablation_effects(frame: pd.DataFrame, best_values: dict, maximize: bool,
                      objective: str = "val_accuracy") -> list[AblationEffect]:
-    """One effect per ablated parameter, from the finished trials tagged as ablation."""
-    tagged = frame[frame["ablation_param"].notna()]
+    """One effect per ablated parameter, from the finished trials tagged as ablation (a
+    two-factor grid's are ``search.analysis.interaction``'s)."""
+    tagged = frame[frame["ablation_param"].notna() & frame["ablation_pair"].isna()]
     effects = []
     for name, trials in tagged.groupby("ablation_param", sort=True):
         others = tagged[tagged["ablation_param"] != name]

@@ -257,3 +257,28 @@ def ablation_forest(analysis: Analysis) -> go.Figure | None:
     return _forest(labels, means, lows, highs, colors,
                    "Ablation: effect against the center, 95% Welch interval",
                    f"difference in {analysis.objective}", reference=0.0)
+
+
+def interaction_heatmap(analysis: Analysis, effect) -> go.Figure | None:
+    """A two-factor ablation grid: each cell's mean objective over its completed repeats."""
+    cells = effect.cells[effect.cells["complete"] > 0]
+    if cells.empty:
+        return None
+    rows = list({repr(v): v for v in effect.cells["first"]}.values())
+    columns = list({repr(v): v for v in effect.cells["second"]}.values())
+    means = {(repr(r.first), repr(r.second)): r for r in cells.itertuples()}
+    z = [[means[(repr(a), repr(b))].mean if (repr(a), repr(b)) in means else None for b in columns]
+         for a in rows]
+    text = [["" if (repr(a), repr(b)) not in means else
+             f"{means[(repr(a), repr(b))].mean:.3f} ({means[(repr(a), repr(b))].complete})" for b in columns]
+            for a in rows]
+    first, second = effect.pair
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[html.escape(param_value(b)) for b in columns], y=[html.escape(param_value(a)) for a in rows],
+        text=text, texttemplate="%{text}", colorscale="Viridis", colorbar={"title": analysis.objective},
+        hovertemplate=f"{html.escape(first)}=%{{y}}<br>{html.escape(second)}=%{{x}}<br>mean %{{z:.4f}}<extra></extra>"))
+    fig.update_xaxes(title=html.escape(second), type="category")
+    fig.update_yaxes(title=html.escape(first), type="category")
+    return _layout(fig, html.escape(f"Interaction: {first} x {second} (mean of the completed repeats)"),
+                   height=max(320, 60 * len(rows) + 160))
+

@@ -30,7 +30,8 @@ COLUMNS = [
     "epochs", "best_epoch", "train_seconds", "trial_seconds", "sec_per_epoch", "ms_per_step",
     "first_epoch_s", "steady_sec_per_epoch", "steady_ms_per_step",
     "trainable_params", "non_trainable_params", "train_metric", "val_metric", "gap",
-    "baseline", "ablation_param", "ablation_value", "ablation_repeat", "ablation_center", "diverged", "fail_reason",
+    "baseline", "ablation_param", "ablation_value", "ablation_repeat", "ablation_center", "ablation_pair",
+    "diverged", "fail_reason",
     "worker",
 ]
 
@@ -91,6 +92,7 @@ def _row(trial: FrozenTrial, train_metric: str, val_metric: str) -> dict:
         "ablation_value": ablation.get("value"),
         "ablation_repeat": ablation.get("repeat"),
         "ablation_center": ablation.get("center"),
+        "ablation_pair": ablation.get("pair"),  # a two-factor grid's trial: [a, b]
         "diverged": _is_diverged(trial),
         "fail_reason": attrs.get(trial_attrs.FAIL_REASON),
         "worker": worker.get("host") if isinstance(worker, dict) else None,

@@ -138,7 +138,8 @@ def answers(analysis: Analysis) -> dict:
     return {"columns": ["factor", "kind", "verdict (search trials, model-based)", "best value: mean",
                         "95% interval", "time cost (steady)"],
             "rows": rows,
-            "ablation": [[a.name, a.verdict] for a in analysis.ablation]}
+            "ablation": [[a.name, a.verdict] for a in analysis.ablation]
+            + [[i.label, i.verdict] for i in analysis.interactions]}
 
 
 def render_html(analysis: Analysis, study: optuna.Study) -> str:
@@ -154,6 +155,13 @@ def render_html(analysis: Analysis, study: optuna.Study) -> str:
                  "held": ", ".join(f"{k}={param_value(v)}" for k, v in sorted(a.held.items())),
                  "chance": number(a.chance) if a.chance else None,
                  "table": _table(a.rows)} for a in analysis.ablation]
+    interactions = [{"name": i.label, "verdict": i.verdict,
+                     "held": ", ".join(f"{k}={param_value(v)}" for k, v in sorted(i.held.items())),
+                     "table": _table(i.cells.assign(first=i.cells["first"].map(param_value),
+                                                    second=i.cells["second"].map(param_value))
+                                     .rename(columns={"first": i.pair[0], "second": i.pair[1]})),
+                     "figure": _figure(figures.interaction_heatmap(analysis, i), f"fig-interaction-{n}")}
+                    for n, i in enumerate(analysis.interactions)]
     plots = [
         (figures.lr_curve(analysis), "fig-lr"),
         (figures.optimization_history(analysis), "fig-history"),
@@ -179,6 +187,7 @@ def render_html(analysis: Analysis, study: optuna.Study) -> str:
         importance_figure=importance_figure,
         effects=effects,
         ablation=ablation,
+        interactions=interactions,
         figures=[body for body in (_figure(fig, div_id) for fig, div_id in plots) if body is not None],
     )
 

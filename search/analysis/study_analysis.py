@@ -13,6 +13,7 @@ from optuna.study import StudyDirection
 
 from search import trial_attrs
 from search.analysis.ablation_effects import AblationEffect, ablation_effects
+from search.analysis.interaction import InteractionEffect, interaction_effects
 from search.analysis.effects import ParamEffect, param_effect
 from search.analysis.frame import FINISHED, frame_from_trials, hp_columns
 from search.analysis.importance import Importances, importances
@@ -54,6 +55,7 @@ class Analysis:
     frame: pd.DataFrame = field(repr=False)  # one row per trial (see frame.COLUMNS)
     trials: list = field(repr=False, default_factory=list)  # the study's FrozenTrials, read once
     view: optuna.Study | None = field(repr=False, default=None)  # search trials, real values
+    interactions: list[InteractionEffect] = field(default_factory=list)  # two-factor ablation grids
 
     @property
     def maximize(self) -> bool:
@@ -88,6 +90,11 @@ class Analysis:
                 "noise_sd": a.noise_sd, "verdict": a.verdict,
                 "rows": a.rows.to_dict(orient="records"),
             } for a in self.ablation],
+            "interactions": [{
+                "pair": i.pair, "center": i.center, "held": i.held, "p_value": i.p_value,
+                "verdict": i.verdict, "best_per_second": i.best_per_second,
+                "cells": i.cells.to_dict(orient="records"),
+            } for i in self.interactions],
             "notes": self.notes,
         })
 
@@ -297,7 +304,7 @@ def analyze(study: optuna.Study, objective: str = "val_accuracy", params: list[s
         notes.append(f"Importance: {ranked.note}.")
     return Analysis(study.study_name, objective, direction,
                     _overview(study, trials, frame, maximize, budget), effects, ranked, ablation,
-                    notes, conditions, frame, trials, view)
+                    notes, conditions, frame, trials, view, interaction_effects(finished, maximize))
 
 
 def _recorded_sum(column: pd.Series) -> float | None:

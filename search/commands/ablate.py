@@ -4,7 +4,8 @@ The configurations are ``search.analysis.ablation.plan``'s: for each named param
 values (a grid for a continuous one), every other parameter at the best search trial's value,
 ``repeats`` times. Each is queued in the same study with Optuna's ``enqueue_trial`` under the
 bridge's parameter names (a ``reverse_log`` parameter as ``<name>.reverse_log_u``), tagged with
-the user attribute ``ablation = {"param", "value", "repeat", "center"}``, and the study's budget
+the user attribute ``ablation = {"param", "value", "repeat", "center"}`` (a two-factor grid's
+trials also ``"pair"``, their value and center a pair), and the study's budget
 grows by as many trials (one atomic update), so the study's workers (``search worker``, or a
 resumed ``search start``) run them first. Repeats differ by their trial number, hence their seed
 (``search.execution.runner.trial_seed``): their spread is the seed noise ``search analyze`` measures
@@ -41,9 +42,10 @@ class AblationQueued:
 
 
 def ablate(study: str, *, storage: str | None = None, params: list[str] | None = None,
-           repeats: int = DEFAULT_REPEATS) -> AblationQueued:
+           repeats: int = DEFAULT_REPEATS, interaction: bool = False) -> AblationQueued:
     """Queue the ablation trials of ``params`` (default: the most important ones) around the best
-    search trial, ``repeats`` each; returns what was queued."""
+    search trial, ``repeats`` each, and with ``interaction`` the grid of the first two crossed;
+    returns what was queued."""
     import keras_tuner as kt
 
     from search.space.bridge import to_optuna_params
@@ -78,7 +80,8 @@ def ablate(study: str, *, storage: str | None = None, params: list[str] | None =
         if complete < FEW_TRIALS:
             notes.append(f"only {complete} completed search trials: the most important parameters "
                          f"are a guess below {FEW_TRIALS}; name them with --params")
-    planned = ablation.plan(center, hps, params, repeats, room=MAX_TRIALS - stored.record.budget)
+    planned = ablation.plan(center, hps, params, repeats, room=MAX_TRIALS - stored.record.budget,
+                            interaction=interaction)
     for entry in planned:
         values = {k: v for k, v in to_optuna_params(hps, entry["params"]).items()
                   if k not in config.fixed}

@@ -20,6 +20,8 @@ def ablation_table(queued) -> Table:
     seen = set()
     for entry in queued.trials:
         tag = entry["ablation"]
+        if "pair" in tag:
+            continue  # the two-factor grid: one row below
         key = (tag["param"], repr(tag["value"]))
         if key in seen:
             continue
@@ -28,6 +30,12 @@ def ablation_table(queued) -> Table:
         if repr(tag["value"]) == repr(tag["center"]):
             label += " (best, the reference)"
         table.add_row(Text(tag["param"]), Text(label), str(counts[key]))
+    crossed = [e["ablation"] for e in queued.trials if "pair" in e["ablation"]]
+    if crossed:
+        sizes = [len({repr(t["value"][i]) for t in crossed}) for i in (0, 1)]
+        cells = len({repr(t["value"]) for t in crossed})
+        table.add_row(Text(crossed[0]["param"]), Text(f"{sizes[0]} x {sizes[1]} grid ({cells} cells)"),
+                      str(len(crossed)))
     return table
 
 

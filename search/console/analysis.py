@@ -80,10 +80,11 @@ def importance_table(analysis: Analysis, width: int = 200) -> Table:
 
 
 def fitting_table(title: str, caption: str, headers: list[str], rows: list[list[str]],
-                  width: int) -> Table:
+                  width: int, turn: bool = True) -> Table:
     """A table whose cells are never cut, whatever the console's width (80 columns when piped):
-    one row per value when that fits in ``width``; else turned round (a column per value); else one
-    small table per value, each field on its own line. Words in the caption wrap."""
+    one row per value when that fits in ``width``; else turned round (a column per value; not
+    when ``turn`` is False); else one small table per value, each field on its own line. Words in
+    the caption wrap."""
     def span(cells_per_column: list[list[str]]) -> int:  # rich's box: 3 per column, 1 at the end
         return sum(max(len(c) for c in column) + 3 for column in cells_per_column) + 1
 
@@ -97,7 +98,7 @@ def fitting_table(title: str, caption: str, headers: list[str], rows: list[list[
         for row in rows:
             table.add_row(*(Text(c) for c in row))
         return table
-    if span(turned) <= width:
+    if turn and span(turned) <= width:
         table = Table(title=Text(title), title_justify="left", caption=Text(caption, style="bold"),
                       caption_justify="left")
         table.add_column(headers[0], style="bold", no_wrap=True)
@@ -174,6 +175,34 @@ def ablation_table(effect, objective: str, width: int = 200) -> Table:
                          effect.verdict, headers, cells, width)
 
 
+def interaction_table(effect, objective: str, width: int = 200) -> Table:
+    """A two-factor ablation grid, the factor with more values down: each cell its completed
+    repeats' mean, spread and count."""
+    first_values = list({repr(v): v for v in effect.cells["first"]}.values())
+    second_values = list({repr(v): v for v in effect.cells["second"]}.values())
+    by_cell = {(repr(r.first), repr(r.second)): r for r in effect.cells.itertuples()}
+    (down, rows), (across, columns) = ((effect.pair[0], first_values), (effect.pair[1], second_values))
+    flipped = len(second_values) > len(first_values)
+    if flipped:
+        (down, rows), (across, columns) = (across, columns), (down, rows)
+    cells = []
+    for a in rows:
+        line = [param_value(a)]
+        for b in columns:
+            cell = by_cell.get((repr(b), repr(a)) if flipped else (repr(a), repr(b)))
+            if cell is None:
+                line.append("-")
+            elif not cell.complete:
+                line.append(f"- (0 of {cell.trials})")
+            else:
+                spread = "" if cell.std != cell.std else f"±{cell.std:.3f}"
+                line.append(f"{cell.mean:.3f}{spread} ({cell.complete})")
+        cells.append(line)
+    return fitting_table(f"Interaction: {down} (down) x {across} (across): mean {objective} ±sd "
+                         "(completed repeats)", effect.verdict,
+                         [down, *[param_value(b) for b in columns]], cells, width, turn=False)
+
+
 def condition_table(condition, objective: str, width: int = 200) -> Table:
     """A swept condition: per value, its best trial and its trials' means and time cost."""
     headers = ["value", "trials", "complete", f"best {objective}", "best trial", "completed mean",
@@ -206,5 +235,10 @@ def render_text(analysis: Analysis, console: Console) -> None:
     for effect in analysis.ablation:
         console.print(center_line(effect))
         console.print(ablation_table(effect, analysis.objective, console.width))
+    for effect in analysis.interactions:
+        console.print(Text(f"{effect.label} crossed; the others held at: "
+                           + (", ".join(f"{k}={param_value(v)}" for k, v in sorted(effect.held.items())) or "-"),
+                           style="dim"))
+        console.print(interaction_table(effect, analysis.objective, console.width))
     for note in analysis.notes:
         console.print(Text(note, style="yellow"))

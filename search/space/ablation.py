@@ -11,6 +11,11 @@ An optimizer value that brings a ``momentum`` parameter with it (SGD in ``search
 tried twice: with its momentum (the best configuration's, else the default) and without
 (``"sgd, momentum=0"``, plain SGD).
 
+On request (``interaction``), the first two parameters are also crossed: every value of the first
+with every value of the second (a two-factor grid around the best configuration, the others held
+at theirs), ``repeats`` times each, tagged ``{"param": "a x b", "pair": [a, b], "value": [va, vb],
+...}``: whether the best value of one depends on the other (the learning rate on the optimizer).
+
 ``plan`` is pure: it returns the configurations; enqueueing them is the caller's job.
 """
 
@@ -120,13 +125,18 @@ def _variants(best_values: dict, space, name: str, values: list) -> list[tuple]:
     return variants
 
 
+def pair_label(pair: list[str]) -> str:
+    """The ``param`` of a two-factor grid's trials: ``learning_rate x optimizer``."""
+    return " x ".join(pair)
+
+
 def plan(best_values: dict, space, params: list[str], repeats: int,
-         room: int | None = None) -> list[dict]:
+         room: int | None = None, interaction: bool = False) -> list[dict]:
     """The ablation trials: ``{"params": full hyperparameter values, "ablation": {"param",
     "value", "repeat", "center"}}`` for each parameter, each grid value, each repeat (in that
-    order). ``space``: the study's discovered ``keras_tuner.HyperParameters``. ``room``: how
-    many trials the study can still take; more, or more than ``MAX_QUEUED``, is refused before
-    any is listed."""
+    order), then, with ``interaction``, the first two parameters' grid (``"pair"`` in the tag).
+    ``space``: the study's discovered ``keras_tuner.HyperParameters``. ``room``: how many trials
+    the study can still take; more, or more than ``MAX_QUEUED``, is refused before any is listed."""
     if repeats < 1:
         raise SearchError(f"repeats must be at least 1 (got {repeats})")
     if not params:
@@ -140,9 +150,13 @@ def plan(best_values: dict, space, params: list[str], repeats: int,
     if inactive:
         raise SearchError(f"{', '.join(inactive)} not active in the best configuration: "
                           "nothing to ablate around it")
+    if interaction and len(params) < 2:
+        raise SearchError("--interaction crosses two parameters: name them first in --params "
+                          "(e.g. --params learning_rate,optimizer)")
     variants = {name: _variants(best_values, space, name, grid(by_name[name], best_values[name]))
                 for name in params}
-    configurations = sum(len(v) for v in variants.values())
+    cells = _cells(best_values, space, params[:2], by_name) if interaction else []
+    configurations = sum(len(v) for v in variants.values()) + len(cells)
     if room is not None and configurations * repeats > room:
         raise SearchError(f"--repeats {repeats} queues {configurations * repeats} trials "
                           f"({configurations} configurations x {repeats}): the study has room for "
@@ -159,4 +173,24 @@ def plan(best_values: dict, space, params: list[str], repeats: int,
                 trials.append({"params": dict(config),
                                "ablation": {"param": name, "value": value, "repeat": repeat,
                                             "center": center}})
+    pair = list(params[:2])
+    for values, config in cells:
+        for repeat in range(repeats):
+            trials.append({"params": dict(config),
+                           "ablation": {"param": pair_label(pair), "pair": pair, "value": values,
+                                        "repeat": repeat, "center": [best_values[p] for p in pair]}})
     return trials
+
+
+def _cells(best_values: dict, space, pair: list[str], by_name: dict) -> list[tuple[list, dict]]:
+    """([value of the first, value of the second], configuration) for every cell of the pair's
+    grid; a cell whose second parameter the first's value deactivates is left out."""
+    first, second = pair
+    cells = []
+    for a in grid(by_name[first], best_values[first]):
+        row = configuration(best_values, space, first, a)
+        if second not in row and second in best_values:
+            continue  # e.g. momentum under a non-SGD optimizer
+        for b in grid(by_name[second], best_values[second]):
+            cells.append(([a, b], configuration(row, space, second, b)))
+    return cells

@@ -115,3 +115,25 @@ def test_one_ablation_queues_a_bounded_number_of_trials(space):
                                           "lower --repeats or name fewer --params"):
         ablation.plan(BEST, space, ["lr"], 10**6, room=10**9)
     assert len(ablation.plan(BEST, space, ["lr"], ablation.MAX_QUEUED // 6)) == 6 * (ablation.MAX_QUEUED // 6)
+
+
+def test_an_interaction_crosses_the_first_two_parameters_after_the_one_factor_trials(space):
+    one_factor = ablation.plan(BEST, space, ["optimizer", "lr"], repeats=2)
+    plan = ablation.plan(BEST, space, ["optimizer", "lr"], repeats=2, interaction=True)
+    assert plan[:len(one_factor)] == one_factor
+    crossed = plan[len(one_factor):]
+    by_name = {hp.name: hp for hp in space.space}
+    optimizers, rates = ablation.grid(by_name["optimizer"]), ablation.grid(by_name["lr"], BEST["lr"])
+    assert len(crossed) == len(optimizers) * len(rates) * 2
+    assert {e["ablation"]["param"] for e in crossed} == {"optimizer x lr"}
+    assert all(e["ablation"]["pair"] == ["optimizer", "lr"] and e["ablation"]["center"] == ["adam", 3e-4]
+               for e in crossed)
+    cells = {(e["ablation"]["value"][0], e["ablation"]["value"][1]) for e in crossed}
+    assert cells == {(o, r) for o in optimizers for r in rates}
+    for entry in crossed:  # each cell is the best configuration with the two set, scopes followed
+        o, r = entry["ablation"]["value"]
+        assert entry["params"]["optimizer"] == o and entry["params"]["lr"] == r
+        assert ("momentum" in entry["params"]) == (o == "sgd")
+        assert entry["params"]["units"] == BEST["units"]
+    with pytest.raises(SearchError, match="--interaction crosses two parameters"):
+        ablation.plan(BEST, space, ["lr"], repeats=2, interaction=True)
