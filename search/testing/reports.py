@@ -14,12 +14,20 @@ XSS = "<script>alert(1)</script>"
 
 
 def report_with_a_script(folder: Path):
-    """A synthetic study of 120 trials named ``digits <script>...``, plus a failed and a complete
-    trial whose value and failure reason hold the script too, analyzed and written to
-    ``folder/sub/report.html``: (the analysis, the report's path, its text)."""
+    """A synthetic study of 120 trials named ``digits <script>...``, an ablation of the optimizer
+    and the batch size with their two-factor grid, plus a failed and a complete trial whose value
+    and failure reason hold the script too, analyzed and written to ``folder/sub/report.html``:
+    (the analysis, the report's path, its text)."""
+    import keras_tuner as kt
+
     from search.analysis import analyze, write_html
+    from search.space import ablation
+    from search.testing.synthetic import add_ablation_trials
 
     study = build_study(120, seed=5, study_name=f"digits {XSS}")
+    best = analyze(study, space=space_config()).overview["best"]["params"]
+    add_ablation_trials(study, ablation.plan(best, kt.HyperParameters.from_config(space_config()),
+                                             ["optimizer", "batch_size"], repeats=2, interaction=True))
     attrs = {"hp_values": {"learning_rate": 1e-3, "optimizer": XSS, "batch_size": 32,
                            "classes": 10, "dropout": 0.1, "beta": 0.95},
              "fail_reason": f"fit: ValueError: {XSS}"}

@@ -74,9 +74,11 @@ def test_report_has_every_section_and_figure(report):
     result, _, text = report
     ids = re.findall(r'<div id="(fig-[^"]+)" class="plotly-graph-div', text)
     expected = {"fig-importance", "fig-lr", "fig-history", "fig-time", "fig-params", "fig-curves",
-                "fig-slice", "fig-parallel", "fig-effects"} | {f"fig-effect-{i}" for i in range(len(result.effects))}
+                "fig-slice", "fig-parallel", "fig-effects", "fig-ablation", "fig-interaction-0"} | {
+                    f"fig-effect-{i}" for i in range(len(result.effects))}
     assert set(ids) == expected
-    for section in ("answers", "overview", "importance", "effects", "figures", "notes"):
+    for section in ("answers", "overview", "importance", "effects", "ablation", "interactions", "figures",
+                    "notes"):
         assert f'<section id="{section}">' in text
     # the answers come first: each factor's verdict, before the overview
     answers = text[text.index('<section id="answers">'):text.index('<section id="overview">')]
