@@ -140,13 +140,14 @@ def worker_log_folders(tmpdir: str) -> list[str]:
 def running_worker_after_a_completed_trial(url: str, epochs: int | None = None,
                                            trials: list | None = None):
     """A live worker in the middle of a trial, once a trial has completed: one epoch reported
-    (``epochs`` given: at least three of them still to come); of several, the one whose trial has
-    the fewest epochs reported. ``trials``: the study's trials just read (read here if not given)."""
+    (``epochs`` given: at least half of them, and three, still to come, so a busy machine cannot
+    finish the trial between this read and a kill); of several, the one whose trial has the fewest
+    epochs reported. ``trials``: the study's trials just read (read here if not given)."""
     trials = trials_of(url) if trials is None else trials
     if not any(t.state == TrialState.COMPLETE for t in trials):
         return None
     # epochs reported, more to come: the trial is surely still running when the kill lands
-    last = 1 if epochs is None else epochs - 3
+    last = 1 if epochs is None else epochs - max(3, epochs // 2)
     reported = {t.number: len(t.intermediate_values) for t in trials
                 if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= last}
     if not reported:
