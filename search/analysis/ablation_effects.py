@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from search.analysis.effects import CONFIDENCE
+from search.analysis.marginal import metric_bounds
 from search.console.format import param_value
 
 ROW_COLUMNS = ["value", "trials", "complete", "failed", "mean", "std", "effect", "effect_low",
@@ -76,7 +77,9 @@ def chance_level(objective: str, held: dict, name: str, value) -> float | None:
 
 
 def _welch(mean_a, sd_a, n_a, mean_b, sd_b, n_b, pooled: float | None):
-    """The 95% Welch interval of ``mean_a - mean_b``; a side with one value uses ``pooled``."""
+    """The 95% Welch interval of ``mean_a - mean_b``; a side with one value uses ``pooled``, and
+    so do both when neither side's repeats differ at all (two values each stuck at one accuracy
+    carry no noise estimate of their own)."""
     if not n_a or not n_b:
         return np.nan, np.nan
     sd_a = sd_a if n_a > 1 and np.isfinite(sd_a) else pooled
@@ -84,13 +87,15 @@ def _welch(mean_a, sd_a, n_a, mean_b, sd_b, n_b, pooled: float | None):
     if sd_a is None or sd_b is None:
         return np.nan, np.nan
     va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    if va + vb == 0 and pooled:  # both sides' repeats identical (e.g. both at chance): no noise
+        va, vb = pooled ** 2 / n_a, pooled ** 2 / n_b  # seen here, so the pooled seed noise
     se = math.sqrt(va + vb)
+    effect = mean_a - mean_b
     if se == 0:
-        return 0.0, 0.0
+        return effect, effect
     dof_a, dof_b = max(n_a - 1, 1), max(n_b - 1, 1)
     dof = (va + vb) ** 2 / ((va ** 2 / dof_a if va else 0) + (vb ** 2 / dof_b if vb else 0) or 1e-300)
     half = stats.t.ppf(0.5 + CONFIDENCE / 2, max(dof, 1.0)) * se
-    effect = mean_a - mean_b
     return effect - half, effect + half
 
 
@@ -120,12 +125,15 @@ def ablation_effect(trials: pd.DataFrame, name: str, center, maximize: bool,
     dof = int((rows["complete"] - 1).clip(lower=0).sum())
     noise = float(np.sqrt(rows["_ss"].sum() / dof)) if dof > 0 else None
     reference = next((g for g in groups if _same(g["value"], center)), None)
-    rows["effect"] = rows["mean"] - (reference["mean"] if reference else np.nan)
+    rows["effect"] = (rows["mean"] - (reference["mean"] if reference else np.nan)).round(12)
     intervals = [_welch(r.mean, r.std, r.complete, reference["mean"], reference["std"],
                         reference["complete"], noise) if reference else (np.nan, np.nan)
                  for r in rows.itertuples()]
-    rows["effect_low"] = [low for low, _ in intervals]
-    rows["effect_high"] = [high for _, high in intervals]
+    # a difference of two means of an accuracy-like metric (in [0, 1]) lies in [-1, 1]
+    bounded = metric_bounds(objective, trials["value"].to_numpy(dtype=float)) == (0.0, 1.0)
+    span = 1.0 if bounded else np.inf
+    rows["effect_low"] = [max(low, -span) for low, _ in intervals]
+    rows["effect_high"] = [min(high, span) for _, high in intervals]
     rows = rows[ROW_COLUMNS]
     chance = chance_level(objective, held, name, center)
     return AblationEffect(name, center, rows, noise,

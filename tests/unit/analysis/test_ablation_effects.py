@@ -73,3 +73,24 @@ def test_each_value_has_its_own_noise_and_collapse_to_chance_is_flagged():
     assert table.loc[1e-1, "at_chance"] == 3 and table.loc[1e-3, "at_chance"] == 0
     assert "collapsed: 0.1 (stuck at chance 0.1 in 3 of 3)" in effect.verdict
     assert effect.held == {"classes": 10}
+
+
+def test_two_values_whose_repeats_never_differ_are_compared_on_the_pooled_seed_noise():
+    """Seen on a real digits ablation: the center's two repeats and lr 0.1's two (both stuck at
+    chance) were each identical, and the interval read "+0..+0", so lr 0.1 (-0.64) was "within
+    noise" and lr 1e-3 (+0.015: one validation image) had a zero-width interval."""
+    import pandas as pd
+
+    from search.analysis.ablation_effects import ablation_effect
+
+    runs = {1e-5: [0.2, 0.5], 1e-3: [0.985, 0.985], 1.24e-3: [0.970, 0.970], 1e-1: [0.333, 0.333]}
+    rows = [{"state": "COMPLETE", "value": v, "ablation_value": lr, "hp.learning_rate": lr, "hp.classes": 3,
+             "steady_sec_per_epoch": 1.0, "steady_ms_per_step": 2.0, "first_epoch_s": 9.0}
+            for lr, values in runs.items() for v in values]
+    effect = ablation_effect(pd.DataFrame(rows), "learning_rate", 1.24e-3, maximize=True)
+    table = effect.rows.set_index("value")
+    assert table.loc[1e-1, "effect_high"] < 0 and table.loc[1e-1, "effect_low"] < table.loc[1e-1, "effect"]
+    assert table.loc[1e-3, "effect_low"] < 0 < table.loc[1e-3, "effect_high"]  # one image: within noise
+    assert "0.1 (-0.637, 95%" in effect.verdict and "within noise: 1e-5, 1e-3;" in effect.verdict
+    assert table.loc[1.24e-3, "effect"] == 0
+    assert table.loc[1e-5, "effect_low"] == -1  # a difference of two accuracies, not -2.6
