@@ -8,17 +8,21 @@ each value, ``--samples`` of the study's own search trials (completed and pruned
 are trained to the study's epochs with their condition and other values and this factor at the
 value (a learning-rate bin: a log-uniform draw inside it), each on a fresh seed, scored by the best
 epoch's objective. Printed per value: the report's mean and interval, the ground truth's mean and
-standard error, and whether the interval holds it; then whether the report's verdict names the
-factor and its best value is the ground truth's best (or within two standard errors of it).
+standard error, and whether the interval holds it; for each value the report calls worse than its
+best, the plain-Keras difference on the same configurations and seeds (paired) and whether it is
+worse there too, beyond two standard errors; then whether the report names the factor and its
+best value is the ground truth's best (or within two standard errors of it).
 
     search start spaces/cnn.py --trials 40 --epochs 5 --sweep resize=8,16,32 --set ...   # the study
     python bench/search_truth.py --storage sqlite:///search.db --study cnn \\
-        --params learning_rate,optimizer --samples 12 --out bench/results/search_truth.json
+        --params learning_rate,optimizer --model-params classes,learning_rate,optimizer,batch_size \\
+        --samples 12 --out bench/results/search_truth.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -41,7 +45,15 @@ def _bin_edges(label: str) -> tuple[float, float] | None:
         return None
 
 
-def ground_truth(storage: str, study_name: str, params: list[str], samples: int, seed: int = 0) -> dict:
+def _paired(scores: list[float], best: list[float]) -> tuple[float, float]:
+    """The mean and standard error of the paired differences (same configurations, same seeds)."""
+    diffs = [a - b for a, b in zip(scores, best)]
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+    return statistics.mean(diffs), se
+
+
+def ground_truth(storage: str, study_name: str, params: list[str], samples: int, seed: int = 0,
+                 model_params: list[str] | None = None, reuse: dict | None = None) -> dict:
     import numpy as np
     import optuna
 
@@ -51,7 +63,10 @@ def ground_truth(storage: str, study_name: str, params: list[str], samples: int,
     from search.testing.ground_truth import load_space_module, plain_keras_score
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    analysis = search.analyze(study_name, storage=storage, params=params).to_dict()
+    analysis = search.analyze(study_name, storage=storage, params=model_params).to_dict()
+    analysis["parameters"] = [p for p in analysis["parameters"] if p["name"] in params]
+    reused = {(r["param"], str(r["value"])): r["scores"] for r in (reuse or {}).get("rows", [])
+              if (reuse or {}).get("samples") == samples}
     stored = open_study(storage, study_name, read_only=True)
     config, source_path, source = stored.config, stored.record.space_path, stored.record.space_source
     stored.storage.engine.dispose()
@@ -69,9 +84,9 @@ def ground_truth(storage: str, study_name: str, params: list[str], samples: int,
     for factor in analysis["parameters"]:
         name = factor["name"]
         for row in factor["rows"]:
-            scores = []
+            scores = list(reused.get((name, str(row["value"])), []))
             edges = _bin_edges(row["value"])
-            for k, trial in enumerate(picked):
+            for k, trial in enumerate(picked[len(scores):], start=len(scores)):
                 values = {**trial.user_attrs["hp_values"], **config.fixed}
                 values[name] = (float(10 ** rng.uniform(math.log10(edges[0]), math.log10(edges[1])))
                                 if edges else row["value"])
@@ -93,6 +108,10 @@ def ground_truth(storage: str, study_name: str, params: list[str], samples: int,
         modelled = [r for r in mine if r["model_mean"] is not None]
         best = max(modelled, key=lambda r: r["model_mean"]) if modelled else None
         truth_best = max(mine, key=lambda r: r["truth_mean"])
+        for r in mine:  # a value called worse, against the report's best on the same runs
+            r["vs_report_best"], r["vs_report_best_se"] = _paired(r["scores"], best["scores"]) if best else (None, None)
+            r["claim_supported"] = (None if not r["worse_than_best"] else
+                                    r["vs_report_best"] + 2 * r["vs_report_best_se"] < 0)
         factors.append({
             "param": factor["name"], "factor_p": factor["factor_p"], "verdict": factor["verdict"],
             "named": factor["factor_p"] is not None and factor["factor_p"] < 0.05,
@@ -100,8 +119,8 @@ def ground_truth(storage: str, study_name: str, params: list[str], samples: int,
             "best_agrees": best is not None and (best["value"] == truth_best["value"] or
                                                  truth_best["truth_mean"] - best["truth_mean"]
                                                  <= 2 * math.hypot(best["truth_se"], truth_best["truth_se"])),
-            "worse_called_right": all(r["truth_mean"] < truth_best["truth_mean"]
-                                      for r in mine if r["worse_than_best"]),
+            "worse_claims": sum(bool(r["worse_than_best"]) for r in mine),
+            "worse_supported": sum(bool(r["claim_supported"]) for r in mine),
         })
     return {"study": study_name, "space": source_path, "epochs": config.epochs, "samples": len(picked),
             "rows": rows, "factors": factors, "seconds": round(time.perf_counter() - started, 1),
@@ -112,31 +131,44 @@ def print_result(result: dict) -> None:
     print(f"study {result['study']} ({result['space']}, {result['epochs']} epochs): the report's "
           f"model means against plain Keras, {result['samples']} of its configurations a value")
     print(f"{'param':14s} {'value':12s} {'report mean [95%]':>24s} {'plain Keras (se)':>18s}  inside  "
-          f"report: worse than best")
+          f"report says  plain Keras vs the report's best (paired, se)")
     for r in result["rows"]:
         interval = ("-" if r["model_mean"] is None else
                     f"{r['model_mean']:.3f} [{r['model_low']:.3f}, {r['model_high']:.3f}]")
+        claim = "worse" if r["worse_than_best"] else ""
+        paired = ("" if r["vs_report_best"] is None or r["vs_report_best"] == 0 else
+                  f"{r['vs_report_best']:+.3f} ({r['vs_report_best_se']:.3f})"
+                  + ("" if r["claim_supported"] is None else
+                     "  supported" if r["claim_supported"] else "  NOT supported"))
         print(f"{r['param']:14s} {str(r['value']):12s} {interval:>24s} "
               f"{r['truth_mean']:>10.3f} ({r['truth_se']:.3f})  {'yes' if r['inside'] else 'NO':6s}  "
-              f"{'worse' if r['worse_than_best'] else ''}")
+              f"{claim:11s}  {paired}")
     inside = sum(r["inside"] for r in result["rows"])
     print(f"intervals holding the ground truth's mean: {inside} of {len(result['rows'])}")
     for f in result["factors"]:
         print(f"{f['param']}: named {'yes' if f['named'] else 'no'} (permutation p={f['factor_p']}); "
               f"report's best {f['report_best']}, plain Keras' best {f['truth_best']} "
-              f"({'agrees' if f['best_agrees'] else 'DISAGREES'} within 2 se); every value called worse "
-              f"is below plain Keras' best: {'yes' if f['worse_called_right'] else 'NO'}")
+              f"({'agrees' if f['best_agrees'] else 'DISAGREES'} within 2 se); values called worse than "
+              f"the best: {f['worse_claims']}, worse in plain Keras too (paired, beyond 2 se): "
+              f"{f['worse_supported']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", required=True)
     parser.add_argument("--study", required=True)
-    parser.add_argument("--params", default="learning_rate,optimizer")
+    parser.add_argument("--params", default="learning_rate,optimizer", help="the factors checked")
+    parser.add_argument("--model-params", help="the factors `search analyze --params` models "
+                        "(default: every searched one)")
+    parser.add_argument("--reuse", help="a JSON this script wrote for the same study and --samples: "
+                        "its plain-Keras scores are reused, not trained again")
     parser.add_argument("--samples", type=int, default=12, help="configurations trained per value")
     parser.add_argument("--out", help="the JSON's path (default bench/results/search_truth.json)")
     args = parser.parse_args()
-    result = ground_truth(args.storage, args.study, args.params.split(","), args.samples)
+    reuse = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+    result = ground_truth(args.storage, args.study, args.params.split(","), args.samples,
+                          model_params=args.model_params.split(",") if args.model_params else None,
+                          reuse=reuse)
     print_result(result)
     print(f"written: {common.write_results('search_truth', result, args.out)}")
 
