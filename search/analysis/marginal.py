@@ -19,6 +19,12 @@ excludes 0); ``vs_best`` is its mean minus the best value's,
 bootstrapped the same way. A value none of whose trials ran to the final epoch (``reached_epoch``
 below it: always pruned) is extrapolated; its best objective can only have improved after that
 epoch, so its intervals are widened to cover the model's mean at the epoch it stopped at too.
+Every interval is also widened to cover a second reading: the same model fitted to the completed
+trials alone (a value no completed trial has: none). A pruned trial's value at the epoch it
+stopped need not tell its final one: on a real digits study, 4 of a learning-rate bin's 11 trials
+were pruned after their first epoch, the model read them as low to the end and called the bin
+worse by 0.27, where plain Keras trained the same configurations to within 0.02 of the best
+(``bench/search_truth.py``). So a value is called better or worse only when both readings agree.
 
 Whether a factor matters at all is one test per factor, not one per value: a permutation test
 of the same model (Manly's: the factor's values shuffled among the trials, every trial's other
@@ -182,6 +188,15 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
     b = weights @ moment
     ridge = 1e-6 * max(float(np.trace(a[0])) / width, 1e-12)
     coef = np.linalg.solve(a + ridge * np.eye(width), b[..., None])[..., 0]   # (1 + B, width)
+    # The same model on the completed trials alone: a pruned trial's early value need not tell
+    # its final one (a high learning rate starts slowly), so a value is judged under both readings
+    completed = (modelled["state"] == "COMPLETE").to_numpy(dtype=float)
+    completed_only = None
+    if 0 < completed.sum() < n_trials and completed.sum() >= MIN_TRIALS:
+        kept = weights * completed
+        a_kept = (kept @ gram.reshape(n_trials, -1)).reshape(-1, width, width)
+        coef_kept = np.linalg.solve(a_kept + ridge * np.eye(width), (kept @ moment)[..., None])[..., 0]
+        completed_only = (coef_kept, kept)
 
     # partial dependence: the trials' (resampled) mean design, one factor's block set to a value
     mean_x = (weights @ trial_x) / weights.sum(axis=1, keepdims=True)
@@ -195,7 +210,8 @@ def marginal_effects(search: pd.DataFrame, curves: dict[int, list], names: list[
         warnings.simplefilter("ignore", RuntimeWarning)
         for name in names:
             result[name] = _factor_rows(offsets[name], mean_x, coef, weights, position, epoch, levels,
-                                        final_level, (low_bound, high_bound), tail, maximize)
+                                        final_level, (low_bound, high_bound), tail, maximize,
+                                        completed_only)
     squares = np.zeros(n_trials)
     np.add.at(squares, position, y ** 2)
     tested = rng.permutation(n_trials)[:MAX_PERMUTED_TRIALS] if bootstraps else None
@@ -232,15 +248,21 @@ def _permutation_p(reached, factors, at_epoch, count, squares, block: slice, rng
     return (1 + as_good) / (1 + PERMUTATIONS)
 
 
+def _partial_dependence(mean_x, coef, start: int, count: int) -> np.ndarray:
+    """(1 + B, values): the model's mean with the factor's block set to each value in turn."""
+    base = mean_x.copy()
+    base[:, start:start + count] = 0.0
+    return np.einsum("bw,bw->b", base, coef)[:, None] + coef[:, start:start + count]
+
+
 def _factor_rows(offset, mean_x, coef, weights, position, epoch, levels, final_level, bounds,
-                 tail: float, maximize: bool) -> pd.DataFrame:
-    """One factor's rows from the fitted (and resampled) coefficients."""
+                 tail: float, maximize: bool, completed_only=None) -> pd.DataFrame:
+    """One factor's rows from the fitted (and resampled) coefficients; ``completed_only``: the
+    coefficients fitted to the completed trials alone, and their weights (a second reading every
+    interval also spans)."""
     low_bound, high_bound = bounds
     start, rows, codes = offset
-    base = mean_x.copy()
-    base[:, start:start + len(rows)] = 0.0
-    base_value = np.einsum("bw,bw->b", base, coef)
-    pd_values = base_value[:, None] + coef[:, start:start + len(rows)]     # (1 + B, rows)
+    pd_values = _partial_dependence(mean_x, coef, start, len(rows))         # (1 + B, rows)
     present = (weights @ np.eye(len(rows))[codes]) > 0                    # value resampled at all
     # A value none of whose trials reached the final epoch is extrapolated there: its best so
     # far can only have grown (maximised) after the epoch its last trial stopped at, so its
@@ -252,6 +274,11 @@ def _factor_rows(offset, mean_x, coef, weights, position, epoch, levels, final_l
     stopped = pd_values + coef[:, last_level] - coef[:, [final_level]]
     scenarios = [np.clip(np.where(present, v, np.nan), low_bound, high_bound)
                  for v in (pd_values, stopped)]
+    if completed_only is not None:
+        coef_kept, kept = completed_only
+        reached = (kept @ np.eye(len(rows))[codes]) > 0                   # a completed trial has it
+        scenarios.append(np.clip(np.where(reached, _partial_dependence(mean_x, coef_kept, start, len(rows)),
+                                          np.nan), low_bound, high_bound))
     pd_values = scenarios[0]
     real = [i for i, r in enumerate(rows) if r != ABSENT]
     frame = pd.DataFrame(index=pd.Index(rows, dtype=object))
@@ -270,7 +297,8 @@ def _factor_rows(offset, mean_x, coef, weights, position, epoch, levels, final_l
     judged = [i for i in real if frame["row_verdict"].iloc[i] != "too few trials"]
     if judged:
         best = max(judged, key=lambda i: pd_values[0, i] if maximize else -pd_values[0, i])
-        against = [v - pd_values[:, [best]] for v in scenarios]
+        # each reading against its own best value (the pessimistic one against the model's best)
+        against = [v - (v if i == 2 else pd_values)[:, [best]] for i, v in enumerate(scenarios)]
         _interval_columns(frame, "vs_best", against, tail)
         _interval_columns(verdict_frame, "vs_best", against, family)
         frame["worse_than_best"] = (verdict_frame["vs_best_high"] < 0 if maximize
@@ -285,8 +313,8 @@ def _interval_columns(frame: pd.DataFrame, name: str, scenarios: list[np.ndarray
     """``name`` (the first scenario's full-sample estimate) and ``name_low``/``name_high``: the
     bootstrap percentiles, widened to cover every scenario."""
     frame["model_mean" if name == "model" else name] = scenarios[0][0]
-    frame[f"{name}_low"] = np.min([np.nanquantile(v[1:], tail, axis=0) for v in scenarios], axis=0)
-    frame[f"{name}_high"] = np.max([np.nanquantile(v[1:], 1 - tail, axis=0) for v in scenarios], axis=0)
+    frame[f"{name}_low"] = np.nanmin([np.nanquantile(v[1:], tail, axis=0) for v in scenarios], axis=0)
+    frame[f"{name}_high"] = np.nanmax([np.nanquantile(v[1:], 1 - tail, axis=0) for v in scenarios], axis=0)
 
 
 def _row_verdict(row, maximize: bool, values: int) -> str:
