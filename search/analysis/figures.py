@@ -264,8 +264,7 @@ def interaction_heatmap(analysis: Analysis, effect) -> go.Figure | None:
     cells = effect.cells[effect.cells["complete"] > 0]
     if cells.empty:
         return None
-    rows = list({repr(v): v for v in effect.cells["first"]}.values())
-    columns = list({repr(v): v for v in effect.cells["second"]}.values())
+    rows, columns = effect.first_values, effect.second_values
     means = {(repr(r.first), repr(r.second)): r for r in cells.itertuples()}
     z = [[means[(repr(a), repr(b))].mean if (repr(a), repr(b)) in means else None for b in columns]
          for a in rows]

@@ -39,6 +39,19 @@ class InteractionEffect:
     def label(self) -> str:
         return " x ".join(self.pair)
 
+    @property
+    def first_values(self) -> list:
+        """The first factor's values, in the grid's order."""
+        return _distinct(self.cells["first"])
+
+    @property
+    def second_values(self) -> list:
+        return _distinct(self.cells["second"])
+
+
+def _distinct(values) -> list:
+    return list({repr(v): v for v in values}.values())
+
 
 def _residual_squares(design: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     """The least-squares residual sum of squares and its degrees of freedom."""
@@ -68,11 +81,12 @@ def interaction_test(first: list, second: list, y: np.ndarray) -> float | None:
     return float(stats.f.sf(max(statistic, 0.0), tested, full_dof))
 
 
-def _sorted(values: list) -> list:
+def _sorted_by(rows: list[dict], key: str) -> list[dict]:
+    """Rows in the order of their ``key`` values (as text where the values do not compare)."""
     try:
-        return sorted(values)
+        return sorted(rows, key=lambda r: r[key])
     except TypeError:
-        return sorted(values, key=str)
+        return sorted(rows, key=lambda r: str(r[key]))
 
 
 def interaction_effect(trials: pd.DataFrame, maximize: bool) -> InteractionEffect:
@@ -86,9 +100,7 @@ def interaction_effect(trials: pd.DataFrame, maximize: bool) -> InteractionEffec
                      "failed": int((group["state"] == "FAIL").sum()),
                      "mean": done.mean() if len(done) else np.nan,
                      "std": done.std() if len(done) > 1 else np.nan})
-    cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
-    order = {repr(v): i for i, v in enumerate(_sorted(list({repr(v): v for v in cells["first"]}.values())))}
-    cells = cells.iloc[np.argsort([order[repr(v)] for v in cells["first"]], kind="stable")].reset_index(drop=True)
+    cells = pd.DataFrame(_sorted_by(rows, "first"), columns=CELL_COLUMNS)
     done = trials[trials["state"] == "COMPLETE"]
     pairs = list(done["ablation_value"])
     p = interaction_test([v[0] for v in pairs], [v[1] for v in pairs], done["value"].to_numpy(float)) \

@@ -274,12 +274,14 @@ def _factor_rows(offset, mean_x, coef, weights, position, epoch, levels, final_l
     stopped = pd_values + coef[:, last_level] - coef[:, [final_level]]
     scenarios = [np.clip(np.where(present, v, np.nan), low_bound, high_bound)
                  for v in (pd_values, stopped)]
+    pd_values = scenarios[0]
+    references = [pd_values, pd_values]  # what each reading's value is compared with: the model's
     if completed_only is not None:
         coef_kept, kept = completed_only
         reached = (kept @ np.eye(len(rows))[codes]) > 0                   # a completed trial has it
         scenarios.append(np.clip(np.where(reached, _partial_dependence(mean_x, coef_kept, start, len(rows)),
                                           np.nan), low_bound, high_bound))
-    pd_values = scenarios[0]
+        references.append(scenarios[-1])  # the completed trials' reading against its own best
     real = [i for i, r in enumerate(rows) if r != ABSENT]
     frame = pd.DataFrame(index=pd.Index(rows, dtype=object))
     frame["modelled"] = np.bincount(codes, minlength=len(rows))
@@ -297,8 +299,7 @@ def _factor_rows(offset, mean_x, coef, weights, position, epoch, levels, final_l
     judged = [i for i in real if frame["row_verdict"].iloc[i] != "too few trials"]
     if judged:
         best = max(judged, key=lambda i: pd_values[0, i] if maximize else -pd_values[0, i])
-        # each reading against its own best value (the pessimistic one against the model's best)
-        against = [v - (v if i == 2 else pd_values)[:, [best]] for i, v in enumerate(scenarios)]
+        against = [v - reference[:, [best]] for v, reference in zip(scenarios, references)]
         _interval_columns(frame, "vs_best", against, tail)
         _interval_columns(verdict_frame, "vs_best", against, family)
         frame["worse_than_best"] = (verdict_frame["vs_best_high"] < 0 if maximize

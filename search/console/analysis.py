@@ -178,8 +178,7 @@ def ablation_table(effect, objective: str, width: int = 200) -> Table:
 def interaction_table(effect, objective: str, width: int = 200) -> Table:
     """A two-factor ablation grid, the factor with more values down: each cell its completed
     repeats' mean, spread and count."""
-    first_values = list({repr(v): v for v in effect.cells["first"]}.values())
-    second_values = list({repr(v): v for v in effect.cells["second"]}.values())
+    first_values, second_values = effect.first_values, effect.second_values
     by_cell = {(repr(r.first), repr(r.second)): r for r in effect.cells.itertuples()}
     (down, rows), (across, columns) = ((effect.pair[0], first_values), (effect.pair[1], second_values))
     flipped = len(second_values) > len(first_values)
