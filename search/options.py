@@ -285,6 +285,11 @@ def start_options(space_file: str, fixed: dict | None = None, sweep: dict | None
     return StartOptions(space_file, fixed, given, check_sweep(sweep or {}, fixed))
 
 
+def sweep_flag(name: str, values) -> str:
+    """``--sweep NAME=V1,V2`` as the user writes it."""
+    return f"--sweep {name}={','.join(str(v) for v in values)}"
+
+
 def check_sweep(sweep: dict, fixed: dict) -> dict:
     """``--sweep NAME=V1,V2,...`` values (raw): at least two different values a name, and no name
     also fixed with ``--set``; their types are the space's, checked when it is loaded."""
@@ -292,7 +297,7 @@ def check_sweep(sweep: dict, fixed: dict) -> dict:
     for name, values in sweep.items():
         if not isinstance(values, (list, tuple)):
             raise SearchError(f"--sweep {name}={values}: expected a list of values, e.g. classes=3,6,10")
-        shown = f"--sweep {name}={','.join(str(v) for v in values)}"
+        shown = sweep_flag(name, values)
         if name in fixed:
             raise SearchError(f"{shown} and --set {name}={fixed[name]}: a hyperparameter is either "
                               "fixed or swept, not both")

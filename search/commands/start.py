@@ -37,6 +37,7 @@ from search.options import (
     check_study_name,
     option_flag,
     resolve_storage,
+    sweep_flag,
 )
 from search.space.bridge import to_optuna_params
 from search.space.conditions import combinations
@@ -202,8 +203,7 @@ def _validated_sweep(hps, sweep: dict) -> dict:
         try:
             validated[name] = [validate_fixed(hps, {name: value})[name] for value in values]
         except SearchError as exc:
-            raise SearchError(f"--sweep {name}={','.join(str(v) for v in values)}: "
-                              f"{str(exc).split(': ', 1)[-1]}") from None
+            raise SearchError(f"{sweep_flag(name, values)}: {str(exc).split(': ', 1)[-1]}") from None
     return validated
 
 
@@ -226,9 +226,9 @@ def _check_resume(name: str, existing: StudyRecord, sha256: str, options: StartO
                               f"resume without --set {key}={value} or start a new --study name")
     for key, values in options.sweep.items():
         if [str(v) for v in stored.sweep.get(key, [])] != [str(v) for v in values]:
-            shown = " ".join(f"{k}={','.join(map(str, v))}" for k, v in stored.sweep.items()) or "(none)"
-            raise SearchError(f"study {name!r} was created with --sweep {shown}: resume without "
-                              f"--sweep {key}={','.join(map(str, values))} or start a new --study name")
+            shown = " ".join(sweep_flag(k, v) for k, v in stored.sweep.items()) or "no --sweep"
+            raise SearchError(f"study {name!r} was created with {shown}: resume without "
+                              f"{sweep_flag(key, values)} or start a new --study name")
 
 
 def _fmt_fixed(fixed: dict) -> str:
