@@ -23,7 +23,8 @@ def load_space_module(path: str | Path, name: str = "space_plain") -> ModuleType
 
 def plain_keras_score(space: ModuleType, dataset, values: dict, seed: int, epochs: int,
                       objective: str = "val_accuracy") -> float:
-    """The best epoch's ``objective`` of ``values`` trained with plain Keras on ``seed``."""
+    """The best epoch's ``objective`` of ``values`` trained with plain Keras on ``seed`` (the
+    space's ``build(hp)`` and its ``fit(hp, model, ...)``, or ``model.fit`` without one)."""
     import keras
     import keras_tuner as kt
 
@@ -36,7 +37,11 @@ def plain_keras_score(space: ModuleType, dataset, values: dict, seed: int, epoch
     hp.values.update(values)
     model = space.build(hp)
     trained_on = _datasets.in_use()  # the class subset build() selected, or the whole set
-    history = space.fit(hp, model, trained_on.x_train, trained_on.y_train, epochs=epochs, verbose=0,
-                        validation_data=(trained_on.x_val, trained_on.y_val))
+    fit = getattr(space, "fit", None)  # a space without fit(): Keras' own, with a tuned batch size
+    arguments = dict(epochs=epochs, verbose=0, validation_data=(trained_on.x_val, trained_on.y_val))
+    if fit is None and "batch_size" in hp.values:
+        arguments["batch_size"] = hp.values["batch_size"]
+    history = (fit(hp, model, trained_on.x_train, trained_on.y_train, **arguments) if fit else
+               model.fit(trained_on.x_train, trained_on.y_train, **arguments))
     curve = history.history[objective]
     return max(curve) if objective.endswith(("accuracy", "auc")) else min(curve)
