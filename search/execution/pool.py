@@ -304,6 +304,7 @@ def _follow(stored: StoredStudy, reaper: StoredStudy, workers: list[LocalWorker]
                     except OSError as exc:
                         _log.warning("no new worker for slot %d: %s", w.slot, exc.strerror or exc)
             if all(w.proc.poll() is not None for w in workers):
+                store_waits.relay(workers)  # what they said since the last read: their logs go next
                 break
             if time.monotonic() >= next_reap:
                 store_waits.relay(workers)

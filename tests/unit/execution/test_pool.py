@@ -58,3 +58,24 @@ def test_a_crash_cause_is_python_s_fatal_error_or_the_last_line_that_is_not_chat
     log.write_text("WARNING search.data: digits: the inputs are uint8 pixels 0..255 and the model has "
                    "no Rescaling or Normalization layer: it trains on raw values\n")
     assert crash_cause(str(log)) is None  # our own note about the data is not why it died
+
+
+def test_what_the_workers_said_of_the_store_is_relayed_when_the_last_one_exits(tmp_path, caplog):
+    """The clean-clone CI saw it: the disk freed, the study ended within a heartbeat, and the
+    coordinator, which read the workers' logs once per heartbeat, never said either line."""
+    import logging
+    import subprocess
+    import sys
+
+    from search.execution.pool import LocalWorker, _follow
+    from search.storage.retry import UNWRITABLE, WRITABLE_AGAIN
+
+    log = tmp_path / "worker-0.log"
+    log.write_text(f"{UNWRITABLE}: database or disk is full\n{WRITABLE_AGAIN}\n")
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    worker = LocalWorker(slot=0, gpu=None, proc=done, log_path=str(log), seen=True)
+    with caplog.at_level(logging.WARNING, logger="search.execution.pool"):
+        _follow(stored=None, reaper=None, workers=[worker], on_progress=None, spawner=None)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{UNWRITABLE}: database or disk is full", WRITABLE_AGAIN]
