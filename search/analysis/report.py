@@ -22,7 +22,7 @@ from plotly.offline import get_plotlyjs
 
 from search.analysis import figures
 from search.analysis.study_analysis import Analysis
-from search.console.format import duration, number, param_value, significant, training_time
+from search.console.format import held_values, number, param_value, significant, training_time
 
 TEMPLATE = "report.html.j2"
 
@@ -152,11 +152,11 @@ def render_html(analysis: Analysis, study: optuna.Study) -> str:
                 "figure": _figure(figures.effect_box(analysis, effect), f"fig-effect-{i}")}
                for i, effect in enumerate(analysis.effects)]
     ablation = [{"name": a.name, "center": param_value(a.center), "verdict": a.verdict,
-                 "held": ", ".join(f"{k}={param_value(v)}" for k, v in sorted(a.held.items())),
+                 "held": held_values(a.held),
                  "chance": number(a.chance) if a.chance else None,
                  "table": _table(a.rows)} for a in analysis.ablation]
     interactions = [{"name": i.label, "verdict": i.verdict,
-                     "held": ", ".join(f"{k}={param_value(v)}" for k, v in sorted(i.held.items())),
+                     "held": held_values(i.held),
                      "table": _table(i.cells.assign(first=i.cells["first"].map(param_value),
                                                     second=i.cells["second"].map(param_value))
                                      .rename(columns={"first": i.pair[0], "second": i.pair[1]})),

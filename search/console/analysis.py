@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from search.console.format import duration, number, param_value, significant, training_time
+from search.console.format import held_values, number, param_value, significant, training_time
 
 if TYPE_CHECKING:  # results of search.analysis, a layer above: read, never imported
     from search.analysis import Analysis, ParamEffect
@@ -217,7 +217,7 @@ def condition_table(condition, objective: str, width: int = 200) -> Table:
 
 def center_line(effect) -> Text:
     """The configuration the other factors were held at, printed above an ablation table."""
-    held = ", ".join(f"{k}={param_value(v)}" for k, v in sorted(effect.held.items()))
+    held = held_values(effect.held)
     chance = f"; chance level {effect.chance:.3g}" if effect.chance else ""
     return Text(f"{effect.name} varied; the others held at: {held or '-'}{chance}", style="dim")
 
@@ -235,8 +235,7 @@ def render_text(analysis: Analysis, console: Console) -> None:
         console.print(center_line(effect))
         console.print(ablation_table(effect, analysis.objective, console.width))
     for effect in analysis.interactions:
-        console.print(Text(f"{effect.label} crossed; the others held at: "
-                           + (", ".join(f"{k}={param_value(v)}" for k, v in sorted(effect.held.items())) or "-"),
+        console.print(Text(f"{effect.label} crossed; the others held at: {held_values(effect.held) or '-'}",
                            style="dim"))
         console.print(interaction_table(effect, analysis.objective, console.width))
     for note in analysis.notes:

@@ -81,6 +81,11 @@ def duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def held_values(held: dict) -> str:
+    """The configuration an ablation held the other factors at: ``a=1, b=adam`` (sorted)."""
+    return ", ".join(f"{k}={param_value(v)}" for k, v in sorted(held.items()))
+
+
 def training_time(train_seconds: float | None, trial_seconds: float | None) -> str:
     """``5.3 min in fit, 5.9 min in trials``; ``not recorded`` for a study we did not run."""
     if train_seconds is None and trial_seconds is None:
